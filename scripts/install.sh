@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One-step install of dcrl and its dependencies into ./.venv (CPU, no model-hub downloads).
+# torch is pinned to 2.13.0 first: a bare `torch` requirement would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
+"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+echo "dcrl installed in $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
