@@ -1,0 +1,97 @@
+"""The entropy-control settings AEPO and DCPO share: a target entropy, the controller that picks
+this step's temperature from the previous step's entropy, and which entropy feeds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dcrl.algorithms.base import Algorithm, AlgorithmConfig
+from dcrl.config import field
+from dcrl.core.control import ControlDecision, EntropyController, make_controller
+
+
+@dataclass
+class EntropyControlConfig(AlgorithmConfig):
+    target_entropy: float = field(
+        0.5, help="Target entropy 𝓗 in nats/token (papers: 0.25–1.0; 0.5 in the released scripts)."
+    )
+    controller: Literal["bang_bang", "pi", "adaptive"] = field(
+        "bang_bang",
+        help="bang_bang: the papers' rule, T_high if H_prev ≤ 𝓗 else T_low; pi: dcrl's smoother "
+        "proportional-integral temperature (an extension); adaptive: the authors' later "
+        "continuous T = clip(1 + (𝓗 − H)) (papers.md §2.5).",
+    )
+    temperature_high: float = field(
+        1.2, help="T when entropy is low (upper bound for pi/adaptive)."
+    )
+    temperature_low: float = field(
+        0.8, help="T when entropy is high (lower bound for pi/adaptive)."
+    )
+    initial_entropy: float = field(
+        0.0, help="H_prev before the first step (0 in the AEPO/DCPO code, 0.5 in ICR's)."
+    )
+    controller_options: dict[str, Any] = field(
+        {},
+        help="Extra controller settings: pi takes proportional_gain, integral_gain, "
+        "entropy_smoothing; adaptive takes gain.",
+    )
+    entropy_signal: Literal["sampled_nll", "full"] = field(
+        "sampled_nll",
+        help="What the controller measures: the sampled-token NLL of the update (the papers' "
+        "`actor/entropy_loss`, papers.md §1.2) or the full-vocabulary entropy.",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self.make_controller()  # raises a clear ValueError on bad settings
+
+    def make_controller(self) -> EntropyController:
+        if self.controller == "bang_bang":
+            bounds = {
+                "temperature_high": self.temperature_high,
+                "temperature_low": self.temperature_low,
+            }
+        else:
+            bounds = {
+                "temperature_max": self.temperature_high,
+                "temperature_min": self.temperature_low,
+            }
+        return make_controller(
+            self.controller,
+            target_entropy=self.target_entropy,
+            initial_entropy=self.initial_entropy,
+            **bounds,
+            **self.controller_options,
+        )
+
+
+class EntropyControlled(Algorithm):
+    """An algorithm steered by an entropy controller (its state is checkpointed)."""
+
+    config: EntropyControlConfig
+
+    def __init__(self, config: EntropyControlConfig) -> None:
+        super().__init__(config)
+        self.controller = config.make_controller()
+
+    def decide(self) -> tuple[ControlDecision, dict[str, float]]:
+        decision = self.controller.decide()
+        return decision, {
+            "control/temperature": decision.temperature,
+            "entropy/target": decision.target_entropy,
+            "control/previous_entropy": decision.previous_entropy,
+        }
+
+    def after_update(self, metrics: dict[str, float]) -> None:
+        key = (
+            "entropy/sampled_nll" if self.config.entropy_signal == "sampled_nll" else "entropy/full"
+        )
+        self.controller.update(metrics[key])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"controller": self.controller.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.controller.load_state_dict(state["controller"])

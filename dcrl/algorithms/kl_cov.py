@@ -1,0 +1,36 @@
+"""KL-Cov (Cui et al. 2025, arXiv 2505.22617): no ratio clipping; a KL-like penalty
+coef·|log π_θ − log π_old| on the top fraction of tokens by advantage/log-prob covariance.
+In a strictly on-policy mini-batch (ratio ≡ 1) the penalty is zero — it acts from the second
+mini-batch of a step on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dcrl.algorithms.base import Algorithm, AlgorithmConfig
+from dcrl.config import field
+
+
+@dataclass
+class KLCovConfig(AlgorithmConfig):
+    policy_loss: Literal["ppo_clip", "clip_cov", "kl_cov"] = field(
+        "kl_cov", help="The KL-Cov policy loss."
+    )
+    kl_cov_ratio: float = field(
+        2e-3, help="Fraction of tokens penalized (paper: 2e-3; the ICR code's copy: 2e-4)."
+    )
+    kl_coef: float = field(1.0, help="Penalty coefficient on |log π_θ − log π_old| (paper: 1).")
+
+
+class KLCov(Algorithm):
+    name = "kl_cov"
+    config_class = KLCovConfig
+    config: KLCovConfig
+
+    def policy_loss_options(self) -> dict[str, Any]:
+        return {"kl_cov_ratio": self.config.kl_cov_ratio, "kl_coef": self.config.kl_coef}
+
+
+ALGORITHM = KLCov

@@ -1,0 +1,385 @@
+"""Entropy controllers: pick each step's regularizer temperature T from the previous step's entropy.
+
+AEPO and DCPO steer the policy entropy toward a target 𝓗 by taking a REINFORCE term on correct
+samples under π^T: hotter (T > 1) raises the entropy, colder (T < 1) lowers it. A controller
+turns the entropy measured in the previous step into this step's T — the papers' one-step lag.
+Use it as
+
+    decision = controller.decide()        # before the step: T from the previous step's entropy
+    ...step with decision.temperature...
+    controller.update(measured_entropy)   # after the step: the entropy measured in it
+
+Controllers:
+    BangBangController: T = T_high if H_prev ≤ 𝓗 else T_low (1.2 / 0.8). Code-faithful to the
+        released AEPO (arXiv 2510.08141 §2.2 in papers.md) and DCPO (arXiv 2601.12730, papers.md
+        §3.2). Step 1 acts on `initial_entropy` = 0 ("below target"); the ICR repo used 0.5.
+    PIController: a dcrl extension, not in the papers — a clipped proportional-integral rule with
+        anti-windup and optional smoothing of the measured entropy.
+    AdaptiveTemperatureController: T = clip(1 ± (𝓗 − H_prev), 0.8, 1.2), the continuous rule of
+        the authors' later AEPO variants (papers.md §2.5); an ablation, not the released AEPO.
+
+Every controller's state_dict() holds plain JSON-able values; a controller rebuilt with
+`make_controller(state["name"], **state["config"])` and given `load_state_dict(state)` decides
+exactly as the original would.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class ControlDecision:
+    """What one training step should do, decided from the previous step's entropy.
+
+    Attributes:
+        temperature: T of the regularizer's target distribution π^T for this step.
+        entropy_above_target: previous_entropy > target_entropy (AEPO also halves its number of
+            REINFORCE samples when this is true).
+        entropy_gap: target_entropy − previous_entropy (> 0: entropy is too low).
+        previous_entropy: the entropy the decision acts on — the last measured value (smoothed
+            for a PIController with `entropy_smoothing` > 0), or `initial_entropy` before any.
+        target_entropy: the target 𝓗.
+    """
+
+    temperature: float
+    entropy_above_target: bool
+    entropy_gap: float
+    previous_entropy: float
+    target_entropy: float
+
+
+def _check_finite(value: float, name: str, *, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return float(value)
+
+
+def _check_temperature_bounds(low: float, high: float, low_name: str, high_name: str) -> None:
+    _check_finite(low, low_name)
+    _check_finite(high, high_name)
+    if not 0.0 < low < 1.0 < high:
+        raise ValueError(
+            f"need 0 < {low_name} < 1 < {high_name}, got {low_name}={low}, {high_name}={high}; "
+            "a temperature above 1 must raise the entropy and one below 1 lower it "
+            "(the papers use 0.8 and 1.2)"
+        )
+
+
+class EntropyController(abc.ABC):
+    """Common interface: decide() before a step, update(entropy) after it, and a state_dict.
+
+    Subclasses set `name` (their key in CONTROLLERS), implement `_temperature` and `config`, and
+    extend `_dynamic_state` / `_load_dynamic_state` when they keep more state than the last entropy.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, target_entropy: float, initial_entropy: float) -> None:
+        self.target_entropy = _check_finite(target_entropy, "target_entropy", minimum=0.0)
+        self.initial_entropy = _check_finite(initial_entropy, "initial_entropy", minimum=0.0)
+        self.previous_entropy = self.initial_entropy
+        self.num_updates = 0
+
+    @abc.abstractmethod
+    def _temperature(self) -> float:
+        """This step's T, from the controller's current state (no side effects)."""
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this controller (JSON-able)."""
+
+    def decide(self) -> ControlDecision:
+        """What this step should do, from the previous step's entropy. Has no side effects."""
+        return ControlDecision(
+            temperature=self._temperature(),
+            entropy_above_target=self.previous_entropy > self.target_entropy,
+            entropy_gap=self.target_entropy - self.previous_entropy,
+            previous_entropy=self.previous_entropy,
+            target_entropy=self.target_entropy,
+        )
+
+    def update(self, measured_entropy: float) -> None:
+        """Record the entropy measured in the step that just ran (nats per token)."""
+        if hasattr(measured_entropy, "item"):  # a 0-d tensor or numpy scalar
+            measured_entropy = measured_entropy.item()
+        self.previous_entropy = _check_finite(measured_entropy, "measured_entropy")
+        self.num_updates += 1
+
+    def _dynamic_state(self) -> dict[str, Any]:
+        return {"previous_entropy": self.previous_entropy, "num_updates": self.num_updates}
+
+    def _load_dynamic_state(self, state: dict[str, Any]) -> None:
+        self.previous_entropy = float(state["previous_entropy"])
+        self.num_updates = int(state["num_updates"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"name", "config", "state"}: plain Python values, safe to write as JSON."""
+        return {"name": self.name, "config": self.config(), "state": self._dynamic_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Restore the state saved by `state_dict()`.
+
+        Args:
+            state_dict: the dict returned by `state_dict()` (possibly after a JSON round trip).
+            strict: require the saved settings (target, temperatures, gains, ...) to equal this
+                controller's. With strict=False only the running state (last entropy, integral,
+                ...) is loaded and this controller keeps its own settings — e.g. to resume a run
+                with a new target entropy.
+        """
+        if state_dict.get("name") != self.name:
+            raise ValueError(
+                f"this state_dict belongs to controller {state_dict.get('name')!r}, not "
+                f"{self.name!r}; build the controller with "
+                "make_controller(state_dict['name'], **state_dict['config']) first"
+            )
+        if strict:
+            saved_config = state_dict["config"]
+            mismatched = {
+                key: (saved_config.get(key), value)
+                for key, value in self.config().items()
+                if saved_config.get(key) != value
+            }
+            if mismatched:
+                details = ", ".join(f"{k}: saved {s}, here {h}" for k, (s, h) in mismatched.items())
+                raise ValueError(
+                    f"the saved {self.name} controller settings differ from this one ({details}); "
+                    "rebuild it with make_controller(state_dict['name'], **state_dict['config']), "
+                    "or pass strict=False to keep this controller's settings"
+                )
+        self._load_dynamic_state(state_dict["state"])
+
+
+class BangBangController(EntropyController):
+    """T = temperature_high if H_prev ≤ target else temperature_low (code-faithful AEPO / DCPO).
+
+    Released AEPO (arXiv 2510.08141; papers.md §2.2, §2.4) and DCPO (arXiv 2601.12730; papers.md
+    §3.2, §3.4) both use this rule on the previous step's entropy, with ties (H_prev == target)
+    counting as "below" and the initial H_prev = 0 so that step 1 heats. The ICR repo starts from
+    0.5 (`initial_entropy=0.5`). Full strength is applied whatever the gap, so with the one-step
+    lag the entropy keeps crossing the target: it oscillates around it (papers.md §2.7).
+    """
+
+    name = "bang_bang"
+
+    def __init__(
+        self,
+        target_entropy: float,
+        temperature_high: float = 1.2,
+        temperature_low: float = 0.8,
+        initial_entropy: float = 0.0,
+    ) -> None:
+        super().__init__(target_entropy, initial_entropy)
+        _check_temperature_bounds(
+            temperature_low, temperature_high, "temperature_low", "temperature_high"
+        )
+        self.temperature_high = float(temperature_high)
+        self.temperature_low = float(temperature_low)
+
+    def _temperature(self) -> float:
+        if self.previous_entropy <= self.target_entropy:
+            return self.temperature_high
+        return self.temperature_low
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "target_entropy": self.target_entropy,
+            "temperature_high": self.temperature_high,
+            "temperature_low": self.temperature_low,
+            "initial_entropy": self.initial_entropy,
+        }
+
+
+class PIController(EntropyController):
+    """Continuous T = clip(1 + k_p·gap + k_i·Σgap, T_min, T_max), gap = target − H (dcrl extension).
+
+    Not in the papers. The bang-bang rule applies its full ±0.2 whatever the gap, and acts one step
+    late, so each step overshoots by about the full effect of one step and the entropy keeps
+    crossing the target. Here the proportional action shrinks as the gap closes, so the entropy
+    settles instead of cycling; the integral term supplies the steady T ≠ 1 needed to cancel a
+    persistent drift (e.g. GRPO's entropy collapse) without a standing error. The proportional
+    term alone would leave gap = drift / (g·k_p) for a plant that moves g nats per unit of (T − 1).
+
+    Anti-windup (conditional integration): a new gap is added to the integral unless the output
+    is already saturated in the direction that gap pushes it, so the integral never grows while
+    clipped and T leaves the bound as soon as the entropy comes back.
+
+    Optional smoothing: with `entropy_smoothing` β > 0 the controller acts on an exponential
+    moving average H̄ ← β·H̄ + (1 − β)·H_measured (the first measurement initialises H̄), which
+    filters sampling noise in the entropy estimate at the price of extra lag. Off by default.
+
+    Defaults: bounds 0.8 / 1.2 as in the papers; k_p = 2 saturates T at a gap of 0.1 nats (the DCPO
+    α cap, papers.md §3.2, also saturates at 0.1); k_i = 0.2 cancels a steady drift. On the toy
+    plant of tests/test_core_control.py (H ← H + g·(T − 1) − drift) the loop settles without
+    overshoot for g up to about 0.5 nats per unit of (T − 1) per step and goes unstable near
+    g·k_p = 2; lower k_p if the entropy of your run reacts that strongly to T.
+    """
+
+    name = "pi"
+
+    def __init__(
+        self,
+        target_entropy: float,
+        proportional_gain: float = 2.0,
+        integral_gain: float = 0.2,
+        temperature_min: float = 0.8,
+        temperature_max: float = 1.2,
+        entropy_smoothing: float = 0.0,
+        initial_entropy: float = 0.0,
+    ) -> None:
+        super().__init__(target_entropy, initial_entropy)
+        self.proportional_gain = _check_finite(proportional_gain, "proportional_gain", minimum=0.0)
+        self.integral_gain = _check_finite(integral_gain, "integral_gain", minimum=0.0)
+        if self.proportional_gain == 0.0 and self.integral_gain == 0.0:
+            raise ValueError(
+                "proportional_gain and integral_gain are both 0, so T would stay 1 forever; "
+                "set at least one of them > 0 (defaults 2.0 and 0.2)"
+            )
+        _check_temperature_bounds(
+            temperature_min, temperature_max, "temperature_min", "temperature_max"
+        )
+        self.temperature_min = float(temperature_min)
+        self.temperature_max = float(temperature_max)
+        self.entropy_smoothing = _check_finite(entropy_smoothing, "entropy_smoothing")
+        if not 0.0 <= self.entropy_smoothing < 1.0:
+            raise ValueError(
+                f"entropy_smoothing must be in [0, 1) (0 = no smoothing), got {entropy_smoothing}"
+            )
+        self.integral = 0.0  # Σ gap over the measurements so far, frozen while saturated
+
+    def _unclipped_temperature(self, gap: float, integral: float) -> float:
+        return 1.0 + self.proportional_gain * gap + self.integral_gain * integral
+
+    def _temperature(self) -> float:
+        gap = self.target_entropy - self.previous_entropy
+        temperature = self._unclipped_temperature(gap, self.integral)
+        return min(max(temperature, self.temperature_min), self.temperature_max)
+
+    def update(self, measured_entropy: float) -> None:
+        """Record the measured entropy (smoothed if enabled) and integrate the new gap."""
+        smoothed_before = self.previous_entropy
+        is_first_measurement = self.num_updates == 0
+        super().update(measured_entropy)  # previous_entropy = the raw measurement
+        if not is_first_measurement:
+            beta = self.entropy_smoothing
+            self.previous_entropy = beta * smoothed_before + (1.0 - beta) * self.previous_entropy
+        gap = self.target_entropy - self.previous_entropy
+        candidate = self._unclipped_temperature(gap, self.integral + gap)
+        pushes_past_max = candidate > self.temperature_max and gap > 0.0
+        pushes_past_min = candidate < self.temperature_min and gap < 0.0
+        if not (pushes_past_max or pushes_past_min):
+            self.integral += gap
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "target_entropy": self.target_entropy,
+            "proportional_gain": self.proportional_gain,
+            "integral_gain": self.integral_gain,
+            "temperature_min": self.temperature_min,
+            "temperature_max": self.temperature_max,
+            "entropy_smoothing": self.entropy_smoothing,
+            "initial_entropy": self.initial_entropy,
+        }
+
+    def _dynamic_state(self) -> dict[str, Any]:
+        return {**super()._dynamic_state(), "integral": self.integral}
+
+    def _load_dynamic_state(self, state: dict[str, Any]) -> None:
+        super()._load_dynamic_state(state)
+        self.integral = float(state["integral"])
+
+
+class AdaptiveTemperatureController(EntropyController):
+    """T = clip(1 + s·gain·(target − H_prev), T_min, T_max): the papers' adaptive-T ablation.
+
+    The authors' later AEPO variants replace the bang-bang switch by a continuous temperature
+    (papers.md §2.5, inferred to match the "temperature-adaptive positive samples" of arXiv
+    2510.08141 v7). It is a pure proportional rule: it leaves a standing gap under a steady drift.
+
+    `reinforce_samples` says which samples carry the REINFORCE term, which fixes the sign s:
+        "positive" (s = +1, default): AEPO / DCPO positives — hotter raises the entropy.
+        "negative" (s = −1): the ICR repo's initial-commit AEPO branch, which pushes down
+            negatives (advantage −1) and uses T = clip(1 − (𝓗 − H), 0.8, 1.2): colder negatives
+            raise the entropy. (Its code comment says "heat when entropy is low"; the formula
+            cools, which is the right direction for negatives.)
+    """
+
+    name = "adaptive"
+
+    REINFORCE_SAMPLES: ClassVar[tuple[str, ...]] = ("positive", "negative")
+
+    def __init__(
+        self,
+        target_entropy: float,
+        gain: float = 1.0,
+        temperature_min: float = 0.8,
+        temperature_max: float = 1.2,
+        reinforce_samples: str = "positive",
+        initial_entropy: float = 0.0,
+    ) -> None:
+        super().__init__(target_entropy, initial_entropy)
+        self.gain = _check_finite(gain, "gain")
+        if self.gain <= 0.0:
+            raise ValueError(f"gain must be > 0 (the papers use 1.0), got {gain}")
+        _check_temperature_bounds(
+            temperature_min, temperature_max, "temperature_min", "temperature_max"
+        )
+        self.temperature_min = float(temperature_min)
+        self.temperature_max = float(temperature_max)
+        if reinforce_samples not in self.REINFORCE_SAMPLES:
+            raise ValueError(
+                f"reinforce_samples must be one of {self.REINFORCE_SAMPLES}, "
+                f"got {reinforce_samples!r}"
+            )
+        self.reinforce_samples = reinforce_samples
+
+    def _temperature(self) -> float:
+        sign = 1.0 if self.reinforce_samples == "positive" else -1.0
+        temperature = 1.0 + sign * self.gain * (self.target_entropy - self.previous_entropy)
+        return min(max(temperature, self.temperature_min), self.temperature_max)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "target_entropy": self.target_entropy,
+            "gain": self.gain,
+            "temperature_min": self.temperature_min,
+            "temperature_max": self.temperature_max,
+            "reinforce_samples": self.reinforce_samples,
+            "initial_entropy": self.initial_entropy,
+        }
+
+
+CONTROLLERS: dict[str, type[EntropyController]] = {
+    BangBangController.name: BangBangController,
+    PIController.name: PIController,
+    AdaptiveTemperatureController.name: AdaptiveTemperatureController,
+}
+
+
+def make_controller(name: str, **kwargs: Any) -> EntropyController:
+    """Build the controller registered as `name` ("bang_bang", "pi", "adaptive") from kwargs.
+
+    Example: make_controller("bang_bang", target_entropy=0.5).decide().temperature == 1.2
+    """
+    if name not in CONTROLLERS:
+        raise ValueError(
+            f"unknown entropy controller {name!r}; choose one of {sorted(CONTROLLERS)}"
+        )
+    controller_class = CONTROLLERS[name]
+    signature = inspect.signature(controller_class)
+    try:
+        signature.bind(**kwargs)
+    except TypeError as error:
+        raise TypeError(
+            f"bad arguments for entropy controller {name!r} ({error}); "
+            f"it accepts {list(signature.parameters)}"
+        ) from None
+    return controller_class(**kwargs)

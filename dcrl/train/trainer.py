@@ -1,0 +1,379 @@
+"""The training loop: rollout → rewards → algorithm.prepare → one PPO epoch over mini-batches with
+micro-batch gradient accumulation → AdamW → controller update → metrics → checkpoint.
+
+research/DESIGN.md "One training step" is this file's outline. Everything an algorithm decides lives
+in `dcrl.algorithms`; everything here is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from dcrl.algorithms import Algorithm, StepContext, TrainBatch, make_algorithm
+from dcrl.config import to_dict
+from dcrl.core.stats import length_accuracy_correlation
+from dcrl.train import checkpoint as ckpt
+from dcrl.train.config import RunConfig, load_run_config
+from dcrl.train.data import ProblemSampler
+from dcrl.train.forward import score_responses
+from dcrl.train.sinks import ConsoleSink, JsonlSink, MetricSink, TensorBoardSink, WandbSink
+
+
+def trim_padding(batch: TrainBatch) -> TrainBatch:
+    """Drop prompt columns that are padding in every row (left) and response columns that are
+    padding in every row (right), so micro-batches of short sequences cost less."""
+    width = batch.response_mask.shape[1]
+    prompt_width = batch.input_ids.shape[1] - width
+    prompt_used = batch.attention_mask[:, :prompt_width].any(0).nonzero()
+    start = int(prompt_used[0]) if len(prompt_used) else prompt_width - 1
+    response_used = batch.response_mask.any(0).nonzero()
+    keep = int(response_used[-1]) + 1 if len(response_used) else 1
+    cut = width - keep
+    end = batch.input_ids.shape[1] - cut
+
+    def right(t: torch.Tensor) -> torch.Tensor:
+        return t[:, :keep] if t.dim() >= 2 and t.shape[1] == width else t
+
+    return TrainBatch(
+        input_ids=batch.input_ids[:, start:end],
+        attention_mask=batch.attention_mask[:, start:end],
+        response_mask=batch.response_mask[:, :keep],
+        old_logprobs=batch.old_logprobs[:, :keep],
+        advantages=batch.advantages[:, :keep],
+        extras={k: right(v) for k, v in batch.extras.items()},
+    )
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+class Trainer:
+    """Post-trains a causal LM with one of dcrl's algorithms. `fit()` runs the configured steps."""
+
+    def __init__(self, config: RunConfig, *, resume: bool = False) -> None:
+        from dcrl.models import load_policy
+        from dcrl.rollout import get_rollout_backend
+
+        self.config = config
+        self.run_dir = config.run_dir
+        if config.train.threads > 0:
+            torch.set_num_threads(config.train.threads)
+        torch.manual_seed(config.train.seed)
+
+        if not resume and ckpt.latest_checkpoint(self.run_dir) is not None:
+            raise FileExistsError(
+                f"run directory {self.run_dir} already holds checkpoints: continue it with "
+                f"`dcrl train --resume {self.run_dir}`, or set log.output_dir to a new directory"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+        mc = config.model
+        self.model, self.tokenizer = load_policy(
+            mc.name,
+            dtype=mc.dtype,
+            lora=to_dict(mc.lora) if mc.lora is not None else None,
+            gradient_checkpointing=mc.gradient_checkpointing,
+        )
+        self.backend = get_rollout_backend(
+            config.rollout.backend, self.model, self.tokenizer, batch_size=config.rollout.batch_size
+        )
+        self.problems, self.format_prompt, self.reward_fn = _build_data(config, self.tokenizer)
+        self.sampler = ProblemSampler(
+            self.problems, config.train.prompts_per_step, config.train.seed
+        )
+        self.algorithm: Algorithm = make_algorithm(config.algorithm)
+
+        tc = config.train
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas)
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: min(1.0, (s + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0,
+        )
+        self.step = 0
+        if resume:
+            path = ckpt.latest_checkpoint(self.run_dir)
+            if path is None:
+                raise FileNotFoundError(
+                    f"nothing to resume in {self.run_dir}: it has no complete checkpoint"
+                )
+            state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+            self.step = int(state["step"])
+            self.sampler.load_state_dict(state["sampler"])
+            self.algorithm.load_state_dict(state["algorithm"])
+        self.history: list[dict[str, float]] = []
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> Trainer:
+        """Rebuild the trainer of an interrupted run from its saved config and latest checkpoint."""
+        run_dir = Path(run_dir)
+        config_path = run_dir / "config.yaml"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a dcrl run directory (no config.yaml)")
+        config = load_run_config(config_path, [f"log.output_dir={run_dir}"])
+        return cls(config, resume=True)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, float]]:
+        """Run the remaining steps; returns the metrics of the steps run in this call."""
+        lc, tc = self.config.log, self.config.train
+        sinks: list[MetricSink] = [
+            JsonlSink(self.run_dir / "metrics.jsonl", resume_step=self.step if self.step else None)
+        ]
+        if lc.tensorboard:
+            sinks.append(TensorBoardSink(self.run_dir / "tb", purge_step=self.step + 1))
+        if lc.wandb:
+            sinks.append(
+                WandbSink(lc.wandb_project, self.run_dir.name, to_dict(self.config), self.run_dir)
+            )
+        if lc.console:
+            sinks.append(ConsoleSink(tc.steps, self.step, self.config.algorithm.name))
+        try:
+            while self.step < tc.steps:
+                metrics = self.train_step()
+                self.history.append(metrics)
+                for sink in sinks:
+                    sink.log(self.step, metrics)
+                if (tc.save_every and self.step % tc.save_every == 0) or self.step == tc.steps:
+                    self.save()
+        finally:
+            for sink in sinks:
+                sink.close()
+        self.export_policy(self.run_dir / "policy")
+        return self.history
+
+    def save(self) -> Path:
+        state = {"sampler": self.sampler.state_dict(), "algorithm": self.algorithm.state_dict()}
+        return ckpt.save_checkpoint(
+            self.run_dir,
+            self.step,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            state,
+            keep=self.config.train.keep_checkpoints,
+        )
+
+    def export_policy(self, out_dir: Path) -> None:
+        """Save the trained policy as a Hugging Face directory (`dcrl eval --model` reads it)."""
+        self.model.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+
+    def rollout_seed(self, salt: int) -> int:
+        return (self.config.train.seed * 1_000_003 + self.step * 101 + salt) % (2**31)
+
+    def train_step(self) -> dict[str, float]:
+        """One rollout step; returns its metrics (one flat dict, names shared by all algorithms)."""
+        rc = self.config.rollout
+        self.step += 1
+        t_start = time.perf_counter()
+        problems = self.sampler.next_batch()
+        prompts = [self.format_prompt(p) for p in problems]
+        batch = self.backend.generate(
+            prompts, rc.n, rc.temperature, rc.top_p, rc.max_new_tokens, seed=self.rollout_seed(0)
+        )
+        scores = self.score(batch, problems)
+        t_rollout = time.perf_counter()
+
+        def extra_rollout(prompt_indices: Sequence[int], n: int, temperature: float):
+            sub = self.backend.generate(
+                [prompts[i] for i in prompt_indices],
+                n,
+                temperature,
+                rc.top_p,
+                rc.max_new_tokens,
+                seed=self.rollout_seed(1),
+            )
+            return sub, self.score(sub, [problems[i] for i in prompt_indices])
+
+        ctx = StepContext(step=self.step, rollout=extra_rollout, score=self.old_logprobs)
+        train_batch, algo_metrics = self.algorithm.prepare(batch, scores, ctx)
+        t_prepare = time.perf_counter()
+        update_metrics = self.update(train_batch)
+        t_update = time.perf_counter()
+        self.algorithm.after_update(update_metrics)
+
+        lengths = batch.response_lengths.float()
+        correct = (scores > 0.5).float()
+        corr = length_accuracy_correlation(lengths, correct, batch.group_index)
+        generated = float(lengths.sum())
+        metrics = {
+            "reward/accuracy": float(scores.mean()),
+            "reward/pass_at_n": _pass_at_n(correct, batch.group_index),
+            "length/mean": float(lengths.mean()),
+            "length/p90": float(torch.quantile(lengths, 0.9)),
+            "length/max": float(lengths.max()),
+            "length/truncated_frac": float(batch.truncated.float().mean()),
+            "length/correct_mean": _mean_where(lengths, correct > 0),
+            "corr/length_acc_group": float(corr["group"]),
+            "corr/length_acc_batch": float(corr["batch"]),
+            **algo_metrics,
+            **update_metrics,
+            "time/rollout": t_rollout - t_start,
+            "time/prepare": t_prepare - t_rollout,
+            "time/update": t_update - t_prepare,
+            "time/step": t_update - t_start,
+            "perf/tokens_per_s": generated / max(t_update - t_start, 1e-9),
+            "perf/rollout_tokens_per_s": generated / max(t_rollout - t_start, 1e-9),
+            "train/lr": self.scheduler.get_last_lr()[0],
+        }
+        return metrics
+
+    def score(self, batch: Any, problems: Sequence[Any]) -> torch.Tensor:
+        """Rewards of a rollout batch's responses: float (N,)."""
+        from dcrl.rewards import score_batch
+
+        answers = [problems[int(g)].answer for g in batch.group_index]
+        metas = [problems[int(g)].meta for g in batch.group_index]
+        values = score_batch(self.reward_fn, batch.response_texts, answers, metas)
+        return torch.tensor(values, dtype=torch.float32)
+
+    @torch.no_grad()
+    def old_logprobs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_mask: torch.Tensor,
+        temperature: float = 1.0,
+        with_entropy: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs (and entropy) of the responses (the last Lr columns of the sequences) under
+        the current policy at temperature T, micro-batched, no grad: (N, Lr) each."""
+        width = response_mask.shape[1]
+        out = torch.zeros(response_mask.shape, dtype=torch.float32)
+        ent = torch.zeros(response_mask.shape, dtype=torch.float32) if with_entropy else None
+        self.model.eval()
+        for rows in _chunks(len(input_ids), 2 * self.config.train.micro_batch_size):
+            part = trim_padding(
+                TrainBatch(
+                    input_ids=input_ids[rows],
+                    attention_mask=attention_mask[rows],
+                    response_mask=response_mask[rows],
+                    old_logprobs=out[rows],
+                    advantages=out[rows],
+                )
+            )
+            keep = part.response_mask.shape[1]
+            logprobs, entropy = score_responses(
+                self.model,
+                part.input_ids,
+                part.attention_mask,
+                part.input_ids[:, -keep:],
+                temperature=temperature,
+                with_entropy=with_entropy,
+                chunk_size=self.config.train.logprob_chunk_size,
+            )
+            out[rows, :keep] = logprobs * part.response_mask
+            if ent is not None:
+                ent[rows, :keep] = entropy * part.response_mask
+        assert out.shape[1] == width
+        return out, ent
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """One PPO epoch (or several) over mini-batches; gradient accumulation over micro-batches
+        with the mini-batch's global token/sequence counts, so the loss does not depend on the
+        micro-batch size."""
+        tc = self.config.train
+        self.model.train()
+        num_minibatches = tc.prompts_per_step // tc.mini_batch_prompts
+        rows_per_minibatch = math.ceil(len(batch) / num_minibatches)
+        sums: dict[str, float] = {}
+        tokens_seen = 0.0
+        nll_sum = entropy_sum = 0.0
+        grad_norms = []
+        losses = []
+        for _ in range(tc.ppo_epochs):
+            for mb_rows in _chunks(len(batch), rows_per_minibatch):
+                minibatch = batch.select(mb_rows)
+                mask = minibatch.response_mask
+                counts = {
+                    "num_tokens": float(mask.sum()),
+                    "num_sequences": float((mask.sum(-1) > 0).sum()),
+                }
+                self.optimizer.zero_grad(set_to_none=True)
+                mb_loss = 0.0
+                for rows in _chunks(len(minibatch), tc.micro_batch_size):
+                    micro = trim_padding(minibatch.select(rows))
+                    keep = micro.response_mask.shape[1]
+                    logprobs, entropy = score_responses(
+                        self.model,
+                        micro.input_ids,
+                        micro.attention_mask,
+                        micro.input_ids[:, -keep:],
+                        with_entropy=True,
+                        entropy_grad=self.algorithm.needs_entropy_grad,
+                        chunk_size=tc.logprob_chunk_size,
+                    )
+                    loss, metrics = self.algorithm.loss(micro, logprobs, entropy, counts)
+                    loss.backward()
+                    mb_loss += float(loss.detach())
+                    micro_mask = micro.response_mask.float()
+                    n_tok = float(micro_mask.sum())
+                    tokens_seen += n_tok
+                    nll_sum += float(-(logprobs.detach() * micro_mask).sum())
+                    entropy_sum += float((entropy.detach() * micro_mask).sum())
+                    for name, value in metrics.items():
+                        sums[name] = sums.get(name, 0.0) + float(value) * n_tok
+                grad_norms.append(
+                    float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
+                )
+                self.optimizer.step()
+                self.scheduler.step()
+                losses.append(mb_loss)
+        denom = max(tokens_seen, 1.0)
+        out = {f"loss/{name}": value / denom for name, value in sums.items()}
+        out.update(
+            {
+                "loss/policy": sum(losses) / len(losses),
+                "loss/grad_norm": sum(grad_norms) / len(grad_norms),
+                "entropy/sampled_nll": nll_sum / denom,
+                "entropy/full": entropy_sum / denom,
+                "train/optimizer_steps": float(len(losses)),
+            }
+        )
+        return out
+
+
+def _mean_where(values: torch.Tensor, where: torch.Tensor) -> float:
+    return float(values[where].mean()) if bool(where.any()) else float("nan")
+
+
+def _pass_at_n(correct: torch.Tensor, group_index: torch.Tensor) -> float:
+    """Fraction of prompts with at least one correct response among their n."""
+    groups = torch.unique(group_index)
+    return float(sum(bool(correct[group_index == g].any()) for g in groups) / len(groups))
+
+
+def _build_data(config: RunConfig, tokenizer: Any) -> tuple[list[Any], Callable, Callable]:
+    """Problems, a prompt formatter and a reward function from the data section."""
+    from dcrl.rewards import get_reward_fn
+    from dcrl.tasks import format_prompt, get_task, load_problems
+
+    dc = config.data
+    if dc.task == "file":
+        if dc.path is None:
+            raise ValueError("data.task is 'file' but data.path is not set: give the JSONL/Parquet")
+        problems = load_problems(dc.path, problem_key=dc.problem_key, answer_key=dc.answer_key)
+        reward = get_reward_fn("math" if dc.reward == "auto" else dc.reward)
+        template = "boxed" if dc.template == "auto" else dc.template
+    else:
+        task = get_task(dc.task, **dc.task_options)
+        problems = task.problems("train", dc.train_size)
+        reward = task.verify if dc.reward == "auto" else get_reward_fn(dc.reward)
+        template = "plain" if dc.template == "auto" else dc.template
+
+    def formatter(problem: Any) -> str:
+        return format_prompt(problem.prompt, tokenizer, template=template)
+
+    return problems, formatter, reward

@@ -1,0 +1,231 @@
+import itertools
+import json
+import random
+import statistics
+
+import pytest
+import torch
+
+from dcrl.core.control import (
+    CONTROLLERS,
+    AdaptiveTemperatureController,
+    BangBangController,
+    ControlDecision,
+    EntropyController,
+    PIController,
+    make_controller,
+)
+
+
+def run_closed_loop(
+    controller: EntropyController,
+    *,
+    plant_gain: float = 0.2,
+    drift: float = 0.01,
+    noise: float = 0.005,
+    steps: int = 400,
+    initial_entropy: float = 0.3,
+    seed: int = 0,
+) -> tuple[list[float], list[float]]:
+    """Toy plant: H_t = H_{t-1} + g·(T_t − 1) − drift + noise; T_t is decided from H_{t-1}.
+
+    The drift models GRPO's entropy collapse; T above 1 raises the entropy (positive samples).
+    """
+    rng = random.Random(seed)
+    entropy = initial_entropy
+    entropies, temperatures = [], []
+    for _ in range(steps):
+        temperature = controller.decide().temperature
+        entropy += plant_gain * (temperature - 1.0) - drift + rng.gauss(0.0, noise)
+        controller.update(entropy)
+        entropies.append(entropy)
+        temperatures.append(temperature)
+    return entropies, temperatures
+
+
+def test_bang_bang_hand_sequence_with_tie_counting_as_below():
+    controller = BangBangController(target_entropy=0.5)
+    measured = [0.3, 0.5, 0.51, 0.7, 0.49]
+    expected_temperatures = [1.2, 1.2, 1.2, 0.8, 0.8, 1.2]  # decision before each measurement
+    temperatures = [controller.decide().temperature]
+    for entropy in measured:
+        controller.update(entropy)
+        temperatures.append(controller.decide().temperature)
+    assert temperatures == expected_temperatures
+
+
+def test_bang_bang_first_decision_is_below_target_and_fields_are_consistent():
+    decision = BangBangController(target_entropy=0.25).decide()
+    assert decision == ControlDecision(
+        temperature=1.2,
+        entropy_above_target=False,
+        entropy_gap=0.25,
+        previous_entropy=0.0,
+        target_entropy=0.25,
+    )
+    # The ICR repo starts from 0.5: above a target of 0.25, so step 1 cools.
+    icr_start = BangBangController(target_entropy=0.25, initial_entropy=0.5).decide()
+    assert icr_start.temperature == 0.8 and icr_start.entropy_above_target
+    assert icr_start.entropy_gap == pytest.approx(-0.25)
+
+
+def test_decide_has_no_side_effects():
+    for name in CONTROLLERS:
+        controller = make_controller(name, target_entropy=0.5)
+        controller.update(0.45)
+        assert controller.decide() == controller.decide()
+
+
+def test_update_accepts_zero_dim_tensor_and_rejects_non_finite():
+    controller = PIController(target_entropy=0.5)
+    controller.update(torch.tensor(0.4))
+    assert controller.previous_entropy == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="measured_entropy"):
+        controller.update(float("nan"))
+
+
+def test_pi_hand_computation_with_integral():
+    controller = PIController(target_entropy=0.5, proportional_gain=1.0, integral_gain=0.5)
+    controller.update(0.4)  # gap 0.1, integral 0.1 -> T = 1 + 0.1 + 0.05
+    assert controller.decide().temperature == pytest.approx(1.15)
+    controller.update(0.45)  # gap 0.05, integral 0.15 -> T = 1 + 0.05 + 0.075
+    assert controller.decide().temperature == pytest.approx(1.125)
+    controller.update(0.6)  # gap -0.1, integral 0.05 -> T = 1 - 0.1 + 0.025
+    assert controller.decide().temperature == pytest.approx(0.925)
+
+
+def test_pi_anti_windup_freezes_integral_while_saturated():
+    controller = PIController(target_entropy=0.5, proportional_gain=1.0, integral_gain=1.0)
+    for _ in range(50):  # far below target: saturated at T_max the whole time
+        controller.update(0.0)
+        assert controller.decide().temperature == 1.2
+    # Only the first gap (T = 1 + 0.5 + 0.5 > 1.2 already) could not be added either.
+    assert controller.integral == 0.0
+    # Once the entropy passes the target, T leaves the upper bound at once (no wound-up integral).
+    controller.update(0.55)  # gap -0.05, integral -0.05 (it would be 24.95 without anti-windup)
+    assert controller.decide().temperature == pytest.approx(1.0 - 0.05 - 0.05)
+
+
+def test_pi_smoothing_averages_measurements_after_the_first():
+    controller = PIController(target_entropy=0.5, entropy_smoothing=0.75)
+    controller.update(0.4)  # the first measurement initialises the average
+    assert controller.previous_entropy == pytest.approx(0.4)
+    controller.update(0.8)
+    assert controller.previous_entropy == pytest.approx(0.75 * 0.4 + 0.25 * 0.8)
+
+
+def test_adaptive_controller_matches_papers_formula_both_signs():
+    positive = AdaptiveTemperatureController(target_entropy=0.5)
+    negative = AdaptiveTemperatureController(target_entropy=0.5, reinforce_samples="negative")
+    for entropy, expected_positive in [(0.4, 1.1), (0.55, 0.95), (0.0, 1.2), (1.5, 0.8)]:
+        positive.update(entropy)
+        negative.update(entropy)
+        assert positive.decide().temperature == pytest.approx(expected_positive)
+        # ICR-repo form T = clip(1 - (target - H), 0.8, 1.2): mirrored around 1.
+        assert negative.decide().temperature == pytest.approx(2.0 - expected_positive)
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLLERS))
+def test_state_dict_round_trip_mid_run_gives_identical_decisions(name):
+    kwargs = {"target_entropy": 0.5}
+    if name == "pi":
+        kwargs["entropy_smoothing"] = 0.5
+    original = make_controller(name, **kwargs)
+    rng = random.Random(1)
+    for _ in range(7):
+        original.update(rng.uniform(0.2, 0.8))
+    saved = json.loads(json.dumps(original.state_dict()))  # must survive JSON
+    resumed = make_controller(saved["name"], **saved["config"])
+    resumed.load_state_dict(saved)
+    for _ in range(20):
+        assert resumed.decide() == original.decide()
+        entropy = rng.uniform(0.2, 0.8)
+        original.update(entropy)
+        resumed.update(entropy)
+    assert resumed.state_dict() == original.state_dict()
+
+
+def test_load_state_dict_checks_name_and_settings():
+    saved = PIController(target_entropy=0.5).state_dict()
+    with pytest.raises(ValueError, match="belongs to controller 'pi'"):
+        BangBangController(target_entropy=0.5).load_state_dict(saved)
+    other_target = PIController(target_entropy=0.25)
+    with pytest.raises(ValueError, match="target_entropy"):
+        other_target.load_state_dict(saved)
+    other_target.load_state_dict(saved, strict=False)  # keeps its own target
+    assert other_target.target_entropy == 0.25
+
+
+def test_pi_oscillates_less_than_bang_bang_on_a_toy_plant():
+    target = 0.5
+    results = {}
+    for name in ("bang_bang", "pi"):
+        entropies, temperatures = run_closed_loop(make_controller(name, target_entropy=target))
+        settled = entropies[100:]
+        settled_temperatures = temperatures[100:]
+        results[name] = {
+            "mean": statistics.fmean(settled),
+            "mean_abs_error": statistics.fmean(abs(h - target) for h in settled),
+            "std": statistics.pstdev(settled),
+            "temperature_jump": statistics.fmean(
+                abs(b - a) for a, b in itertools.pairwise(settled_temperatures)
+            ),
+        }
+    bang_bang, pi = results["bang_bang"], results["pi"]
+    # Measured (seed 0): bang-bang MAE 0.021, std 0.024; PI MAE 0.005, std 0.0065.
+    assert abs(bang_bang["mean"] - target) < 0.02
+    assert abs(pi["mean"] - target) < 0.005
+    assert pi["mean_abs_error"] < 0.5 * bang_bang["mean_abs_error"]
+    assert pi["std"] < 0.5 * bang_bang["std"]
+    assert pi["temperature_jump"] < 0.1 * bang_bang["temperature_jump"]
+
+
+def test_pi_removes_steady_drift_which_adaptive_proportional_rule_cannot():
+    target = 0.5
+    pi_entropies, pi_temperatures = run_closed_loop(PIController(target), noise=0.0, steps=200)
+    adaptive_entropies, _ = run_closed_loop(
+        AdaptiveTemperatureController(target), noise=0.0, steps=200
+    )
+    assert pi_entropies[-1] == pytest.approx(target, abs=1e-4)
+    assert pi_temperatures[-1] == pytest.approx(1.0 + 0.01 / 0.2, abs=1e-3)  # cancels drift
+    # Pure proportional: standing gap = drift / (plant_gain * gain) = 0.01 / 0.2 = 0.05.
+    assert adaptive_entropies[-1] == pytest.approx(target - 0.05, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLLERS))
+def test_temperature_stays_within_bounds(name):
+    controller = make_controller(name, target_entropy=0.5)
+    for entropy in [0.0, 10.0, 0.5, -0.0, 3.0, 0.49, 0.51, 100.0, 0.0]:
+        controller.update(entropy)
+        assert 0.8 <= controller.decide().temperature <= 1.2
+    _, temperatures = run_closed_loop(make_controller(name, target_entropy=0.5), plant_gain=1.0)
+    assert min(temperatures) >= 0.8 and max(temperatures) <= 1.2
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError, match="choose one of"):
+        make_controller("pid", target_entropy=0.5)
+    with pytest.raises(TypeError, match="accepts"):
+        make_controller("bang_bang", target_entropy=0.5, gain=2.0)
+    with pytest.raises(ValueError, match="target_entropy"):
+        BangBangController(target_entropy=-0.1)
+    with pytest.raises(ValueError, match="finite"):
+        BangBangController(target_entropy=float("inf"))
+    with pytest.raises(TypeError, match="target_entropy"):
+        BangBangController(target_entropy="0.5")
+    with pytest.raises(ValueError, match="temperature_low"):
+        BangBangController(target_entropy=0.5, temperature_low=1.1)
+    with pytest.raises(ValueError, match="temperature_high"):
+        BangBangController(target_entropy=0.5, temperature_high=1.0)
+    with pytest.raises(ValueError, match="0 < temperature_low"):
+        BangBangController(target_entropy=0.5, temperature_low=0.0)
+    with pytest.raises(ValueError, match="both 0"):
+        PIController(target_entropy=0.5, proportional_gain=0.0, integral_gain=0.0)
+    with pytest.raises(ValueError, match="integral_gain"):
+        PIController(target_entropy=0.5, integral_gain=-1.0)
+    with pytest.raises(ValueError, match="entropy_smoothing"):
+        PIController(target_entropy=0.5, entropy_smoothing=1.0)
+    with pytest.raises(ValueError, match="gain"):
+        AdaptiveTemperatureController(target_entropy=0.5, gain=0.0)
+    with pytest.raises(ValueError, match="reinforce_samples"):
+        AdaptiveTemperatureController(target_entropy=0.5, reinforce_samples="both")
