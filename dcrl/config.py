@@ -15,6 +15,7 @@ bad value fails at start-up with the key's full dotted path and what is allowed,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -168,10 +169,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     return path, value
 
 

@@ -35,7 +35,9 @@ def test_unknown_key_names_the_key_and_the_known_ones():
 
 
 def test_bad_value_names_the_key_and_the_allowed_values():
-    with pytest.raises(ConfigError, match=r"inner\.mode: 'c' is not allowed; choose one of 'a', 'b'"):
+    with pytest.raises(
+        ConfigError, match=r"inner\.mode: 'c' is not allowed; choose one of 'a', 'b'"
+    ):
         build(Outer, {"inner": {"mode": "c"}})
     with pytest.raises(ConfigError, match=r"inner\.size: expected an integer"):
         build(Outer, {"inner": {"size": 2.5}})
