@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 import dcrl
+from dcrl.eval.cli import eval_command
+from dcrl.report.cli import compare_command, report_command
 from dcrl.theory.cli import app as theory_app  # its heavy imports are lazy
 
 app = typer.Typer(
@@ -19,6 +21,9 @@ app = typer.Typer(
 
 
 app.add_typer(theory_app, name="theory")
+app.command("eval")(eval_command)
+app.command("report")(report_command)
+app.command("compare")(compare_command)
 
 
 @app.callback()
