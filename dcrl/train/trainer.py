@@ -82,6 +82,7 @@ class Trainer:
             dtype=mc.dtype,
             lora=to_dict(mc.lora) if mc.lora is not None else None,
             gradient_checkpointing=mc.gradient_checkpointing,
+            device=_resolve_device(mc.device),
         )
         self.backend = get_rollout_backend(
             config.rollout.backend, self.model, self.tokenizer, batch_size=config.rollout.batch_size
@@ -129,7 +130,9 @@ class Trainer:
         """Run the remaining steps; returns the metrics of the steps run in this call."""
         lc, tc = self.config.log, self.config.train
         sinks: list[MetricSink] = [
-            JsonlSink(self.run_dir / "metrics.jsonl", resume_step=self.step if self.step else None)
+            # Keeps the lines up to the checkpoint: none for a fresh run, whose directory may
+            # hold the metrics of an earlier attempt that died before its first checkpoint.
+            JsonlSink(self.run_dir / "metrics.jsonl", resume_step=self.step)
         ]
         if lc.tensorboard:
             sinks.append(TensorBoardSink(self.run_dir / "tb", purge_step=self.step + 1))
@@ -152,6 +155,11 @@ class Trainer:
                 sink.close()
         self.export_policy(self.run_dir / "policy")
         return self.history
+
+    @property
+    def device(self) -> torch.device:
+        """Where the policy's parameters live; the tensors fed to it are moved there."""
+        return next(self.model.parameters()).device
 
     def save(self) -> Path:
         state = {"sampler": self.sampler.state_dict(), "algorithm": self.algorithm.state_dict()}
@@ -250,9 +258,11 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs (and entropy) of the responses (the last Lr columns of the sequences) under
         the current policy at temperature T, micro-batched, no grad: (N, Lr) each."""
+        # The results stay on the device of the inputs (the rollout's CPU tensors); only each
+        # chunk visits the model's device.
         width = response_mask.shape[1]
-        out = torch.zeros(response_mask.shape, dtype=torch.float32)
-        ent = torch.zeros(response_mask.shape, dtype=torch.float32) if with_entropy else None
+        out = torch.zeros(response_mask.shape, dtype=torch.float32, device=response_mask.device)
+        ent = torch.zeros_like(out) if with_entropy else None
         self.model.eval()
         for rows in _chunks(len(input_ids), 2 * self.config.train.micro_batch_size):
             part = trim_padding(
@@ -265,18 +275,19 @@ class Trainer:
                 )
             )
             keep = part.response_mask.shape[1]
+            part_ids = part.input_ids.to(self.device)
             logprobs, entropy = score_responses(
                 self.model,
-                part.input_ids,
-                part.attention_mask,
-                part.input_ids[:, -keep:],
+                part_ids,
+                part.attention_mask.to(self.device),
+                part_ids[:, -keep:],
                 temperature=temperature,
                 with_entropy=with_entropy,
                 chunk_size=self.config.train.logprob_chunk_size,
             )
-            out[rows, :keep] = logprobs * part.response_mask
+            out[rows, :keep] = logprobs.to(out.device) * part.response_mask
             if ent is not None:
-                ent[rows, :keep] = entropy * part.response_mask
+                ent[rows, :keep] = entropy.to(out.device) * part.response_mask
         assert out.shape[1] == width
         return out, ent
 
@@ -293,6 +304,7 @@ class Trainer:
         nll_sum = entropy_sum = 0.0
         grad_norms = []
         losses = []
+        batch = batch.to(self.device)
         for _ in range(tc.ppo_epochs):
             for mb_rows in _chunks(len(batch), rows_per_minibatch):
                 minibatch = batch.select(mb_rows)
@@ -343,6 +355,12 @@ class Trainer:
             }
         )
         return out
+
+
+def _resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def _mean_where(values: torch.Tensor, where: torch.Tensor) -> float:
