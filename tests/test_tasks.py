@@ -313,3 +313,46 @@ def test_get_task_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match=r"unknown task 'gsm8k': use one of \['arith', 'file'\]"):
         get_task("gsm8k")
     assert isinstance(dcrl.tasks.TASKS["arith"](), ArithmeticChainTask)
+
+
+# ---------------------------------------------------------------- answer on the first line
+
+
+def test_arith_line_format_reads_the_first_non_blank_line() -> None:
+    task = ArithmeticChainTask(answer_format="line")
+    # a few-shot model's answer, then the next question it invents (whose answer is ignored)
+    right = ["7", " 7", " 7\nQ: 2+3=\nA: 5", "\n 7 \nA: 9", "7\n#8"]
+    assert [task.verify(text, "7") for text in right] == [1.0] * len(right)
+    wrong = ["", " \n", " 8\nQ: 3+4=\nA: 7", "7.", "#7", "7 apples", "A: 7", "3+4=7", "x\n7"]
+    assert [task.verify(text, "7") for text in wrong] == [0.0] * len(wrong)
+    assert task.verify(" -12\n", "-12") == 1.0
+
+
+def test_arith_line_format_solutions_are_the_bare_answer_and_verify() -> None:
+    marker_task = ArithmeticChainTask(level=(1, 2), seed=3, max_digits=1)
+    line_task = ArithmeticChainTask(level=(1, 2), seed=3, max_digits=1, answer_format="line")
+    marker_problems = marker_task.problems("train", 50)
+    line_problems = line_task.problems("train", 50)
+    # the same problems: the format changes only the solutions and the grading
+    assert [p.prompt for p in line_problems] == [p.prompt for p in marker_problems]
+    for problem in line_problems:
+        assert problem.solution == problem.answer
+        assert line_task.verify(problem.solution + "\nQ: 1+1=", problem.answer) == 1.0
+        # each format rejects the other's solution
+        marked = marker_task.solution(problem)
+        assert line_task.verify(marked, problem.answer) == 0.0
+        assert marker_task.verify(problem.solution, problem.answer) == 0.0
+
+
+def test_arith_line_format_with_a_few_shot_template() -> None:
+    template = "Q: 2+3=\nA: 5\nQ: {problem}\nA:"
+    task = get_task("arith", level=1, max_digits=1, operators="+", answer_format="line")
+    problem = task.problems("train", 1)[0]
+    prompt = format_prompt(problem.prompt, template=template)
+    assert prompt == f"Q: 2+3=\nA: 5\nQ: {problem.prompt}\nA:"
+    assert task.verify(f" {problem.answer}\nQ:", problem.answer) == 1.0
+
+
+def test_arith_rejects_unknown_answer_format() -> None:
+    with pytest.raises(ValueError, match="answer_format='boxed'.*'marker'.*'line'"):
+        ArithmeticChainTask(answer_format="boxed")

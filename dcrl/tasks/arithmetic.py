@@ -12,6 +12,11 @@ policy to over-think: a correct answer can be reached in fewer characters, and l
 methods (ICR, arXiv 2605.07316) have redundancy to remove. The text uses only
 `SYNTHETIC_ALPHABET`, so a character-level tokenizer can be built from it.
 
+With `answer_format="line"` the task grades the other common format instead: the answer alone on
+the first non-blank line of the completion (`7`, or ` 7\\nQ: ...` when a few-shot model goes on to
+invent the next question), which is what an instruction-tuned model writes under a few-shot prompt
+such as `"Q: 2+3=\\nA: 5\\nQ: {problem}\\nA:"` (configs/smollm2-135m-addition.yaml).
+
 Difficulty `level` is the number of operations, hence of solution steps. The problem space is split
 in two halves by a hash of the problem text; "train" and "test" draw from different halves, so the
 splits are disjoint whatever their sizes, and each is a deterministic function of (seed, split).
@@ -29,6 +34,7 @@ from dcrl.rewards import extract_marked_answer
 from dcrl.tasks.problem import Problem
 
 ANSWER_MARKER = "#"
+ANSWER_FORMATS = ("marker", "line")
 
 # Every character a problem or a worked solution can contain (order fixes character token ids).
 SYNTHETIC_ALPHABET = "0123456789+-*=, \n#chek"
@@ -60,6 +66,11 @@ class ArithmeticChainTask:
             not follow the usual precedence, so "+-" is the default.
         verbosity_levels: the verbosities that `Problem.solution` is drawn from, uniformly per
             problem; 0 is concise, 1 re-checks every step.
+        answer_format: where `verify` reads the answer. "marker": after the last `#`, the
+            worked-solution format. "line": the first non-blank line of the completion, which
+            must be the integer alone (spaces around it allowed); the rest of the completion is
+            ignored, so a few-shot model that goes on to write the next question still scores.
+            With "line", `solution` is the bare answer.
 
     With the defaults (2 digits, "+-") and level L <= 10, a concise solution has at most 13 L + 4
     characters (12 per step, the commas, the marker and answer): 43 at level 3. A fully verbose
@@ -76,6 +87,7 @@ class ArithmeticChainTask:
         max_digits: int = 2,
         operators: str = "+-",
         verbosity_levels: Sequence[float] = (0.0, 0.5, 1.0),
+        answer_format: str = "marker",
     ) -> None:
         self.levels = (level,) if isinstance(level, int) else tuple(level)
         if not self.levels or any(not isinstance(lv, int) or lv < 1 for lv in self.levels):
@@ -94,10 +106,16 @@ class ArithmeticChainTask:
                 f"ArithmeticChainTask: verbosity_levels={verbosity_levels!r}; use probabilities "
                 "in [0, 1]."
             )
+        if answer_format not in ANSWER_FORMATS:
+            raise ValueError(
+                f"ArithmeticChainTask: answer_format={answer_format!r}; use 'marker' (the answer "
+                "after the last '#') or 'line' (the answer alone on the first line)."
+            )
         self.seed = seed
         self.max_digits = max_digits
         self.operators = operators
         self.verbosity_levels = tuple(verbosity_levels)
+        self.answer_format = answer_format
 
     @staticmethod
     def split_of(prompt: str) -> str:
@@ -162,7 +180,8 @@ class ArithmeticChainTask:
 
         After each step a redundant re-check is inserted with probability `verbosity`: the
         inverse operation for + and - (`17-3=14` then `14+3=17`), otherwise `check 14`. The
-        pattern is a fixed function of (seed, problem text, verbosity).
+        pattern is a fixed function of (seed, problem text, verbosity). With
+        `answer_format="line"` the solution is the answer alone (`verbosity` has no effect).
         """
         chain = _CHAIN.fullmatch(problem.prompt)
         if chain is None:
@@ -183,18 +202,26 @@ class ArithmeticChainTask:
                 else:
                     steps.append(f"check {result}")
             value = result
+        if self.answer_format == "line":
+            return str(value)
         return ",".join(steps) + ANSWER_MARKER + str(value)
 
     def verify(self, completion: str, answer: str, **meta: Any) -> float:
-        """1.0 if the integer after the last answer marker equals `answer`, else 0.0.
+        """1.0 if the completion's answer is the integer `answer`, else 0.0.
 
-        The reward contract of `dcrl.rewards`; only the rest of the marker's line is read, and it
-        must be exactly an integer.
+        The reward contract of `dcrl.rewards`. With `answer_format="marker"` the answer is the
+        rest of the line after the last answer marker; with "line", the first non-blank line.
+        Either must be exactly an integer once stripped of surrounding spaces.
 
         >>> ArithmeticChainTask().verify("12+5=17,17-3=14#14", "14")
         1.0
+        >>> ArithmeticChainTask(answer_format="line").verify(" 14\\nQ: 2+2=\\nA: 4", "14")
+        1.0
         """
-        extracted = extract_marked_answer(completion, ANSWER_MARKER)
+        if self.answer_format == "line":
+            extracted = completion.lstrip().split("\n", 1)[0].strip()
+        else:
+            extracted = extract_marked_answer(completion, ANSWER_MARKER)
         if extracted is None or not _INTEGER.fullmatch(extracted):
             return 0.0
         return float(int(extracted) == int(answer))
