@@ -128,3 +128,27 @@ def test_a_fresh_run_over_an_attempt_that_died_before_any_checkpoint_starts_its_
 
     Trainer(tiny_config(run_dir, "grpo", "train.steps=3")).fit()  # no checkpoint: no --resume
     assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3]
+
+
+def test_lora_checkpoint_holds_only_the_adapters_and_restores_them(tmp_path):
+    import torch
+
+    from dcrl.models import load_policy
+    from dcrl.train import checkpoint
+
+    model, _ = load_policy("tiny", lora={"rank": 2, "target_modules": ["q_proj", "v_proj"]})
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(1.0)
+    path = checkpoint.save_checkpoint(tmp_path, 1, model, optimizer, None, {})
+    assert (path / "trainable.safetensors").is_file()
+    assert not (path / "model.safetensors").exists()
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    fresh, _ = load_policy("tiny", lora={"rank": 2, "target_modules": ["q_proj", "v_proj"]})
+    fresh_optimizer = torch.optim.AdamW([p for p in fresh.parameters() if p.requires_grad])
+    checkpoint.load_checkpoint(path, fresh, fresh_optimizer, None)
+    for name, param in fresh.named_parameters():
+        assert torch.equal(param, trained[name]), name

@@ -474,9 +474,8 @@ def clip_cov_loss(
             keys = keys.to(logprobs.device).masked_fill(~candidates, -1.0)  # (N, L)
             chosen.view(-1)[keys.reshape(-1).topk(num_chosen).indices] = True
 
-    logprobs = torch.where(chosen, logprobs.detach(), logprobs)
-    loss_mat, metrics = ppo_clip_token_loss(
-        logprobs,
+    loss, metrics = ppo_clip_loss(
+        torch.where(chosen, logprobs.detach(), logprobs),
         old_logprobs,
         advantages,
         mask,
@@ -484,11 +483,7 @@ def clip_cov_loss(
         clip_high=clip_high,
         dual_clip=dual_clip,
         log_ratio_clamp=log_ratio_clamp,
-    )
-    loss = aggregate_loss(
-        loss_mat,
-        mask,
-        agg_mode,
+        agg_mode=agg_mode,
         num_tokens=num_tokens,
         num_sequences=num_sequences,
         norm_constant=norm_constant,

@@ -1,7 +1,8 @@
 """Checkpoints that survive a kill at any moment.
 
 Layout: RUN_DIR/checkpoints/step_000010/{model.safetensors, optimizer.pt, trainer_state.json} and
-RUN_DIR/checkpoints/latest (the name of the newest complete checkpoint).
+RUN_DIR/checkpoints/latest (the name of the newest complete checkpoint). When only some parameters
+train (LoRA), trainable.safetensors holds just those instead of the whole model.
 
 Atomicity: a checkpoint is written into a temporary directory and renamed into place (rename is
 atomic on one file system); `latest` is replaced atomically after that. A kill during a save leaves
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 CHECKPOINTS = "checkpoints"
 
@@ -66,7 +67,12 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if len(trainable) == len(list(model.parameters())):
+        save_model(model, str(tmp / "model.safetensors"))
+    else:  # LoRA: the frozen base is the one loaded at start; keep only what training changes
+        tensors = {n: p.detach().contiguous() for n, p in trainable.items()}
+        save_file(tensors, str(tmp / "trainable.safetensors"))
     torch.save(
         {
             "optimizer": optimizer.state_dict(),
@@ -99,7 +105,13 @@ def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG states; return the trainer state."""
-    load_model(model, str(path / "model.safetensors"))
+    if (path / "trainable.safetensors").is_file():
+        missing_or_unexpected = model.load_state_dict(
+            load_file(str(path / "trainable.safetensors")), strict=False
+        )
+        assert not missing_or_unexpected.unexpected_keys, missing_or_unexpected.unexpected_keys
+    else:
+        load_model(model, str(path / "model.safetensors"))
     blob = torch.load(path / "optimizer.pt", weights_only=False)
     optimizer.load_state_dict(blob["optimizer"])
     if scheduler is not None and blob["scheduler"] is not None:
