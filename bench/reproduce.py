@@ -286,6 +286,64 @@ def summarize_compression(specs: list[RunSpec], root: Path) -> dict:
     return settings
 
 
+def fmt(value: object, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return "" if value is None else str(value)
+
+
+def markdown(experiment: str, summary: dict) -> str:
+    """The experiment's result table (bench/README.md quotes these files)."""
+    if experiment == "entropy":
+        lines = [
+            "| setting | target | first 3 steps | second-half mean | rel. error / drop | goal | met |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, entry in summary.items():
+            error = entry.get("mean_relative_error", entry.get("mean_entropy_drop"))
+            lines.append(
+                f"| {name} | {fmt(entry['target'])} | {fmt(entry['mean_first3_entropy'])} | "
+                f"{fmt(entry['mean_second_half_mean'])} ± {fmt(entry['mean_second_half_std'])} | "
+                f"{error:+.1%} | {entry['goal']} | {'yes' if entry['goal_met'] else 'no'} |"
+            )
+    elif experiment == "exploration":
+        curves = summary["curves"]
+        ks = list(curves["grpo"]["pass_at_k"])
+        lines = ["| model | " + " | ".join(f"pass@{k}" for k in ks) + " |"]
+        lines.append("|---|" + "---|" * len(ks))
+        for label, entry in curves.items():
+            values = " | ".join(fmt(entry["pass_at_k"].get(k)) for k in ks)
+            lines.append(f"| {label} | {values} |")
+        for label, goal in summary["goals"].items():
+            lines.append("")
+            lines.append(
+                f"{label} ≥ GRPO at the goal k: {'yes' if goal['goal_met'] else 'no'} ({goal})"
+            )
+    else:
+        lines = [
+            "| setting | held-out avg@n | held-out length | train length first 3 → last 5 | "
+            "corr (group) 1st half → 2nd half |",
+            "|---|---|---|---|---|",
+        ]
+        for name, entry in summary.items():
+            if name == "goal":
+                continue
+            lines.append(
+                f"| {name} | {fmt(entry['mean_eval_accuracy'])} | {fmt(entry['mean_eval_length'], 1)} | "
+                f"{fmt(entry['mean_train_length_first3'], 1)} → {fmt(entry['mean_train_length_last5'], 1)} | "
+                f"{fmt(entry['mean_corr_group_first_half'])} → {fmt(entry['mean_corr_group_second_half'])} |"
+            )
+        if "goal" in summary:
+            goal = summary["goal"]
+            lines.append("")
+            lines.append(
+                f"ICR vs GRPO: {goal['icr_shorter_than_grpo']:+.1%} shorter, accuracy "
+                f"{goal['icr_minus_grpo_accuracy']:+.3f}; goal (≥ 25% shorter, within 2 points) met: "
+                f"{'yes' if goal['goal_met'] else 'no'}"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -365,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
             "summary": summary,
         }
         (args.out / f"{experiment}.json").write_text(json.dumps(record, indent=1))
+        (args.out / f"{experiment}.md").write_text(
+            f"<!-- made by: {record['command']} -->\n" + markdown(experiment, summary)
+        )
         print(f"{experiment}: {args.out / (experiment + '.json')}")
     return 0
 
