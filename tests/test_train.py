@@ -267,3 +267,13 @@ def test_load_run_config_reads_a_yaml_recipe_and_applies_overrides(tmp_path):
     assert config.algorithm.target_entropy == 0.3
     assert config.train.steps == 4
     assert config.train.logprob_chunk_size is None  # auto: sized in bytes by dcrl.core.logprobs
+
+
+def test_pass_at_n_counts_prompts_with_any_correct_response():
+    import torch
+
+    from dcrl.train.trainer import _pass_at_n
+
+    correct = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    group_index = torch.tensor([7, 7, 3, 3, 5, 5])
+    assert _pass_at_n(correct, group_index) == 2 / 3

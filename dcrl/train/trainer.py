@@ -18,7 +18,8 @@ import yaml
 
 from dcrl.algorithms import Algorithm, StepContext, TrainBatch, make_algorithm
 from dcrl.config import to_dict
-from dcrl.core.stats import length_accuracy_correlation
+from dcrl.core.advantages import dense_group_index
+from dcrl.core.stats import length_accuracy_correlation, length_summary
 from dcrl.train import checkpoint as ckpt
 from dcrl.train.config import RunConfig, load_run_config
 from dcrl.train.data import ProblemSampler
@@ -215,15 +216,16 @@ class Trainer:
         lengths = batch.response_lengths.float()
         correct = (scores > 0.5).float()
         corr = length_accuracy_correlation(lengths, correct, batch.group_index)
+        length = length_summary(lengths, correct > 0)
         generated = float(lengths.sum())
         metrics = {
             "reward/accuracy": float(scores.mean()),
             "reward/pass_at_n": _pass_at_n(correct, batch.group_index),
-            "length/mean": float(lengths.mean()),
-            "length/p90": float(torch.quantile(lengths, 0.9)),
-            "length/max": float(lengths.max()),
+            "length/mean": length["mean"],
+            "length/p90": length["p90"],
+            "length/max": length["max"],
             "length/truncated_frac": float(batch.truncated.float().mean()),
-            "length/correct_mean": _mean_where(lengths, correct > 0),
+            "length/correct_mean": length["correct_mean"],
             "corr/length_acc_group": float(corr["group"]),
             "corr/length_acc_batch": float(corr["batch"]),
             **algo_metrics,
@@ -363,14 +365,11 @@ def _resolve_device(name: str) -> str:
     return name
 
 
-def _mean_where(values: torch.Tensor, where: torch.Tensor) -> float:
-    return float(values[where].mean()) if bool(where.any()) else float("nan")
-
-
 def _pass_at_n(correct: torch.Tensor, group_index: torch.Tensor) -> float:
     """Fraction of prompts with at least one correct response among their n."""
-    groups = torch.unique(group_index)
-    return float(sum(bool(correct[group_index == g].any()) for g in groups) / len(groups))
+    dense, num_groups = dense_group_index(group_index, len(correct))
+    any_correct = torch.zeros(num_groups).scatter_reduce(0, dense, correct, "amax")
+    return float(any_correct.mean())
 
 
 def _build_data(config: RunConfig, tokenizer: Any) -> tuple[list[Any], Callable, Callable]:
