@@ -276,4 +276,4 @@ def test_pass_at_n_counts_prompts_with_any_correct_response():
 
     correct = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
     group_index = torch.tensor([7, 7, 3, 3, 5, 5])
-    assert _pass_at_n(correct, group_index) == 2 / 3
+    assert _pass_at_n(correct, group_index) == pytest.approx(2 / 3)
