@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -354,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--only", default=None, help="regular expression: train/report only settings it matches"
+    )
     parser.add_argument("--eval-problems", type=int, default=100)
     parser.add_argument("--eval-samples", type=int, default=64, help="n of pass@k (k ≤ n)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
@@ -369,10 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     experiments = (
         ["entropy", "exploration", "compression"] if args.experiment == "all" else [args.experiment]
     )
-    specs_of = {
+    chosen = re.compile(args.only) if args.only else None
+    all_of = {
         "entropy": entropy_specs,
         "exploration": exploration_specs,
         "compression": compression_specs,
+    }
+    specs_of = {
+        name: (lambda seeds, f=f: [s for s in f(seeds) if chosen is None or chosen.search(s.name)])
+        for name, f in all_of.items()
     }
     all_specs = list(dict.fromkeys(s for e in experiments for s in specs_of[e](args.seeds)))
     run_all([(train_one, (s, root, args.steps)) for s in all_specs], args.workers, "training")
