@@ -13,8 +13,7 @@ Names are imported on first use, so `import dcrl.eval.cli` (the CLI) stays cheap
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dcrl._lazy import lazy_exports
 
 _EXPORTS = {
     "EvalData": "dcrl.eval.data",
@@ -37,7 +36,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'dcrl.eval' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,8 +11,7 @@ Names are imported on first use, so `import dcrl.report.cli` (the CLI) stays che
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dcrl._lazy import lazy_exports
 
 _EXPORTS = {
     "build_report": "dcrl.report.build",
@@ -28,7 +27,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'dcrl.report' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,8 +11,7 @@ The names below are imported on first use, so that `dcrl --help` (which imports
 `dcrl.theory.cli`) does not load numpy.
 """
 
-import importlib
-from typing import Any
+from dcrl._lazy import lazy_exports
 
 _EXPORTS = {
     "TheoryEnvironment": "environment",
@@ -42,7 +41,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'dcrl.theory' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"dcrl.theory.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, {k: f"dcrl.theory.{v}" for k, v in _EXPORTS.items()})
