@@ -370,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 
     root = args.runs
     root.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     experiments = (
         ["entropy", "exploration", "compression"] if args.experiment == "all" else [args.experiment]
     )
