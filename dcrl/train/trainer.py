@@ -388,7 +388,7 @@ def _build_data(config: RunConfig, tokenizer: Any) -> tuple[list[Any], Callable,
         task = get_task(dc.task, **dc.task_options)
         problems = task.problems("train", dc.train_size)
         reward = task.verify if dc.reward == "auto" else get_reward_fn(dc.reward)
-        template = "plain" if dc.template == "auto" else dc.template
+        template = task.prompt_template if dc.template == "auto" else dc.template
 
     def formatter(problem: Any) -> str:
         return format_prompt(problem.prompt, tokenizer, template=template)
