@@ -2,9 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint format bench reproduce clean
+.PHONY: install demo test lint format bench reproduce check-latest freeze clean
 
-$(PY): pyproject.toml scripts/install.sh
+$(PY): pyproject.toml scripts/install.sh requirements/constraints.txt
 	bash scripts/install.sh
 	@touch $(PY)
 
@@ -30,5 +30,15 @@ bench: $(PY)
 reproduce: $(PY)
 	$(PY) bench/reproduce.py
 
+# The newest release of every dependency in a scratch venv: the drift from
+# requirements/constraints.txt, then the test suite on them (needs the network; not in CI).
+check-latest:
+	bash scripts/check-latest.sh
+
+# Re-pin requirements/constraints.txt to what .venv holds now (after `make check-latest` passed
+# and .venv was upgraded on purpose).
+freeze: $(PY)
+	bash scripts/freeze-constraints.sh
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest build dist *.egg-info .pytest_cache .ruff_cache
