@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -24,6 +25,14 @@ app.add_typer(theory_app, name="theory")
 app.command("eval")(eval_command)
 app.command("report")(report_command)
 app.command("compare")(compare_command)
+
+
+def fail(error: BaseException) -> NoReturn:
+    """Print `error` as one `error: ...` line on stderr and exit with status 2 (dcrl.errors)."""
+    from dcrl.errors import one_line
+
+    typer.secho(f"error: {one_line(error)}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2) from None
 
 
 @app.callback()
@@ -59,6 +68,7 @@ def train(
     import yaml
 
     from dcrl.config import ConfigError, to_dict
+    from dcrl.errors import UserError
     from dcrl.train.config import load_run_config
 
     overrides = list(ctx.args)
@@ -82,10 +92,12 @@ def train(
             from dcrl.train.trainer import Trainer
 
             trainer = Trainer(run_config)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-    trainer.fit()
+    except (UserError, FileNotFoundError, FileExistsError, ValueError) as err:
+        fail(err)
+    try:
+        trainer.fit()
+    except UserError as err:  # anything else is a bug in dcrl: keep its traceback
+        fail(err)
     typer.echo(f"run directory: {trainer.run_dir}")
 
 
@@ -111,8 +123,7 @@ def pretrain(
     try:
         config = build(PretrainConfig, apply_overrides({}, list(ctx.args)))
     except ConfigError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        fail(err)
     record = run_pretrain(config, out)
     typer.echo(
         f"saved {out}: loss {record['final_loss']:.3f}, held-out greedy accuracy "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -24,10 +25,12 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from dcrl.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration key or value is invalid; the message names the key and what is allowed."""
 
 
@@ -112,9 +115,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -151,8 +157,8 @@ def build(cls: type[T], data: dict[str, Any] | None, *, prefix: str = "") -> T:
     if callable(validate):
         try:
             validate()
-        except ValueError as err:
-            raise ConfigError(f"{prefix + ': ' if prefix else ''}{err}") from None
+        except ValueError as err:  # the message starts with the field's name
+            raise ConfigError(f"{prefix + '.' if prefix else ''}{err}") from None
     return obj
 
 
@@ -193,14 +199,43 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise ConfigError(
+                    f"{key_node.start_mark.name}:{line}: key {key!r} is given twice in one "
+                    f"mapping (lines {first_line[key]} and {line}), and only one would count: "
+                    "keep one of them"
+                )
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors that name the file."""
+    """Read a YAML mapping, with errors that name the file (and the line, where YAML knows it).
+
+    Raises:
+        ConfigError: a missing file, invalid YAML, a key given twice, or not a mapping.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        with path.open(encoding="utf-8") as stream:
+            data = yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(
+            f"{where}: not valid YAML ({err.problem or err.context}); fix the file"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if data is None:
         return {}

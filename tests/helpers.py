@@ -38,6 +38,8 @@ COMMON_METRICS = (
     "entropy/sampled_nll",
     "entropy/full",
     "train/optimizer_steps",
+    "train/skipped_updates",
+    "train/bad_steps",
     "train/lr",
     "time/rollout",
     "time/prepare",

@@ -6,6 +6,7 @@ import torch
 from dcrl.core import losses
 from dcrl.core.losses import (
     AGGREGATION_MODES,
+    MAX_RATIO_EXPONENT,
     aggregate_loss,
     clip_cov_loss,
     get_policy_loss,
@@ -230,8 +231,41 @@ def test_log_ratio_clamp_bounds_the_ratio():
     assert loss_mat[0, 0].item() == pytest.approx(math.exp(20.0), rel=1e-5)
     assert loss_mat[0, 1].item() == pytest.approx(math.e, rel=1e-5)
     assert metrics["ratio_mean"] == pytest.approx((math.exp(20.0) + math.e) / 2, rel=1e-5)
+    # Without a clamp only the exponent is capped (at MAX_RATIO_EXPONENT = 20): same values here.
     unclamped, _ = ppo_clip_token_loss(logprobs, old_logprobs, advantages, mask, dual_clip=None)
-    assert unclamped[0, 0].item() == pytest.approx(math.exp(50.0), rel=1e-4)
+    assert torch.equal(unclamped, loss_mat)
+
+
+@pytest.mark.parametrize("loss_name", ["ppo_clip", "clip_cov", "kl_cov"])
+@pytest.mark.parametrize("advantage", [0.0, 1.0, -1.0])
+@pytest.mark.parametrize("dual_clip", [3.0, None])
+def test_extreme_log_ratios_give_a_finite_loss_and_gradient(loss_name, advantage, dual_clip):
+    """log π/π_old = 100 (float32 exp overflows past 88.7) and −100, beside ordinary tokens."""
+    logprobs = torch.tensor([[0.0, -100.0, -1.0, -2.0]], requires_grad=True)
+    old_logprobs = torch.tensor([[-100.0, 0.0, -1.1, -1.9]])
+    advantages = torch.tensor([advantage])
+    mask = torch.ones(1, 4)
+    options = {} if loss_name == "kl_cov" else {"dual_clip": dual_clip}
+    loss, _ = get_policy_loss(loss_name)(logprobs, old_logprobs, advantages, mask, **options)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(logprobs.grad).all()
+
+
+def test_the_ratio_cap_changes_nothing_in_the_normal_range():
+    """Against the textbook formula (no cap) on log-ratios within ±20, values and gradients."""
+    logprobs, old_logprobs, advantages, mask = random_policy_batch(rows=16, spread=5.0)
+    assert (logprobs - old_logprobs).abs().max() < MAX_RATIO_EXPONENT
+    logprobs.requires_grad_(True)
+    loss_mat, _ = ppo_clip_token_loss(logprobs, old_logprobs, advantages, mask)
+    ratio = (logprobs - old_logprobs).exp()
+    token_advantages = advantages.unsqueeze(-1)
+    plain = torch.maximum(-token_advantages * ratio, -token_advantages * ratio.clamp(0.8, 1.2))
+    plain = torch.where(token_advantages < 0, torch.minimum(plain, -3.0 * token_advantages), plain)
+    torch.testing.assert_close(loss_mat, plain, rtol=1e-6, atol=0)
+    (grad,) = torch.autograd.grad(loss_mat.sum(), logprobs)
+    (plain_grad,) = torch.autograd.grad(plain.sum(), logprobs)
+    torch.testing.assert_close(grad, plain_grad, rtol=1e-6, atol=0)
 
 
 def test_per_sequence_and_constant_per_token_advantages_agree():

@@ -4,6 +4,7 @@ specs and their errors; the `dcrl eval` command on a run directory and on severa
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import zlib
@@ -211,6 +212,31 @@ def test_changed_settings_refuse_to_resume(policy, problems, tmp_path):
     run_eval(policy, problems[:1], tmp_path, n=2)
     with pytest.raises(ValueError, match=r"temperature: 1\.0 -> 0\.5.*--out"):
         run_eval(policy, problems[:1], tmp_path, n=2, temperature=0.5)
+
+
+def test_changed_weights_refuse_to_resume(policy, problems, tmp_path):
+    """Records are keyed on the weights evaluated, not on the path they were read from."""
+    model_dir = tmp_path / "model"
+    save_tiny_model(*policy, model_dir)
+    out = tmp_path / "eval"
+    first = run_eval(str(model_dir), problems[:1], out, n=2)
+    assert first.metrics["settings"]["weights_sha256"]
+    again = run_eval(str(model_dir), problems[:1], out, n=2)  # same weights: resumes
+    assert again.metrics["throughput"]["generated_samples"] == 0
+
+    save_tiny_model(*build_tiny_model(seed=1), model_dir)  # same path, other weights
+    with pytest.raises(
+        ValueError, match=r"other weights: the weights of tiny changed since.*--out"
+    ):
+        run_eval(str(model_dir), problems[:1], out, n=2)
+
+    model, tokenizer = copy.deepcopy(policy[0]), policy[1]  # a model in memory, changed in place
+    memory_out = tmp_path / "memory"
+    run_eval((model, tokenizer), problems[:1], memory_out, n=2)
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    with pytest.raises(ValueError, match="other weights"):
+        run_eval((model, tokenizer), problems[:1], memory_out, n=2)
 
 
 def test_bad_arguments(policy, problems, tmp_path):

@@ -25,3 +25,22 @@ def test_masked_var_matches_torch_var():
     selected = values[mask]
     assert torch.allclose(masked_var(values, mask, unbiased=True), selected.var(unbiased=True))
     assert torch.allclose(masked_var(values, mask), selected.var(unbiased=False))
+
+
+def test_inf_and_nan_on_padding_do_not_leak_into_reductions_or_gradients():
+    values = torch.tensor([[1.0, 2.0, -torch.inf], [4.0, torch.nan, torch.inf]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    total = masked_sum(values, mask)
+    assert total.item() == 7.0
+    assert torch.equal(masked_sum(values, mask, dim=-1), torch.tensor([3.0, 4.0]))
+    assert masked_mean(values, mask).item() == pytest.approx(7.0 / 3)
+    assert masked_var(values, mask).item() == pytest.approx(
+        torch.tensor([1.0, 2.0, 4.0]).var(unbiased=False).item()
+    )
+    total.backward()
+    assert torch.equal(values.grad, mask.float())
+
+
+def test_a_float_mask_weights_the_values():
+    values = torch.tensor([[1.0, 2.0, 3.0]])
+    assert masked_sum(values, torch.tensor([[0.5, 1.0, 0.0]])).item() == 2.5

@@ -18,6 +18,8 @@ import dcrl.rewards.matching
 import dcrl.rewards.math_grader
 from dcrl.rewards import (
     MathGrader,
+    RewardError,
+    check_reward_fn,
     exact_match_reward,
     extract_boxed,
     extract_marked_answer,
@@ -300,14 +302,34 @@ def test_get_reward_fn_import_errors(user_reward_module: str) -> None:
         get_reward_fn("no_such_module_xyz:fn")
     with pytest.raises(ValueError, match="has no attribute 'missing'"):
         get_reward_fn(f"{user_reward_module}:missing")
-    with pytest.raises(TypeError, match="not a function"):
+    with pytest.raises(RewardError, match=r"not a function.*fn\(completion, answer, \*\*meta\)"):
         get_reward_fn(f"{user_reward_module}:NOT_A_FUNCTION")
 
 
 def test_score_batch_names_the_sample_a_user_function_fails_on(user_reward_module: str) -> None:
     reward_fn = get_reward_fn(f"{user_reward_module}:divide_by_answer")
-    with pytest.raises(RuntimeError, match="divide_by_answer raised ZeroDivisionError on sample 1"):
+    with pytest.raises(RewardError, match="divide_by_answer raised ZeroDivisionError on sample 1"):
         score_batch(reward_fn, ["a", "b", "c"], ["1", "0", "2"])
+
+
+def test_check_reward_fn_checks_the_signature_against_the_data_meta() -> None:
+    def takes_meta(completion: str, answer: str, **meta) -> float:
+        return 0.0
+
+    def takes_level(completion: str, answer: str, level: int) -> float:
+        return 0.0
+
+    def takes_one(completion: str) -> float:
+        return 0.0
+
+    check_reward_fn(takes_meta, {"level": 1, "source": "x"})
+    check_reward_fn(takes_level, {"level": 1})
+    with pytest.raises(RewardError, match=r"takes_level.*meta keys \(level, source\).*\*\*meta"):
+        check_reward_fn(takes_level, {"level": 1, "source": "x"})
+    with pytest.raises(RewardError, match=r"takes_one.*fn\(completion, answer, \*\*meta\)"):
+        check_reward_fn(takes_one, {})
+    with pytest.raises(RewardError, match="not a function"):
+        check_reward_fn(3.0, {})
 
 
 @pytest.mark.parametrize("bad_value", [2.0, -0.5, None, "1", math.nan])
@@ -329,3 +351,15 @@ def test_score_batch_accepts_numbers_and_returns_floats() -> None:
 def test_score_batch_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="2 completions, 1 answers"):
         score_batch(math_reward, ["a", "b"], ["1"])
+
+
+def test_integers_beyond_python_int_limit_are_graded_not_raised() -> None:
+    """int() refuses over 4,300 digits; the fast path compares such integers as text."""
+    huge = "9" * 5000
+    assert math_reward(r"\boxed{5}", huge) == 0.0  # used to raise ValueError
+    grader = MathGrader(max_answer_chars=20_000)
+    assert grader(rf"\boxed{{{huge}}}", huge) == 1.0
+    assert grader(rf"\boxed{{-00{huge}}}", f"-{huge}") == 1.0
+    assert grader(rf"\boxed{{{huge}8}}", huge) == 0.0
+    assert grader(r"\boxed{-0}", "0") == 1.0
+    assert grader(r"\boxed{007}", "7") == 1.0

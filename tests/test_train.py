@@ -16,7 +16,7 @@ from dcrl.config import ConfigError
 from dcrl.models import load_policy
 from dcrl.train import checkpoint as ckpt
 from dcrl.train.config import load_run_config
-from dcrl.train.trainer import Trainer
+from dcrl.train.trainer import CheckpointError, Trainer
 from tests.helpers import is_finite, read_metrics, tiny_config, tiny_overrides
 
 
@@ -129,7 +129,9 @@ def test_a_failed_save_leaves_latest_on_the_previous_complete_checkpoint(tmp_pat
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(
+        CheckpointError, match=r"step 2 .*simulated.*step_000001 is intact.*--resume"
+    ):
         trainer.save()
     monkeypatch.undo()
 

@@ -47,6 +47,12 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 Count = int | float | torch.Tensor
 PolicyLoss = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
+# The largest exponent a policy ratio is computed with: r = exp(min(log r, 20)). exp overflows
+# float32 past log r ≈ 88.7, and then −A·r is inf and its gradient NaN (0·inf at A = 0). verl
+# clamps log r to ±20 before exp for the same reason; capping only the exponent keeps every result
+# with log r ≤ 20 (a ratio of 4.9e8, far outside any trust region) exactly as it was.
+MAX_RATIO_EXPONENT = 20.0
+
 
 # ----------------------------------------------------------------------------------------------
 # Aggregation
@@ -192,6 +198,12 @@ def _clamped_log_ratio(
     return log_ratio.clamp(-log_ratio_clamp, log_ratio_clamp)
 
 
+def _ratio(log_ratio: torch.Tensor) -> torch.Tensor:
+    """r = exp(log r) with the exponent capped at MAX_RATIO_EXPONENT (finite; no gradient
+    beyond the cap, as a clipped token has none). (N, L) -> (N, L)."""
+    return log_ratio.clamp(max=MAX_RATIO_EXPONENT).exp()
+
+
 def _active_clip_bounds(
     log_ratio: torch.Tensor,
     advantages: torch.Tensor,
@@ -308,6 +320,8 @@ def ppo_clip_token_loss(
         clip_high: ε_high ≥ 0.
         dual_clip: c > 1, or None to disable the dual clip.
         log_ratio_clamp: clamp log r to ±this before anything else (ICR uses 20.0); None: off.
+            Either way the ratio's exponent is capped at MAX_RATIO_EXPONENT, so the loss and
+            its gradient stay finite for any log-probs.
 
     Returns:
         loss_mat: (N, L) per-token loss (padding entries are not zeroed; aggregate with mask).
@@ -325,7 +339,7 @@ def ppo_clip_token_loss(
     advantages = _token_advantages(advantages, logprobs)
 
     log_ratio = _clamped_log_ratio(logprobs, old_logprobs, log_ratio_clamp)
-    ratio = log_ratio.exp()
+    ratio = _ratio(log_ratio)
     clipped_ratio = log_ratio.clamp(math.log1p(-clip_low), math.log1p(clip_high)).exp()
     loss_mat = torch.maximum(-advantages * ratio, -advantages * clipped_ratio)
     if dual_clip is not None:
@@ -543,7 +557,7 @@ def kl_cov_loss(
     valid = mask.bool()
 
     log_ratio = _clamped_log_ratio(logprobs, old_logprobs, log_ratio_clamp)
-    ratio = log_ratio.exp()
+    ratio = _ratio(log_ratio)
     loss_mat = -token_advantages * ratio
 
     with torch.no_grad():

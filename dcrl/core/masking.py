@@ -10,7 +10,10 @@ import torch
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Sum of `values` where `mask` is set.
+    """Sum of `values` where `mask` is set (a float mask weights them).
+
+    Padding is selected away, not multiplied by 0: an inf or NaN on a padded position (a
+    log-prob of −inf there, say) does not leak into the sum or its gradient.
 
     Args:
         values: (N, L) or any shape.
@@ -20,10 +23,10 @@ def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None)
     Returns:
         A scalar, or `values` with `dim` removed.
     """
-    mask = mask.to(values.dtype)
+    weighted = torch.where(mask != 0, values * mask.to(values.dtype), 0.0)
     if dim is None:
-        return (values * mask).sum()
-    return (values * mask).sum(dim)
+        return weighted.sum()
+    return weighted.sum(dim)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:

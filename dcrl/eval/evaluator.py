@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 import dcrl
+from dcrl._atomic import write_text_atomic
 from dcrl.eval.metrics import CORRECT_THRESHOLD, EvalAccumulator
 from dcrl.eval.records import iter_records, repair_records, unit_size
 from dcrl.rewards import RewardFn, get_reward_fn, score_batch
@@ -49,6 +50,7 @@ PER_PROBLEM_FILE = "per_problem.jsonl"
 # ("greedy" is not among them: asking for greedy answers later only adds records.)
 RESUME_KEYS = (
     "model",
+    "weights_sha256",
     "data",
     "reward",
     "template",
@@ -103,14 +105,48 @@ def call_seed(seed: int, kind: str, chunk: int, problem_ids: Sequence[str]) -> i
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 2**31
 
 
-def _write_json_atomic(path: Path, value: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)
+# Files whose bytes are the model: its weights (any format) and its architecture.
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def weights_sha256(loaded_from: str | None, model: torch.nn.Module | None) -> str | None:
+    """A fingerprint of what is evaluated, so a resumed evaluation knows it is the same model.
+
+    Args:
+        loaded_from: the name or directory the model was loaded from; None for a model handed
+            over in memory (it may have changed since it was loaded).
+        model: the loaded model, if known.
+
+    Returns:
+        For a model loaded from a directory: the SHA-256 of its config.json and weight files
+        (names and bytes). Otherwise (a built-in name, a cached hub id, a model in memory): the
+        SHA-256 of the model's parameters and buffers. None when neither is known.
+    """
+    digest = hashlib.sha256()
+    directory = Path(loaded_from) if loaded_from is not None else None
+    if directory is not None and directory.is_dir():
+        files = sorted(
+            path
+            for path in directory.iterdir()
+            if path.is_file()
+            and (path.suffix in WEIGHT_FILE_SUFFIXES or path.name == "config.json")
+        )
+        for path in files:
+            digest.update(f"{path.name}\0".encode())
+            with path.open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+        return digest.hexdigest()
+    if model is None:
+        return None
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _check_resumable(out_dir: Path, settings: dict[str, Any]) -> None:
-    """Raise a ValueError if out_dir holds an evaluation made with other settings."""
+    """Raise a ValueError if out_dir holds an evaluation made with other settings or weights."""
     settings_path = out_dir / SETTINGS_FILE
     if not settings_path.exists():
         if (out_dir / RECORDS_FILE).exists():
@@ -119,8 +155,21 @@ def _check_resumable(out_dir: Path, settings: dict[str, Any]) -> None:
                 "dcrl eval; choose another output directory"
             )
         return
-    saved = json.loads(settings_path.read_text(encoding="utf-8"))
+    try:
+        saved = json.loads(settings_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{settings_path} is damaged ({error.msg}): delete {out_dir} to evaluate again"
+        ) from None
     changed = [key for key in RESUME_KEYS if saved.get(key) != settings[key]]
+    if "weights_sha256" in changed:
+        raise ValueError(
+            f"{out_dir} holds an evaluation of other weights: the weights of {settings['model']} "
+            "changed since "
+            f"(sha256 {str(saved.get('weights_sha256'))[:12]} -> "
+            f"{str(settings['weights_sha256'])[:12]}); its records would be reused for the new "
+            "model. Evaluate into another directory (--out), or delete this one to start over"
+        )
     if changed:
         details = ", ".join(f"{key}: {saved.get(key)!r} -> {settings[key]!r}" for key in changed)
         raise ValueError(
@@ -230,6 +279,10 @@ def evaluate(
     validate_sampling_arguments(list(prompts.values()), n, temperature, top_p, max_new_tokens)
     settings = {
         "model": model_label or model_description,
+        "weights_sha256": weights_sha256(
+            model_description if isinstance(model_or_path, str | os.PathLike) else None,
+            getattr(rollout, "model", None),
+        ),
         "data": data_label,
         "reward": getattr(reward_fn, "__qualname__", repr(reward_fn)),
         "template": template,
@@ -258,7 +311,7 @@ def evaluate(
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         _check_resumable(out_dir, settings)
-        _write_json_atomic(out_dir / SETTINGS_FILE, settings)
+        write_text_atomic(out_dir / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
         records_path = out_dir / RECORDS_FILE
         complete_units = repair_records(records_path, n, samples_per_call)
         for record in iter_records(records_path):
@@ -376,5 +429,5 @@ def evaluate(
     if out_dir is not None:
         with (out_dir / PER_PROBLEM_FILE).open("w", encoding="utf-8") as rows_file:
             rows_file.writelines(json.dumps(row) + "\n" for row in per_problem)
-        _write_json_atomic(out_dir / METRICS_FILE, metrics)
+        write_text_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return EvalResult(metrics=metrics, per_problem=per_problem, out_dir=out_dir)

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from dcrl.eval.table import Columns, format_value
+from dcrl.train.sinks import read_metrics_log
 
 FINAL_FRACTION = 0.1  # "final" values average the last 10% of logged steps (at least one)
 
@@ -91,18 +92,7 @@ def setting_of(config: dict[str, Any]) -> dict[str, Any]:
 def _read_metrics(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(steps (S,), {metric: (S,) values}) from metrics.jsonl; a later line for a step wins."""
     by_step: dict[int, dict[str, float]] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for line_number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            if line_number == len(lines):
-                break  # a run killed while writing its last line
-            raise ValueError(f"{path}:{line_number}: not a JSON object ({error.msg})") from error
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise ValueError(f"{path}:{line_number}: a metrics line needs an integer 'step'")
+    for _, record in read_metrics_log(path):
         by_step[record["step"]] = {
             name: float("nan") if value is None else float(value)
             for name, value in record.items()

@@ -28,13 +28,22 @@ import path, "package.module:function" (`get_reward_fn`).
 from dcrl.rewards.extraction import extract_boxed, extract_marked_answer
 from dcrl.rewards.matching import exact_match_reward, numeric_reward
 from dcrl.rewards.math_grader import MathGrader, math_reward
-from dcrl.rewards.registry import REWARD_FUNCTIONS, RewardFn, get_reward_fn, score_batch
+from dcrl.rewards.registry import (
+    REWARD_FUNCTIONS,
+    RewardError,
+    RewardFn,
+    check_reward_fn,
+    get_reward_fn,
+    score_batch,
+)
 
 __all__ = [
     "REWARD_FUNCTIONS",
     "MathGrader",
+    "RewardError",
     "RewardFn",
     "exact_match_reward",
+    "check_reward_fn",
     "extract_boxed",
     "extract_marked_answer",
     "get_reward_fn",

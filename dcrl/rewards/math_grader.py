@@ -48,6 +48,14 @@ def _normalize(answer: str) -> str:
     return answer.rstrip(".")
 
 
+def _canonical_integer(digits: str) -> str:
+    """An integer's canonical spelling ("-007" -> "-7", "-0" -> "0"), compared as text: `int()`
+    refuses strings over 4,300 digits (CVE-2020-10735), and a gold answer can be that long."""
+    negative = digits.startswith("-")
+    magnitude = digits.lstrip("-").lstrip("0") or "0"
+    return "-" + magnitude if negative and magnitude != "0" else magnitude
+
+
 class _WorkerProcess:
     """One `python -m dcrl.rewards._math_worker` child and its pipes (see that module)."""
 
@@ -139,7 +147,9 @@ class MathGrader:
         if prediction_normalized == gold_normalized:
             return 1.0
         if _INTEGER.fullmatch(prediction_normalized) and _INTEGER.fullmatch(gold_normalized):
-            return float(int(prediction_normalized) == int(gold_normalized))
+            return float(
+                _canonical_integer(prediction_normalized) == _canonical_integer(gold_normalized)
+            )
         return self._verify_in_worker(gold, prediction)
 
     def _verify_in_worker(self, gold: str, prediction: str) -> float:

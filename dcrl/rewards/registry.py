@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from dcrl.errors import UserError
 from dcrl.rewards.matching import exact_match_reward, numeric_reward
 from dcrl.rewards.math_grader import math_reward
 
 RewardFn = Callable[..., float]
+
+CONTRACT = "fn(completion, answer, **meta) -> float in [0, 1]"
+
+
+class RewardError(UserError, ValueError):
+    """A reward function that cannot be found, called, or that broke the contract (`CONTRACT`)."""
+
 
 REWARD_FUNCTIONS: dict[str, RewardFn] = {
     "math": math_reward,
@@ -29,39 +38,68 @@ def get_reward_fn(name_or_path: str | RewardFn) -> RewardFn:
             callable (returned as is).
 
     Raises:
-        ValueError: unknown name, or the module or attribute cannot be imported.
-        TypeError: the imported object is not callable.
+        RewardError: unknown name, the module or attribute cannot be imported, or the imported
+            object is not callable.
     """
     if callable(name_or_path):
         return name_or_path
     if name_or_path in REWARD_FUNCTIONS:
         return REWARD_FUNCTIONS[name_or_path]
     if ":" not in name_or_path:
-        raise ValueError(
+        raise RewardError(
             f"unknown reward function {name_or_path!r}: use one of {sorted(REWARD_FUNCTIONS)} or "
             "an import path 'package.module:function'."
         )
     module_name, _, attribute = name_or_path.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(
+    except Exception as error:  # ImportError, or anything the module raises while importing
+        raise RewardError(
             f"reward function {name_or_path!r}: cannot import module {module_name!r} ({error}). "
             "Check the spelling and that the module is on PYTHONPATH."
         ) from error
     try:
         reward_fn = getattr(module, attribute)
     except AttributeError as error:
-        raise ValueError(
+        raise RewardError(
             f"reward function {name_or_path!r}: module {module_name!r} has no attribute "
             f"{attribute!r}."
         ) from error
     if not callable(reward_fn):
-        raise TypeError(
+        raise RewardError(
             f"reward function {name_or_path!r} is a {type(reward_fn).__name__}, not a function; "
-            "it must be callable as fn(completion, answer, **meta) -> float."
+            f"point it at a function with the reward contract {CONTRACT}."
         )
     return reward_fn
+
+
+def check_reward_fn(reward_fn: RewardFn, meta: Mapping[str, Any]) -> None:
+    """Raise a RewardError if `reward_fn` cannot be called as `fn(completion, answer, **meta)`
+    with this data's metadata keys — checked on the signature, without calling it.
+
+    Args:
+        reward_fn: the reward function.
+        meta: one problem's metadata (the keyword arguments every call will pass).
+    """
+    if not callable(reward_fn):
+        raise RewardError(
+            f"reward function {reward_fn!r} is a {type(reward_fn).__name__}, not a function; "
+            f"the reward contract is {CONTRACT}."
+        )
+    try:
+        signature = inspect.signature(reward_fn)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return
+    try:
+        signature.bind("completion", "answer", **meta)
+    except TypeError as error:
+        name = getattr(reward_fn, "__qualname__", repr(reward_fn))
+        keys = ", ".join(meta) or "none"
+        raise RewardError(
+            f"reward function {name}{signature} cannot be called as fn(completion, answer, "
+            f"**meta) with this data's meta keys ({keys}): {error}. The reward contract is "
+            f"{CONTRACT}; add **meta to take the keys it does not use."
+        ) from None
 
 
 def score_batch(
@@ -86,9 +124,9 @@ def score_batch(
         N floats in [0, 1].
 
     Raises:
-        ValueError: mismatched lengths, or a returned value that is not a number in [0, 1].
-        RuntimeError: `reward_fn` raised; the message names the sample index, and the original
-            error is chained.
+        ValueError: mismatched lengths.
+        RewardError: `reward_fn` raised (the message names the sample index, and the original
+            error is chained), or returned something other than a number in [0, 1].
     """
     if metas is None:
         metas = [{}] * len(completions)
@@ -105,19 +143,21 @@ def score_batch(
         try:
             reward = reward_fn(completion, answer, **meta)
         except Exception as error:
-            raise RuntimeError(
+            raise RewardError(
                 f"reward function {name} raised {type(error).__name__} on sample {index} "
-                f"(answer {answer!r}, completion starting {completion[:80]!r}): {error}"
+                f"(answer {answer!r}, completion starting {completion[:80]!r}): {error}. Fix "
+                f"the function: the reward contract is {CONTRACT}, returning 0.0 for a wrong "
+                "or unparseable answer."
             ) from error
         if (
             not isinstance(reward, numbers.Real)  # float, int, bool, numpy scalars
             or not math.isfinite(reward)
             or not 0.0 <= reward <= 1.0
         ):
-            raise ValueError(
+            raise RewardError(
                 f"reward function {name} returned {reward!r} ({type(reward).__name__}) on sample "
-                f"{index}; a reward function must return a float in [0, 1] (0.0 for a wrong "
-                "answer)."
+                f"{index} (answer {answer!r}); fix the function: the reward contract is "
+                f"{CONTRACT} (0.0 for a wrong answer)."
             )
         rewards.append(float(reward))
     return rewards

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle  # noqa: S403 (only for its UnpicklingError)
 import random
 import shutil
 from pathlib import Path
@@ -22,31 +23,27 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from dcrl._atomic import write_text_atomic
+from dcrl.errors import UserError, one_line
+
 CHECKPOINTS = "checkpoints"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def rng_state() -> dict[str, Any]:
-    """Every RNG the trainer draws from."""
-    return {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-    }
+    """Every RNG the trainer draws from, as tensors and plain Python values only (so that
+    `torch.load(weights_only=True)` reads it back: no pickled objects)."""
+    numpy_state = np.random.get_state(legacy=False)  # {"state": {"key": uint32 array, ...}, ...}
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = dict(state["numpy"])
+    numpy_state["state"] = dict(numpy_state["state"])
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state(numpy_state)
 
 
 def save_checkpoint(
@@ -81,11 +78,13 @@ def save_checkpoint(
         },
         tmp / "optimizer.pt",
     )
-    _write_atomic(tmp / "trainer_state.json", json.dumps({"step": step, **trainer_state}, indent=1))
+    write_text_atomic(
+        tmp / "trainer_state.json", json.dumps({"step": step, **trainer_state}, indent=1)
+    )
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_atomic(root / "latest", name)
+    write_text_atomic(root / "latest", name)
     complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
     for old in complete[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -112,7 +111,16 @@ def load_checkpoint(
         assert not missing_or_unexpected.unexpected_keys, missing_or_unexpected.unexpected_keys
     else:
         load_model(model, str(path / "model.safetensors"))
-    blob = torch.load(path / "optimizer.pt", weights_only=False)
+    try:
+        # weights_only: tensors and plain containers only, so a checkpoint from an untrusted run
+        # directory cannot run code while it loads.
+        blob = torch.load(path / "optimizer.pt", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(
+            f"{path / 'optimizer.pt'} holds objects other than tensors and plain values "
+            f"({one_line(error)[:200]}), which dcrl does not load: it was not written by this "
+            "version of dcrl, or was tampered with. Resume from another checkpoint or start over"
+        ) from None
     optimizer.load_state_dict(blob["optimizer"])
     if scheduler is not None and blob["scheduler"] is not None:
         scheduler.load_state_dict(blob["scheduler"])

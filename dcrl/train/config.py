@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dcrl.config import ConfigError, apply_overrides, build, field, load_yaml
+from dcrl.errors import one_line
 
 
 @dataclass
@@ -40,6 +41,9 @@ class ModelConfig:
     gradient_checkpointing: bool = field(False, help="Trade compute for activation memory.")
     lora: LoraConfig | None = field(None, help="LoRA adapters (peft); null trains all weights.")
 
+    def validate(self) -> None:
+        check_device(self.device)
+
 
 @dataclass
 class DataConfig:
@@ -62,6 +66,19 @@ class DataConfig:
         "'package.module:function'.",
     )
 
+    def validate(self) -> None:
+        from dcrl.tasks import PROMPT_TEMPLATES
+
+        named = self.template == "auto" or self.template in PROMPT_TEMPLATES
+        if not named and "{problem}" not in self.template:
+            raise ValueError(
+                f"template={self.template!r} has no {{problem}} placeholder, so every prompt "
+                f"would be the same text: use auto, {', '.join(PROMPT_TEMPLATES)}, or a "
+                "string containing {problem}"
+            )
+        if self.train_size < 1:
+            raise ValueError(f"train_size must be ≥ 1, got {self.train_size}")
+
 
 @dataclass
 class RolloutConfig:
@@ -71,6 +88,21 @@ class RolloutConfig:
     top_p: float = field(0.99, help="Nucleus sampling threshold (the papers use 0.99).")
     max_new_tokens: int = field(2048, help="Maximum response length in tokens.")
     batch_size: int = field(64, help="Prompts generated together in one backend call.")
+
+    def validate(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(
+                f"temperature must be > 0 for training, got {self.temperature}: at 0 every "
+                "response of a group is the same greedy one, so every advantage and every "
+                "gradient is 0 (the papers sample at 1.0)"
+            )
+        if not 0 < self.top_p <= 1:
+            raise ValueError(
+                f"top_p must be in (0, 1] (1 turns nucleus sampling off), got {self.top_p}"
+            )
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -96,17 +128,48 @@ class TrainConfig:
         "faster than a fixed count at large V (bench/core_memory.py).",
     )
     save_every: int = field(10, help="Checkpoint every this many steps (0: only at the end).")
-    keep_checkpoints: int = field(2, help="How many recent checkpoints to keep.")
+    keep_checkpoints: int = field(2, help="How many recent checkpoints to keep (0: all).")
+    max_bad_steps: int = field(
+        3,
+        help="A step whose loss or gradient is NaN/inf is skipped (no update; counted in "
+        "train/bad_steps); after this many in a row the run stops with an error, keeping its "
+        "last good checkpoint. Low values stop a diverging run early; one bad step alone is "
+        "usually a numerical accident.",
+    )
 
     def validate(self) -> None:
+        for name in (
+            "steps",
+            "prompts_per_step",
+            "mini_batch_prompts",
+            "micro_batch_size",
+            "ppo_epochs",
+            "max_bad_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "save_every", "keep_checkpoints", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.prompts_per_step % self.mini_batch_prompts:
             raise ValueError(
                 f"prompts_per_step ({self.prompts_per_step}) must be a multiple of "
                 f"mini_batch_prompts ({self.mini_batch_prompts})"
             )
-        for name in ("steps", "prompts_per_step", "mini_batch_prompts", "micro_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 (a gradient-norm bound), got {self.grad_clip}")
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(
+                f"betas must be two numbers in [0, 1) (AdamW's β1, β2), got {self.betas}"
+            )
+        if self.logprob_chunk_size is not None and self.logprob_chunk_size < 1:
+            raise ValueError(
+                f"logprob_chunk_size must be ≥ 1 or null (auto), got {self.logprob_chunk_size}"
+            )
 
 
 @dataclass
@@ -116,6 +179,16 @@ class LogConfig:
     tensorboard: bool = field(True, help="Write TensorBoard event files under RUN_DIR/tb.")
     wandb: bool = field(False, help="Log to Weights & Biases (when installed).")
     wandb_project: str = field("dcrl", help="wandb project name.")
+
+    def validate(self) -> None:
+        try:
+            self.output_dir.format(algorithm="grpo", seed=1)
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(
+                f"output_dir={self.output_dir!r} is not a valid format string ({one_line(err)}): "
+                "its only placeholders may be {algorithm} and {seed}; write a literal brace as "
+                "{{ or }}"
+            ) from None
 
 
 @dataclass
@@ -134,6 +207,35 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.log.output_dir.format(algorithm=self.algorithm.name, seed=self.train.seed))
+
+
+def check_device(name: str) -> None:
+    """Raise a ValueError unless `name` is "auto" or a device this torch build can use."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"device={name!r} is not a device name torch knows: use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={name!r}, but this torch ({torch.__version__}) sees no CUDA GPU: use "
+                "device=cpu (or auto), or install a CUDA build of torch on a GPU machine"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={name!r}, but only {torch.cuda.device_count()} CUDA device(s) are "
+                "visible: use cuda:0 … or auto"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={name!r}, but MPS is not available here: use cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={name!r}: dcrl trains on cpu, cuda or mps; use one of those")
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

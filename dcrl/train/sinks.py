@@ -10,6 +10,9 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
+from dcrl._atomic import write_text_atomic
+from dcrl.errors import UserError
+
 # The metrics the console line shows, in order, with short labels.
 CONSOLE_METRICS = [
     ("reward/accuracy", "acc"),
@@ -32,19 +35,24 @@ class MetricSink(Protocol):
 
 
 class JsonlSink:
-    """One JSON object per line: {"step": k, metric: value, ...}."""
+    """One JSON object per line: {"step": k, metric: value, ...}.
+
+    Each record is appended in one write and flushed. On resume the file is cut back to the
+    records up to the checkpoint's step (later ones will be logged again) by an atomic rewrite,
+    so a kill at that moment leaves the old file, never an empty one; a record cut off by a
+    power loss (an unparseable last line) is dropped.
+    """
 
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         self.path = Path(path)
         if resume_step is not None and self.path.exists():
-            # drop lines of steps after the checkpoint: they will be logged again
             kept = [
                 line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= resume_step
+                for line, record in read_metrics_log(self.path)
+                if record["step"] <= resume_step
             ]
-            self.path.write_text("".join(line + "\n" for line in kept))
-        self.fh = open(self.path, "a")  # noqa: SIM115
+            write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+        self.fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         record = {"step": step, **{k: _finite_or_none(v) for k, v in metrics.items()}}
@@ -53,6 +61,40 @@ class JsonlSink:
 
     def close(self) -> None:
         self.fh.close()
+
+
+class MetricsLogError(UserError, ValueError):
+    """A metrics.jsonl line before the last is damaged."""
+
+
+def read_metrics_log(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) for each record of a metrics.jsonl, in order; a cut-off last line (a kill
+    or power loss mid-append) is skipped.
+
+    Raises:
+        MetricsLogError: a damaged line other than the last, naming the file and line.
+    """
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise MetricsLogError(
+                f"{path}:{number}: not a JSON record ({error.msg}); the metrics log is damaged "
+                "before its last line: repair or delete that line"
+            ) from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise MetricsLogError(
+                f'{path}:{number}: a metrics record needs an integer "step"; repair or delete '
+                "that line"
+            )
+        records.append((line, record))
+    return records
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -79,7 +121,7 @@ class WandbSink:
         try:
             import wandb
         except ImportError:
-            raise RuntimeError(
+            raise UserError(
                 "log.wandb is true but wandb is not installed: `pip install wandb`, or set "
                 "log.wandb=false"
             ) from None

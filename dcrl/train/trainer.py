@@ -7,6 +7,7 @@ in `dcrl.algorithms`; everything here is the same for all of them.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -16,15 +17,26 @@ from typing import Any
 import torch
 import yaml
 
+from dcrl._atomic import write_text_atomic
 from dcrl.algorithms import Algorithm, StepContext, TrainBatch, make_algorithm
-from dcrl.config import to_dict
+from dcrl.config import ConfigError, to_dict
 from dcrl.core.advantages import dense_group_index
 from dcrl.core.stats import length_accuracy_correlation, length_summary
+from dcrl.errors import UserError, one_line
+from dcrl.tasks import format_prompt
 from dcrl.train import checkpoint as ckpt
 from dcrl.train.config import RunConfig, load_run_config
 from dcrl.train.data import ProblemSampler
 from dcrl.train.forward import score_responses
 from dcrl.train.sinks import ConsoleSink, JsonlSink, MetricSink, TensorBoardSink, WandbSink
+
+
+class CheckpointError(UserError):
+    """A checkpoint could not be written; the previous one is intact."""
+
+
+class TrainingDiverged(UserError):
+    """`train.max_bad_steps` steps in a row had a NaN/inf loss or gradient."""
 
 
 def trim_padding(batch: TrainBatch) -> TrainBatch:
@@ -69,13 +81,14 @@ class Trainer:
             torch.set_num_threads(config.train.threads)
         torch.manual_seed(config.train.seed)
 
+        # Everything checkable without the model is checked first: a bad input fails in seconds.
         if not resume and ckpt.latest_checkpoint(self.run_dir) is not None:
             raise FileExistsError(
                 f"run directory {self.run_dir} already holds checkpoints: continue it with "
                 f"`dcrl train --resume {self.run_dir}`, or set log.output_dir to a new directory"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        self.problems, template, self.reward_fn = _load_data(config)
+        _prepare_run_dir(self.run_dir, yaml.safe_dump(to_dict(config), sort_keys=False))
 
         mc = config.model
         self.model, self.tokenizer = load_policy(
@@ -88,7 +101,17 @@ class Trainer:
         self.backend = get_rollout_backend(
             config.rollout.backend, self.model, self.tokenizer, batch_size=config.rollout.batch_size
         )
-        self.problems, self.format_prompt, self.reward_fn = _build_data(config, self.tokenizer)
+
+        def format_problem(problem: Any) -> str:
+            return format_prompt(problem.prompt, self.tokenizer, template=template)
+
+        self.format_prompt = format_problem
+        check_prompt_lengths(
+            [format_problem(p) for p in self.problems],
+            self.problems,
+            self.tokenizer,
+            getattr(self.model.config, "max_position_embeddings", None),
+        )
         self.sampler = ProblemSampler(
             self.problems, config.train.prompts_per_step, config.train.seed
         )
@@ -104,6 +127,7 @@ class Trainer:
             lambda s: min(1.0, (s + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0,
         )
         self.step = 0
+        self.bad_steps = 0  # consecutive steps with a skipped (non-finite) update
         if resume:
             path = ckpt.latest_checkpoint(self.run_dir)
             if path is None:
@@ -112,6 +136,7 @@ class Trainer:
                 )
             state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
             self.step = int(state["step"])
+            self.bad_steps = int(state.get("bad_steps", 0))
             self.sampler.load_state_dict(state["sampler"])
             self.algorithm.load_state_dict(state["algorithm"])
         self.history: list[dict[str, float]] = []
@@ -146,9 +171,13 @@ class Trainer:
         try:
             while self.step < tc.steps:
                 metrics = self.train_step()
+                self.bad_steps = self.bad_steps + 1 if metrics["train/skipped_updates"] else 0
+                metrics["train/bad_steps"] = float(self.bad_steps)
                 self.history.append(metrics)
                 for sink in sinks:
                     sink.log(self.step, metrics)
+                if self.bad_steps >= tc.max_bad_steps:
+                    raise TrainingDiverged(self._diverged_message())
                 if (tc.save_every and self.step % tc.save_every == 0) or self.step == tc.steps:
                     self.save()
         finally:
@@ -162,17 +191,52 @@ class Trainer:
         """Where the policy's parameters live; the tensors fed to it are moved there."""
         return next(self.model.parameters()).device
 
-    def save(self) -> Path:
-        state = {"sampler": self.sampler.state_dict(), "algorithm": self.algorithm.state_dict()}
-        return ckpt.save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            state,
-            keep=self.config.train.keep_checkpoints,
+    def _resume_hint(self) -> str:
+        """Which checkpoint survives a failure, and how to continue from it."""
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        if latest is None:
+            return "the run has no checkpoint yet: fix the cause and start it again"
+        return (
+            f"its last checkpoint {latest} is intact: fix the cause, then continue with "
+            f"`dcrl train --resume {self.run_dir}`"
         )
+
+    def _diverged_message(self) -> str:
+        return (
+            f"training stopped at step {self.step}: the loss or gradient was NaN/inf in "
+            f"{self.bad_steps} steps in a row (train.max_bad_steps={self.config.train.max_bad_steps}"
+            "), so their updates were skipped and never reached the weights; "
+            f"{self._resume_hint()}. Lower train.lr or train.grad_clip, or check the reward and "
+            "the data"
+        )
+
+    def save(self) -> Path:
+        """Write a checkpoint of the current step (atomically: see dcrl.train.checkpoint).
+
+        Raises:
+            CheckpointError: the write failed (disk full, permissions); the previous checkpoint
+                is intact.
+        """
+        state = {
+            "sampler": self.sampler.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+            "bad_steps": self.bad_steps,
+        }
+        try:
+            return ckpt.save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                state,
+                keep=self.config.train.keep_checkpoints,
+            )
+        except OSError as error:
+            raise CheckpointError(
+                f"could not write the checkpoint of step {self.step} under "
+                f"{self.run_dir / ckpt.CHECKPOINTS} ({one_line(error)}); {self._resume_hint()}"
+            ) from error
 
     def export_policy(self, out_dir: Path) -> None:
         """Save the trained policy as a Hugging Face directory (`dcrl eval --model` reads it)."""
@@ -306,6 +370,7 @@ class Trainer:
         nll_sum = entropy_sum = 0.0
         grad_norms = []
         losses = []
+        skipped = 0
         batch = batch.to(self.device)
         for _ in range(tc.ppo_epochs):
             for mb_rows in _chunks(len(batch), rows_per_minibatch):
@@ -339,12 +404,16 @@ class Trainer:
                     entropy_sum += float((entropy.detach() * micro_mask).sum())
                     for name, value in metrics.items():
                         sums[name] = sums.get(name, 0.0) + float(value) * n_tok
-                grad_norms.append(
-                    float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
+                grad_norm = float(
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
                 )
+                grad_norms.append(grad_norm)
+                losses.append(mb_loss)
+                if not (math.isfinite(mb_loss) and math.isfinite(grad_norm)):
+                    skipped += 1  # a NaN/inf would poison the weights and Adam's moments
+                    continue
                 self.optimizer.step()
                 self.scheduler.step()
-                losses.append(mb_loss)
         denom = max(tokens_seen, 1.0)
         out = {f"loss/{name}": value / denom for name, value in sums.items()}
         out.update(
@@ -353,7 +422,8 @@ class Trainer:
                 "loss/grad_norm": sum(grad_norms) / len(grad_norms),
                 "entropy/sampled_nll": nll_sum / denom,
                 "entropy/full": entropy_sum / denom,
-                "train/optimizer_steps": float(len(losses)),
+                "train/optimizer_steps": float(len(losses) - skipped),
+                "train/skipped_updates": float(skipped),
             }
         )
         return out
@@ -372,10 +442,15 @@ def _pass_at_n(correct: torch.Tensor, group_index: torch.Tensor) -> float:
     return float(any_correct.mean())
 
 
-def _build_data(config: RunConfig, tokenizer: Any) -> tuple[list[Any], Callable, Callable]:
-    """Problems, a prompt formatter and a reward function from the data section."""
-    from dcrl.rewards import get_reward_fn
-    from dcrl.tasks import format_prompt, get_task, load_problems
+def _load_data(config: RunConfig) -> tuple[list[Any], str, Callable]:
+    """Problems, the prompt template and the reward function of the data section, checked.
+
+    Raises:
+        UserError: a missing data.path, an unknown task option, or a reward function that
+            cannot be found or called as the contract says.
+    """
+    from dcrl.rewards import check_reward_fn, get_reward_fn
+    from dcrl.tasks import TASKS, get_task, load_problems
 
     dc = config.data
     if dc.task == "file":
@@ -385,12 +460,58 @@ def _build_data(config: RunConfig, tokenizer: Any) -> tuple[list[Any], Callable,
         reward = get_reward_fn("math" if dc.reward == "auto" else dc.reward)
         template = "boxed" if dc.template == "auto" else dc.template
     else:
-        task = get_task(dc.task, **dc.task_options)
+        if dc.task not in TASKS:
+            raise ConfigError(f"data.task: unknown task {dc.task!r}; use one of {sorted(TASKS)}")
+        options = inspect.signature(TASKS[dc.task]).parameters
+        takes_any = any(o.kind is inspect.Parameter.VAR_KEYWORD for o in options.values())
+        unknown = sorted(set(dc.task_options) - set(options))
+        if unknown and not takes_any:
+            raise ConfigError(
+                f"unknown config key data.task_options.{unknown[0]}: the task {dc.task!r} takes "
+                f"{', '.join(options)}"
+            )
+        try:
+            task = get_task(dc.task, **dc.task_options)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"data.task_options: {one_line(error)}") from None
         problems = task.problems("train", dc.train_size)
         reward = task.verify if dc.reward == "auto" else get_reward_fn(dc.reward)
         template = task.prompt_template if dc.template == "auto" else dc.template
+    if problems:
+        check_reward_fn(reward, problems[0].meta)
+    return problems, template, reward
 
-    def formatter(problem: Any) -> str:
-        return format_prompt(problem.prompt, tokenizer, template=template)
 
-    return problems, formatter, reward
+def _prepare_run_dir(run_dir: Path, config_text: str) -> None:
+    """Create the run directory and write its config.yaml, or say why it cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", config_text)
+    except OSError as error:
+        raise UserError(
+            f"log.output_dir={run_dir}: cannot write the run directory there ({one_line(error)})"
+            "; choose a writable directory for log.output_dir"
+        ) from None
+
+
+def check_prompt_lengths(
+    prompts: Sequence[str], problems: Sequence[Any], tokenizer: Any, context: int | None
+) -> None:
+    """Raise a UserError naming the first problem whose prompt fills the model's context.
+
+    Args:
+        prompts: the formatted prompts, one per problem.
+        problems: the problems (their ids name the offending row).
+        tokenizer: the policy's tokenizer.
+        context: the model's context length in tokens (max_position_embeddings); None skips.
+    """
+    if context is None or not prompts:
+        return
+    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+    for row, (length, problem) in enumerate(zip(lengths, problems, strict=True)):
+        if length >= context:
+            raise UserError(
+                f"problem {problem.id!r} (row {row + 1} of the training data) is a prompt of "
+                f"{length} tokens, but the model's context holds {context}, with no room to "
+                "answer: shorten or drop that problem (or use a model with a longer context)"
+            )
