@@ -229,3 +229,98 @@ def test_bad_arguments_are_rejected():
         AdaptiveTemperatureController(target_entropy=0.5, gain=0.0)
     with pytest.raises(ValueError, match="reinforce_samples"):
         AdaptiveTemperatureController(target_entropy=0.5, reinforce_samples="both")
+
+
+def test_pi_weight_hand_computation():
+    controller = PIController(
+        target_entropy=0.5, proportional_gain=1.0, integral_gain=0.5, weight_max=3.0
+    )
+    assert PIController(target_entropy=0.5).decide().weight is None  # papers' default: T only
+    controller.update(0.4)  # gap 0.1, integral 0.1 -> e = 0.15: T 1.15, weight 0.15 / 0.2
+    decision = controller.decide()
+    assert decision.temperature == pytest.approx(1.15)
+    assert decision.weight == pytest.approx(0.75)
+    controller.update(0.2)  # gap 0.3, integral 0.4 -> e = 0.5: T 1.2 (saturated), weight 2.5
+    decision = controller.decide()
+    assert decision.temperature == pytest.approx(1.2)
+    assert decision.weight == pytest.approx(2.5)
+    controller.update(1.0)  # gap -0.5, integral -0.1 -> e = -0.55: T 0.8, weight 0.55/0.2 -> 2.75
+    decision = controller.decide()
+    assert decision.temperature == pytest.approx(0.8)
+    assert decision.weight == pytest.approx(2.75)
+
+
+def test_pi_weight_anti_windup_freezes_integral_only_when_weight_also_saturates():
+    controller = PIController(
+        target_entropy=0.5, proportional_gain=1.0, integral_gain=0.1, weight_max=2.0
+    )
+    controller.update(0.4)  # gap 0.1 -> e = 0.1 + 0.01: T not saturated, integral grows
+    assert controller.integral == pytest.approx(0.1)
+    controller.update(0.3)  # gap 0.2 -> e = 0.2 + 0.03 = 0.23: T saturated, weight 1.15 < 2
+    assert controller.integral == pytest.approx(0.3)
+    for _ in range(100):  # far below target: e would pass 2 * 0.2 = 0.4, the weight limit
+        controller.update(0.3)
+    # Conditional integration: a gap is added only while e = 0.2 + 0.1 * I stays <= 0.4, so the
+    # integral stops at 1.9 (the next gap would give e = 0.41) and the weight at 0.39 / 0.2.
+    assert controller.integral == pytest.approx(1.9)
+    assert controller.decide().weight == pytest.approx(1.95)
+    controller.update(0.6)  # past the target: the push reverses at once
+    assert controller.decide().temperature < 1.0 + 0.2
+
+
+def saturating_plant(controller, *, drift, steps=300, noise=0.0, seed=0, strength_gain=0.1):
+    """H_t = H_{t-1} + g·w·(T_t − 1)/0.2 − drift: the regularizer's effect scales with its weight
+    w (1 when the controller leaves it to the algorithm) and with how far T is from 1."""
+    rng = random.Random(seed)
+    entropy = 0.3
+    entropies = []
+    for _ in range(steps):
+        decision = controller.decide()
+        weight = 1.0 if decision.weight is None else decision.weight
+        entropy += strength_gain * weight * (decision.temperature - 1.0) / 0.2 - drift
+        entropy += rng.gauss(0.0, noise)
+        controller.update(max(entropy, 0.0))
+        entropies.append(entropy)
+    return entropies
+
+
+def test_pi_with_weight_authority_holds_a_target_that_temperature_alone_cannot():
+    # The drift (0.15 per step) exceeds what T = 1.2 at full weight can cancel (0.1): the T-only
+    # controllers are overwhelmed, the one that may raise the weight to 3x holds the target.
+    target = 0.5
+    runs = {
+        "bang_bang": BangBangController(target),
+        "pi": PIController(target),
+        "pi+weight": PIController(target, weight_max=3.0),
+    }
+    settled = {
+        name: statistics.fmean(saturating_plant(c, drift=0.15)[150:]) for name, c in runs.items()
+    }
+    assert settled["bang_bang"] < target - 0.5
+    assert settled["pi"] < target - 0.5
+    assert settled["pi+weight"] == pytest.approx(target, abs=0.01)
+
+
+def test_pi_with_weight_authority_holds_a_noisy_plant_within_five_percent():
+    target = 0.4
+    entropies = saturating_plant(
+        PIController(target, weight_max=3.0, entropy_smoothing=0.5), drift=0.12, noise=0.01
+    )
+    second_half = entropies[len(entropies) // 2 :]
+    assert abs(statistics.fmean(second_half) - target) < 0.05 * target
+    assert statistics.pstdev(second_half) < 0.05
+
+
+def test_pi_weight_state_round_trip_and_validation():
+    original = PIController(target_entropy=0.3, weight_max=2.5)
+    for entropy in (0.1, 0.2, 0.25):
+        original.update(entropy)
+    saved = json.loads(json.dumps(original.state_dict()))
+    resumed = make_controller(saved["name"], **saved["config"])
+    resumed.load_state_dict(saved)
+    assert resumed.decide() == original.decide()
+    assert resumed.decide().weight is not None
+    with pytest.raises(ValueError, match="weight_max"):
+        PIController(target_entropy=0.3, weight_max=0.5)
+    with pytest.raises(ValueError, match="weight_max"):
+        PIController(target_entropy=0.3, weight_max=float("nan"))

@@ -356,3 +356,53 @@ def test_arith_line_format_with_a_few_shot_template() -> None:
 def test_arith_rejects_unknown_answer_format() -> None:
     with pytest.raises(ValueError, match="answer_format='boxed'.*'marker'.*'line'"):
         ArithmeticChainTask(answer_format="boxed")
+
+
+def test_arith_slips_carry_into_the_answer_and_only_verbose_solutions_slip() -> None:
+    # The over-thinking regime: a re-check restates the running value, the chain goes on from
+    # it, and a slipped restatement makes the worked solution's answer wrong.
+    task = ArithmeticChainTask(level=3, seed=0, max_digits=1, slip_rate=0.4)
+    problems = task.problems("train", 400)
+    accuracy = {}
+    for verbosity in (0.0, 0.5, 1.0):
+        solved = []
+        for problem in problems:
+            solution = task.solution(problem, verbosity)
+            steps = solution.split("#")[0].split(",")
+            value = int(re.match(r"-?\d+", problem.prompt)[0])
+            offset = 0  # how far the running value has drifted from the true one
+            for step in steps:  # every step starts from the value the previous one wrote
+                if step.startswith("check "):
+                    restated = int(step[len("check ") :])
+                    offset += restated - value
+                    value = restated
+                    continue
+                first, operator, operand, result = re.fullmatch(
+                    r"(-?\d+)([+\-*])(\d+)=(-?\d+)", step
+                ).groups()
+                assert int(first) == value
+                value = value + int(operand) if operator == "+" else value - int(operand)
+                assert int(result) == value
+            assert int(solution.split("#")[1]) == value
+            correct = task.verify(solution, problem.answer)
+            assert correct == float(offset == 0)  # two slips can cancel out
+            solved.append(correct)
+        accuracy[verbosity] = sum(solved) / len(solved)
+    assert accuracy[0.0] == 1.0
+    for verbosity in (0.5, 1.0):
+        # Each of the 3 steps slips with probability 0.4 v, by one of ±1, ±2, ±3; the answer is
+        # right when the slips sum to 0 (two slips can cancel).
+        slip = 0.4 * verbosity
+        step = {0: 1 - slip} | {d: slip / 6 for d in (-3, -2, -1, 1, 2, 3)}
+        total = {0: 1.0}
+        for _ in range(3):  # the distribution of the sum, by convolution
+            convolved: dict[int, float] = {}
+            for a, p_a in total.items():
+                for b, p_b in step.items():
+                    convolved[a + b] = convolved.get(a + b, 0.0) + p_a * p_b
+            total = convolved
+        # 400 problems: binomial standard deviation <= 0.025, so 3 sd is 0.075.
+        assert accuracy[verbosity] == pytest.approx(total[0], abs=0.075)
+    assert accuracy[1.0] < accuracy[0.5] < accuracy[0.0]
+    with pytest.raises(ValueError, match="slip_rate"):
+        ArithmeticChainTask(slip_rate=1.0)

@@ -66,8 +66,11 @@ class AEPO(EntropyControlled):
         advantages = grpo_advantages(scores, batch.group_index, std=cfg.advantage_std)  # (N,)
 
         # Tempered groups: the first quarter of the prompts, n samples each, at temperature T.
+        # A controller-chosen weight w > 1 (dcrl's pi with weight_max) re-samples w times as many
+        # prompts, so that there are enough positives for its w·N_RF REINFORCE rows.
         num_prompts = int(batch.group_index.max()) + 1
-        num_tempered = max(1, int(num_prompts * cfg.tempered_fraction))
+        scale = max(1.0, decision.weight or 0.0)
+        num_tempered = min(num_prompts, max(1, int(num_prompts * cfg.tempered_fraction * scale)))
         group_size = len(batch) // num_prompts
         tempered, tempered_scores = ctx.rollout(
             range(num_tempered), group_size, decision.temperature
@@ -84,6 +87,7 @@ class AEPO(EntropyControlled):
             len(positive_index),
             entropy_above_target=decision.entropy_above_target,
             max_samples=cfg.max_reinforce,
+            weight=decision.weight,
         )
 
         # Pad both batches to one shape, then swap the first m positives in.

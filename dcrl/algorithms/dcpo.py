@@ -62,7 +62,13 @@ class DCPO(EntropyControlled):
             rho = dcpo_rho(old_logprobs_at_temperature, old_logprobs, mask, max_rho=cfg.max_rho)
         else:
             rho = mask.float()
-        alpha = dcpo_alpha(cfg.target_entropy, decision.previous_entropy, correct, cfg.alpha_cap)
+        alpha = dcpo_alpha(
+            cfg.target_entropy,
+            decision.previous_entropy,
+            correct,
+            cfg.alpha_cap,
+            weight=decision.weight,
+        )
         token_advantages = dcpo_token_advantages(advantages, correct, rho, alpha, mask)
 
         valid = mask.bool()

@@ -37,6 +37,12 @@ class EntropyControlConfig(AlgorithmConfig):
         help="Extra controller settings: pi takes proportional_gain, integral_gain, "
         "entropy_smoothing; adaptive takes gain.",
     )
+    weight_max: float | None = field(
+        None,
+        help="pi only (dcrl extension): let the controller also set the regularizer's weight, up "
+        "to this multiple of the algorithm's full weight (AEPO: max_reinforce rows; DCPO: the α "
+        "cap), growing past 1 once T is saturated. null (default, the papers): T only.",
+    )
     entropy_signal: Literal["sampled_nll", "full"] = field(
         "sampled_nll",
         help="What the controller measures: the sampled-token NLL of the update (the papers' "
@@ -45,6 +51,11 @@ class EntropyControlConfig(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.weight_max is not None and self.controller != "pi":
+            raise ValueError(
+                f"weight_max={self.weight_max} needs controller: pi (the papers' "
+                f"{self.controller} rule sets T only); set controller=pi or weight_max=null"
+            )
         self.make_controller()  # raises a clear ValueError on bad settings
 
     def make_controller(self) -> EntropyController:
@@ -58,6 +69,8 @@ class EntropyControlConfig(AlgorithmConfig):
                 "temperature_max": self.temperature_high,
                 "temperature_min": self.temperature_low,
             }
+            if self.weight_max is not None:
+                bounds["weight_max"] = self.weight_max
         return make_controller(
             self.controller,
             target_entropy=self.target_entropy,
@@ -78,11 +91,14 @@ class EntropyControlled(Algorithm):
 
     def decide(self) -> tuple[ControlDecision, dict[str, float]]:
         decision = self.controller.decide()
-        return decision, {
+        metrics = {
             "control/temperature": decision.temperature,
             "entropy/target": decision.target_entropy,
             "control/previous_entropy": decision.previous_entropy,
         }
+        if decision.weight is not None:
+            metrics["control/weight"] = decision.weight
+        return decision, metrics
 
     def after_update(self, metrics: dict[str, float]) -> None:
         key = (

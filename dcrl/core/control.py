@@ -44,6 +44,10 @@ class ControlDecision:
         previous_entropy: the entropy the decision acts on — the last measured value (smoothed
             for a PIController with `entropy_smoothing` > 0), or `initial_entropy` before any.
         target_entropy: the target 𝓗.
+        weight: the regularizer's strength chosen by the controller, in units of the
+            algorithm's own full weight (AEPO: the fraction of `max_reinforce` REINFORCE rows;
+            DCPO: the fraction of the α cap), or None to leave it to the algorithm's rule (the
+            papers' controllers). Only a PIController with `weight_max` set chooses it.
     """
 
     temperature: float
@@ -51,6 +55,7 @@ class ControlDecision:
     entropy_gap: float
     previous_entropy: float
     target_entropy: float
+    weight: float | None = None
 
 
 def _check_finite(value: float, name: str, *, minimum: float | None = None) -> float:
@@ -97,6 +102,10 @@ class EntropyController(abc.ABC):
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this controller (JSON-able)."""
 
+    def _weight(self) -> float | None:
+        """This step's regularizer weight, or None to leave it to the algorithm (default)."""
+        return None
+
     def decide(self) -> ControlDecision:
         """What this step should do, from the previous step's entropy. Has no side effects."""
         return ControlDecision(
@@ -105,6 +114,7 @@ class EntropyController(abc.ABC):
             entropy_gap=self.target_entropy - self.previous_entropy,
             previous_entropy=self.previous_entropy,
             target_entropy=self.target_entropy,
+            weight=self._weight(),
         )
 
     def update(self, measured_entropy: float) -> None:
@@ -221,6 +231,14 @@ class PIController(EntropyController):
     plant of tests/test_core_control.py (H ← H + g·(T − 1) − drift) the loop settles without
     overshoot for g up to about 0.5 nats per unit of (T − 1) per step and goes unstable near
     g·k_p = 2; lower k_p if the entropy of your run reacts that strongly to T.
+
+    Authority over the regularizer's weight (`weight_max`, off by default): the papers' rules
+    act on T only, so once T sits at its bound the regularizer cannot push harder and a strong
+    drift (GRPO's collapse) wins. With `weight_max` = w_max the controller also sets the weight:
+    with e = k_p·gap + k_i·Σgap the effort and e_sat the effort that saturates T in its direction
+    (T_max − 1 or 1 − T_min), weight = min(|e| / e_sat, w_max). Below saturation the weight
+    rises with T (no push, no weight); beyond it the weight keeps growing up to w_max. The
+    anti-windup then freezes the integral only once both T and the weight are at their bounds.
     """
 
     name = "pi"
@@ -234,8 +252,17 @@ class PIController(EntropyController):
         temperature_max: float = 1.2,
         entropy_smoothing: float = 0.0,
         initial_entropy: float = 0.0,
+        weight_max: float | None = None,
     ) -> None:
         super().__init__(target_entropy, initial_entropy)
+        if weight_max is not None:
+            weight_max = _check_finite(weight_max, "weight_max")
+            if weight_max < 1.0:
+                raise ValueError(
+                    f"weight_max must be >= 1 (1 = the algorithm's full weight at saturated T; "
+                    f"null leaves the weight to the algorithm), got {weight_max}"
+                )
+        self.weight_max = weight_max
         self.proportional_gain = _check_finite(proportional_gain, "proportional_gain", minimum=0.0)
         self.integral_gain = _check_finite(integral_gain, "integral_gain", minimum=0.0)
         if self.proportional_gain == 0.0 and self.integral_gain == 0.0:
@@ -255,13 +282,26 @@ class PIController(EntropyController):
             )
         self.integral = 0.0  # Σ gap over the measurements so far, frozen while saturated
 
-    def _unclipped_temperature(self, gap: float, integral: float) -> float:
-        return 1.0 + self.proportional_gain * gap + self.integral_gain * integral
+    def _effort(self, gap: float, integral: float) -> float:
+        """e = k_p·gap + k_i·Σgap: the unclipped T − 1."""
+        return self.proportional_gain * gap + self.integral_gain * integral
+
+    def _saturation(self, effort: float) -> float:
+        """How far |e| has gone in units of the distance from T = 1 to the bound it heads for:
+        1 when T just reaches its bound, 2 at twice that effort."""
+        bound = self.temperature_max - 1.0 if effort >= 0.0 else 1.0 - self.temperature_min
+        return abs(effort) / bound
 
     def _temperature(self) -> float:
         gap = self.target_entropy - self.previous_entropy
-        temperature = self._unclipped_temperature(gap, self.integral)
+        temperature = 1.0 + self._effort(gap, self.integral)
         return min(max(temperature, self.temperature_min), self.temperature_max)
+
+    def _weight(self) -> float | None:
+        if self.weight_max is None:
+            return None
+        gap = self.target_entropy - self.previous_entropy
+        return min(self._saturation(self._effort(gap, self.integral)), self.weight_max)
 
     def update(self, measured_entropy: float) -> None:
         """Record the measured entropy (smoothed if enabled) and integrate the new gap."""
@@ -272,10 +312,11 @@ class PIController(EntropyController):
             beta = self.entropy_smoothing
             self.previous_entropy = beta * smoothed_before + (1.0 - beta) * self.previous_entropy
         gap = self.target_entropy - self.previous_entropy
-        candidate = self._unclipped_temperature(gap, self.integral + gap)
-        pushes_past_max = candidate > self.temperature_max and gap > 0.0
-        pushes_past_min = candidate < self.temperature_min and gap < 0.0
-        if not (pushes_past_max or pushes_past_min):
+        candidate = self._effort(gap, self.integral + gap)
+        limit = 1.0 if self.weight_max is None else self.weight_max
+        saturated = self._saturation(candidate) > limit
+        pushes_further = (candidate > 0.0 and gap > 0.0) or (candidate < 0.0 and gap < 0.0)
+        if not (saturated and pushes_further):
             self.integral += gap
 
     def config(self) -> dict[str, Any]:
@@ -287,6 +328,7 @@ class PIController(EntropyController):
             "temperature_max": self.temperature_max,
             "entropy_smoothing": self.entropy_smoothing,
             "initial_entropy": self.initial_entropy,
+            "weight_max": self.weight_max,
         }
 
     def _dynamic_state(self) -> dict[str, Any]:

@@ -79,21 +79,32 @@ def aepo_select_positives(
 
 
 def aepo_num_reinforce(
-    num_positives: int, *, entropy_above_target: bool, max_samples: int = 60
+    num_positives: int,
+    *,
+    entropy_above_target: bool,
+    max_samples: int = 60,
+    weight: float | None = None,
 ) -> int:
     """Number m of REINFORCE samples AEPO mixes in (papers.md §2.2 "How many samples").
 
     m = min(N_RF, |P|), halved (floor) when the previous step's entropy is above the target.
+    With a controller-chosen `weight` w (dcrl extension, `PIController(weight_max=...)`) the
+    controller sets the strength instead: m = min(round(w·N_RF), |P|), no halving.
 
     Args:
         num_positives: |P|, the number of selected positives.
         entropy_above_target: H_prev > target (the controller's low-temperature branch).
         max_samples: N_RF (`trainer.reinforce_sample_num`, 60).
+        weight: w ≥ 0, or None for the papers' rule.
     """
     if num_positives < 0 or max_samples < 0:
         raise ValueError(
             f"num_positives ({num_positives}) and max_samples ({max_samples}) must be >= 0"
         )
+    if weight is not None:
+        if not weight >= 0.0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        return min(round(weight * max_samples), num_positives)
     num_reinforce = min(max_samples, num_positives)
     return num_reinforce // 2 if entropy_above_target else num_reinforce
 
@@ -238,17 +249,21 @@ def dcpo_alpha(
     previous_entropy: float,
     correct: torch.Tensor,
     cap: float = 0.1,
+    weight: float | None = None,
 ) -> float:
     """DCPO mixing coefficient α = a/(1 + a), a = min(|H0 − H_prev|, cap)/p (papers.md §3.2).
 
     p is the fraction of correct responses in the batch. The code divides by zero when p = 0;
-    here p = 0 gives α = 0 (no regularizer, no NaN).
+    here p = 0 gives α = 0 (no regularizer, no NaN). With a controller-chosen `weight` w (dcrl
+    extension, `PIController(weight_max=...)`), a = w·cap/p: w = min(|H0 − H_prev|, cap)/cap
+    gives back the papers' α, and w > 1 lets the controller push harder than the cap allows.
 
     Args:
         target_entropy: H0.
         previous_entropy: H_prev, the previous step's entropy signal.
         correct: (N,) bool or 0/1 float correctness indicator.
         cap: upper bound on |H0 − H_prev| (0.1).
+        weight: w ≥ 0, or None for the papers' rule.
 
     Returns:
         α in [0, 1).
@@ -260,7 +275,12 @@ def dcpo_alpha(
     fraction_correct = float(correct.float().mean())
     if fraction_correct == 0.0:
         return 0.0
-    a = min(abs(target_entropy - previous_entropy), cap) / fraction_correct
+    if weight is not None:
+        if not weight >= 0.0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        a = weight * cap / fraction_correct
+    else:
+        a = min(abs(target_entropy - previous_entropy), cap) / fraction_correct
     return a / (1.0 + a)
 
 

@@ -71,6 +71,13 @@ class ArithmeticChainTask:
             must be the integer alone (spaces around it allowed); the rest of the completion is
             ignored, so a few-shot model that goes on to write the next question still scores.
             With "line", `solution` is the bare answer.
+        slip_rate: the over-thinking regime. When > 0, every redundant re-check restates the
+            running value (`check 17`) and the chain goes on from the restated value; with this
+            probability the restatement is a slip (off by 1-3), so the worked solution ends on a
+            wrong answer. A policy that imitates such solutions is more often wrong the more it
+            re-checks: longer answers are less accurate (ICR's over-thinking, arXiv 2605.07316).
+            Solutions with slips are still the targets of pretraining: they are the noisy
+            reasoning the RL stage has to unlearn.
 
     With the defaults (2 digits, "+-") and level L <= 10, a concise solution has at most 13 L + 4
     characters (12 per step, the commas, the marker and answer): 43 at level 3. A fully verbose
@@ -88,6 +95,7 @@ class ArithmeticChainTask:
         operators: str = "+-",
         verbosity_levels: Sequence[float] = (0.0, 0.5, 1.0),
         answer_format: str = "marker",
+        slip_rate: float = 0.0,
     ) -> None:
         self.levels = (level,) if isinstance(level, int) else tuple(level)
         if not self.levels or any(not isinstance(lv, int) or lv < 1 for lv in self.levels):
@@ -111,7 +119,13 @@ class ArithmeticChainTask:
                 f"ArithmeticChainTask: answer_format={answer_format!r}; use 'marker' (the answer "
                 "after the last '#') or 'line' (the answer alone on the first line)."
             )
+        if not 0.0 <= slip_rate < 1.0:
+            raise ValueError(
+                f"ArithmeticChainTask: slip_rate={slip_rate!r}; use a probability in [0, 1) "
+                "(0: re-checks never change the running value)."
+            )
         self.seed = seed
+        self.slip_rate = float(slip_rate)
         self.max_digits = max_digits
         self.operators = operators
         self.verbosity_levels = tuple(verbosity_levels)
@@ -180,7 +194,9 @@ class ArithmeticChainTask:
 
         After each step a redundant re-check is inserted with probability `verbosity`: the
         inverse operation for + and - (`17-3=14` then `14+3=17`), otherwise `check 14`. The
-        pattern is a fixed function of (seed, problem text, verbosity). With
+        pattern is a fixed function of (seed, problem text, verbosity). With `slip_rate` > 0 every
+        re-check is `check <value>`, the chain continues from that value, and it is wrong with
+        probability `slip_rate` (then so is the solution's final answer). With
         `answer_format="line"` the solution is the answer alone (`verbosity` has no effect).
         """
         chain = _CHAIN.fullmatch(problem.prompt)
@@ -196,7 +212,11 @@ class ArithmeticChainTask:
             result = _apply(value, operator, operand)
             steps.append(f"{value}{operator}{operand}={result}")
             if rng.random() < verbosity:
-                if operator in "+-" and rng.random() < 0.5:
+                if self.slip_rate > 0.0:
+                    if rng.random() < self.slip_rate:
+                        result += rng.choice((-3, -2, -1, 1, 2, 3))
+                    steps.append(f"check {result}")
+                elif operator in "+-" and rng.random() < 0.5:
                     inverse = "-" if operator == "+" else "+"
                     steps.append(f"{result}{inverse}{operand}={value}")
                 else:

@@ -22,8 +22,18 @@ from dcrl.config import field
 
 @dataclass
 class PretrainConfig:
-    level: int = field(2, help="Operations per arithmetic chain.")
+    level: list[int] = field(
+        [2], help="Operations per arithmetic chain; several (e.g. 1,2,3) mix difficulties."
+    )
     max_digits: int = field(2, help="Digits per operand.")
+    slip_rate: float = field(
+        0.0,
+        help="Chance that a redundant re-check restates the running value wrongly (the "
+        "over-thinking regime of tiny-overthink; see ArithmeticChainTask).",
+    )
+    verbosity_levels: list[float] = field(
+        [0.0, 0.5, 1.0], help="Re-check probabilities the solutions' verbosity is drawn from."
+    )
     steps: int = field(1500, help="Optimizer steps.")
     batch_size: int = field(64, help="Solutions per step.")
     lr: float = field(2e-3, help="Peak AdamW learning rate (linear warm-up, cosine decay to 10%).")
@@ -34,6 +44,20 @@ class PretrainConfig:
     hidden: int = field(128, help="Hidden size.")
     seed: int = field(0, help="Seed of data, initialization and sampling.")
     threads: int = field(2, help="torch CPU threads.")
+
+
+def task_options(config: PretrainConfig) -> dict[str, Any]:
+    """The `arith` task options of the pretraining data (also the RL recipes' task_options)."""
+    return {
+        "level": list(config.level),
+        "max_digits": config.max_digits,
+        "slip_rate": config.slip_rate,
+        "verbosity_levels": list(config.verbosity_levels),
+    }
+
+
+def _setting_text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
 def _encode_examples(tokenizer: Any, problems: list[Any]) -> list[tuple[list[int], list[int]]]:
@@ -87,7 +111,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    task = get_task("arith", level=config.level, max_digits=config.max_digits, seed=config.seed)
+    task = get_task("arith", seed=config.seed, **task_options(config))
     train_problems = task.problems("train", config.train_size)
     model, tokenizer = build_tiny_model(
         SYNTHETIC_ALPHABET, layers=config.layers, hidden=config.hidden, seed=config.seed
@@ -140,7 +164,8 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
         "greedy_accuracy": greedy["accuracy"],
         "sampled_accuracy": sampled["accuracy"],
         "sampled_length": sampled["length"],
-        "command": "dcrl pretrain " + " ".join(f"{k}={v}" for k, v in asdict(config).items()),
+        "command": f"dcrl pretrain --out {out_dir} "
+        + " ".join(f"{k}={_setting_text(v)}" for k, v in asdict(config).items()),
     }
     out_dir = Path(out_dir)
     save_tiny_model(model, tokenizer, out_dir)
