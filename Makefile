@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint format bench reproduce check-latest freeze clean
+.PHONY: install demo test faults lint format bench reproduce check-latest freeze clean
 
 $(PY): pyproject.toml scripts/install.sh requirements/constraints.txt
 	bash scripts/install.sh
@@ -16,6 +16,11 @@ demo: $(PY)
 test: $(PY)
 	$(PY) -m pytest
 
+# The fault suite alone (it is also part of `make test`): bad inputs, kills, torn and failed
+# writes, NaN steps, grader fuzzing. bench/faults.py runs the long kill -9 campaign.
+faults: $(PY)
+	$(PY) -m pytest -m faults
+
 lint: $(PY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -26,6 +31,7 @@ format: $(PY)
 
 bench: $(PY)
 	$(PY) bench/core_memory.py
+	$(PY) bench/faults.py
 
 reproduce: $(PY)
 	$(PY) bench/reproduce.py

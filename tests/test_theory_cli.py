@@ -61,5 +61,6 @@ def test_run_one_experiment_with_changed_parameters(tmp_path):
 def test_bad_parameters_exit_with_a_clear_error(tmp_path, arguments, message):
     result = CliRunner().invoke(app, ["run", "--quick", "--out", str(tmp_path), *arguments])
     assert result.exit_code == 2
-    assert message in result.output
+    assert message in result.stderr and result.stderr.startswith("error: ")
+    assert "error" not in result.stdout  # errors go to stderr, like every dcrl command's
     assert not (tmp_path / "results.json").exists()

@@ -94,6 +94,7 @@ def eval_command(
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from dcrl.errors import UserError, one_line
     from dcrl.eval.data import load_eval_data, read_run_config, run_label, safe_name
     from dcrl.eval.evaluator import METRICS_FILE, evaluate
     from dcrl.eval.table import EVAL_COLUMNS, eval_row, print_table, write_table
@@ -166,8 +167,8 @@ def eval_command(
                         task_id, completed=done, total=total
                     ),
                 )
-        except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
-            typer.secho(f"error ({model_spec}): {error}", fg=typer.colors.RED, err=True)
+        except (UserError, ValueError, TypeError, OSError, ImportError) as error:
+            typer.secho(f"error ({model_spec}): {one_line(error)}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
         typer.echo(f"{label}: {out_dir / METRICS_FILE}")
         rows.append(eval_row(label, result.metrics))

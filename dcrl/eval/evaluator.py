@@ -36,7 +36,7 @@ import dcrl
 from dcrl._atomic import write_text_atomic
 from dcrl.eval.metrics import CORRECT_THRESHOLD, EvalAccumulator
 from dcrl.eval.records import iter_records, repair_records, unit_size
-from dcrl.rewards import RewardFn, get_reward_fn, score_batch
+from dcrl.rewards import RewardFn, check_reward_fn, get_reward_fn, score_batch
 from dcrl.rollout import RolloutBackend, get_rollout_backend, validate_sampling_arguments
 from dcrl.tasks import Problem, format_prompt
 
@@ -270,6 +270,7 @@ def evaluate(
         )
     samples_per_call = min(samples_per_call, n)
     reward_fn = get_reward_fn(reward_fn)
+    check_reward_fn(reward_fn, problems[0].meta)
     rollout, model_description = _build_backend(
         model_or_path, backend, problems_per_call, dtype, device
     )

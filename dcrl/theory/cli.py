@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dcrl.errors import one_line
+
 app = typer.Typer(
     name="theory",
     help="Check the RLHF generalization theory of arXiv 2601.16403 in a reconstructed, exact "
@@ -121,7 +123,7 @@ def run(
             results = run_suite(names, quick, overrides, on_start, on_done)
         except ValueError as error:
             progress.stop()
-            console.print(f"[red]error:[/red] {error}")
+            typer.secho(f"error: {one_line(error)}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2) from None
     written = write_report(results, out_dir, command, figures_dir)
     passed = all(result.passed for result in results)

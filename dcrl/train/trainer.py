@@ -106,8 +106,12 @@ class Trainer:
             return format_prompt(problem.prompt, self.tokenizer, template=template)
 
         self.format_prompt = format_problem
+        try:
+            prompts = [format_problem(p) for p in self.problems]
+        except ValueError as error:
+            raise ConfigError(f"data.template={template!r}: {one_line(error)}") from None
         check_prompt_lengths(
-            [format_problem(p) for p in self.problems],
+            prompts,
             self.problems,
             self.tokenizer,
             getattr(self.model.config, "max_position_embeddings", None),
@@ -456,7 +460,10 @@ def _load_data(config: RunConfig) -> tuple[list[Any], str, Callable]:
     if dc.task == "file":
         if dc.path is None:
             raise ValueError("data.task is 'file' but data.path is not set: give the JSONL/Parquet")
-        problems = load_problems(dc.path, problem_key=dc.problem_key, answer_key=dc.answer_key)
+        try:
+            problems = load_problems(dc.path, problem_key=dc.problem_key, answer_key=dc.answer_key)
+        except FileNotFoundError as error:
+            raise ConfigError(f"data.path: {one_line(error)}; check the path") from None
         reward = get_reward_fn("math" if dc.reward == "auto" else dc.reward)
         template = "boxed" if dc.template == "auto" else dc.template
     else:

@@ -1,0 +1,346 @@
+"""The fault campaign: `kill -9` at random points of real `dcrl train` runs, then resume, and check
+that nothing was lost; plus the bad-input corpus (tests/fault_inputs.py) as real processes.
+
+For each algorithm family (GRPO, AEPO, DCPO) it trains the tiny recipe (configs/tiny-*.yaml, cut
+to a few steps) once uninterrupted, then RUNS more times with two kills each:
+
+1. during training: at a random moment, or (every other run) the instant a checkpoint is being
+   written (its temporary directory or `latest.tmp` exists);
+2. during resume start-up: `dcrl train --resume` killed after a random delay, before it logs a
+   step (model loading, restoring the checkpoint, rewriting config.yaml and metrics.jsonl);
+
+then resumes to the end. Checked after every kill: the latest checkpoint is not older than before
+and metrics.jsonl still holds a line for every checkpointed step ("lost logs", "lost
+checkpoints"); at the end: the metrics (timings aside) and the final weights equal the
+uninterrupted run's ("identical resumes"). A process that exits on its own with "Traceback" in
+its stderr counts as a traceback; one that outlives its time limit as a hang.
+
+    python bench/faults.py                 # about 10-15 minutes on 2 CPU cores
+    python bench/faults.py --runs 1 --skip-corpus  # a quick look
+
+Writes bench/results/faults.json and bench/results/faults.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from safetensors.torch import load_file  # noqa: E402
+
+from dcrl.train.sinks import read_metrics_log  # noqa: E402
+from tests.fault_inputs import BAD_INPUTS  # noqa: E402
+
+FAMILIES = ("grpo", "aepo", "dcpo")
+STEPS = 6
+# The tiny recipe, cut down: 6 steps of 8 prompts x 4 responses, a checkpoint every 2 steps.
+RUN_OPTIONS = (
+    f"train.steps={STEPS}",
+    "train.prompts_per_step=8",
+    "train.mini_batch_prompts=4",
+    "train.warmup_steps=2",
+    "train.save_every=2",
+    "train.keep_checkpoints=2",
+    "train.threads=1",
+    "rollout.n=4",
+    "rollout.max_new_tokens=32",
+    "log.console=false",
+    "log.tensorboard=false",
+)
+TIME_LIMIT_S = 600  # a process running longer hangs
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def dcrl(*args: str) -> subprocess.Popen:
+    """Start `dcrl ARGS` as a real process (`python -m dcrl.cli`, so tests.* rewards import)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dcrl.cli", *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def train_args(family: str, run_dir: Path) -> list[str]:
+    config = REPO / "configs" / f"tiny-{family}.yaml"
+    return ["train", "--config", str(config), *RUN_OPTIONS, f"log.output_dir={run_dir}"]
+
+
+def finish(process: subprocess.Popen, tally: dict[str, int]) -> tuple[int, str]:
+    """Wait for a process; count a hang (killed at TIME_LIMIT_S) or a traceback. Returns (exit
+    code, -1 for a hang; its stderr, or its whole output when stderr went to stdout)."""
+    try:
+        stdout, stderr = process.communicate(timeout=TIME_LIMIT_S)
+        code = process.returncode
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        tally["hangs"] += 1
+        code = -1
+    said = stderr if stderr is not None else stdout
+    if code != -1 and "Traceback" in said:
+        tally["tracebacks"] += 1
+    return code, said
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+
+
+def checkpoint_being_written(run_dir: Path) -> bool:
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return False
+    try:
+        return any(p.name.startswith(".tmp-") or p.name.endswith(".tmp") for p in root.iterdir())
+    except FileNotFoundError:  # a directory renamed while listing
+        return False
+
+
+def latest_step(run_dir: Path) -> int:
+    pointer = run_dir / "checkpoints" / "latest"
+    return int(pointer.read_text().strip().split("_")[1]) if pointer.is_file() else 0
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    return [record["step"] for _, record in read_metrics_log(path)] if path.is_file() else []
+
+
+def without_timings(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if not k.startswith(("time/", "perf/"))}
+
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    return [record for _, record in read_metrics_log(run_dir / "metrics.jsonl")]
+
+
+def same_final_weights(a: Path, b: Path) -> bool:
+    name = f"checkpoints/step_{STEPS:06d}/model.safetensors"
+    weights_a, weights_b = load_file(a / name), load_file(b / name)
+    return weights_a.keys() == weights_b.keys() and all(
+        weights_a[k].equal(weights_b[k]) for k in weights_a
+    )
+
+
+def check_after_kill(run_dir: Path, checkpoint_before: int, tally: dict[str, int]) -> int:
+    """After a kill: no checkpoint lost, every checkpointed step still logged."""
+    checkpoint = latest_step(run_dir)
+    if checkpoint < checkpoint_before:
+        tally["lost_checkpoints"] += 1
+    if not set(range(1, checkpoint + 1)) <= set(logged_steps(run_dir)):
+        tally["lost_logs"] += 1
+    return checkpoint
+
+
+def kill_during_training(
+    family: str, run_dir: Path, at_checkpoint: bool, duration: float, rng: random.Random
+) -> dict[str, Any]:
+    """Start the run and kill it at a random moment or while it writes a checkpoint."""
+    process = dcrl(*train_args(family, run_dir))
+    started = time.monotonic()
+    deadline = started + (duration * 1.5 if at_checkpoint else rng.uniform(0.15, 0.9) * duration)
+    kind = "checkpoint write" if at_checkpoint else "training"
+    while time.monotonic() < deadline and process.poll() is None:
+        if at_checkpoint and latest_step(run_dir) >= 2 and checkpoint_being_written(run_dir):
+            break  # the second or a later save: kill while it writes
+        time.sleep(0.001 if at_checkpoint else 0.02)
+    if process.poll() is not None:
+        return {"kind": kind, "killed": False, "seconds": time.monotonic() - started}
+    kill(process)
+    return {"kind": kind, "killed": True, "seconds": time.monotonic() - started}
+
+
+def kill_during_resume_start_up(run_dir: Path, rng: random.Random) -> dict[str, Any]:
+    """Start `--resume` and kill it after a random delay, before it logs a new step."""
+    steps_before = len(logged_steps(run_dir))
+    process = dcrl("train", "--resume", str(run_dir))
+    delay = rng.uniform(0.5, 6.0)
+    started = time.monotonic()
+    while time.monotonic() - started < delay and process.poll() is None:
+        if len(logged_steps(run_dir)) > steps_before:
+            break  # start-up is over
+        time.sleep(0.005)
+    if process.poll() is not None:
+        return {"kind": "resume start-up", "killed": False, "seconds": delay}
+    kill(process)
+    return {"kind": "resume start-up", "killed": True, "seconds": time.monotonic() - started}
+
+
+def campaign(runs: int, work: Path, rng: random.Random, tally: dict[str, int]) -> list[dict]:
+    results = []
+    for family in FAMILIES:
+        reference = work / f"{family}-reference"
+        started = time.monotonic()
+        code, stderr = finish(dcrl(*train_args(family, reference)), tally)
+        duration = time.monotonic() - started
+        assert code == 0, f"the uninterrupted {family} run failed:\n{stderr}"
+        print(f"{family}: uninterrupted run {duration:.0f} s", flush=True)
+        for index in range(runs):
+            run_dir = work / f"{family}-{index}"
+            kills = [kill_during_training(family, run_dir, index % 2 == 1, duration, rng)]
+            checkpoint = check_after_kill(run_dir, 0, tally)
+            if (run_dir / "checkpoints" / "latest").is_file():
+                kills.append(kill_during_resume_start_up(run_dir, rng))
+                checkpoint = check_after_kill(run_dir, checkpoint, tally)
+                process = dcrl("train", "--resume", str(run_dir))
+            else:  # killed before its first checkpoint: nothing to resume, start again
+                process = dcrl(*train_args(family, run_dir))
+            code, stderr = finish(process, tally)
+            identical = (
+                code == 0
+                and [without_timings(r) for r in read_records(run_dir)]
+                == [without_timings(r) for r in read_records(reference)]
+                and same_final_weights(run_dir, reference)
+            )
+            if code == 0 and sorted(logged_steps(run_dir)) != list(range(1, STEPS + 1)):
+                tally["lost_logs"] += 1
+            results.append({"family": family, "run": index, "kills": kills, "identical": identical})
+            done = ", ".join(f"{k['kind']} {'killed' if k['killed'] else 'missed'}" for k in kills)
+            print(f"  run {index}: {done}; identical resume: {identical}", flush=True)
+            if code != 0:
+                print(stderr[-2000:], flush=True)
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return results
+
+
+def bad_input_corpus(work: Path, tally: dict[str, int]) -> list[dict[str, Any]]:
+    """Every case of tests/fault_inputs.py as a real process: exit 2, one error line naming it."""
+    outcomes = []
+    for case in BAD_INPUTS:
+        scratch = work / f"input-{case.name}"
+        scratch.mkdir(parents=True)
+        code, stderr = finish(dcrl(*case.args(scratch)), tally)
+        errors = [line for line in stderr.splitlines() if line.startswith("error")]
+        expected = case.names.replace("{scratch}", str(scratch))
+        ok = code == 2 and len(errors) == 1 and expected in errors[0] and "Traceback" not in stderr
+        outcomes.append({"input": case.name, "exit_code": code, "ok": ok, "error": errors[:1]})
+        if not ok:
+            print(f"  bad input {case.name}: exit {code}\n{stderr[-1500:]}", flush=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return outcomes
+
+
+def fault_tests(tally: dict[str, int]) -> dict[str, Any]:
+    """The in-process fault suite (tests marked `faults`, incl. 1,000 fuzzed grader inputs)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-m", "faults", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    code, output = finish(process, tally)
+    summary = output.strip().splitlines()[-1] if output.strip() else ""
+    return {"exit_code": code, "summary": summary}
+
+
+def draw(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {
+        "training": "tab:blue",
+        "checkpoint write": "tab:orange",
+        "resume start-up": "tab:red",
+    }
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(results) + 1.2))
+    for row, result in enumerate(results):
+        for order, item in enumerate(result["kills"]):
+            ax.scatter(
+                order + 1,
+                row,
+                s=60,
+                color=colors[item["kind"]],
+                marker="x" if item["killed"] else "o",
+                label=item["kind"],
+            )
+        ax.text(2.6, row, "identical" if result["identical"] else "DIFFERS", va="center")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_yticks(range(len(results)), [f"{r['family']} #{r['run']}" for r in results])
+    ax.set_xticks([1, 2], ["kill 1", "kill 2"])
+    ax.set_xlim(0.5, 3.4)
+    ax.invert_yaxis()
+    ax.set_title("kill -9 then resume: where each run was killed (x), and the outcome")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="Killed runs per family.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the kill moments.")
+    parser.add_argument("--skip-corpus", action="store_true", help="Only the kill campaign.")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args()
+
+    rng = random.Random(args.seed)
+    tally = {"tracebacks": 0, "hangs": 0, "lost_logs": 0, "lost_checkpoints": 0}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="dcrl-faults-") as scratch:
+        work = Path(scratch)
+        results = campaign(args.runs, work, rng, tally)
+        corpus = [] if args.skip_corpus else bad_input_corpus(work, tally)
+    tests = {} if args.skip_corpus else fault_tests(tally)
+    kills = [k for r in results for k in r["kills"] if k["killed"]]
+    summary = {
+        "runs": len(results),
+        "kills": len(kills),
+        "kills_by_kind": {
+            kind: sum(k["kind"] == kind for k in kills)
+            for kind in ("training", "checkpoint write", "resume start-up")
+        },
+        "identical_resumes": sum(r["identical"] for r in results),
+        "inputs_tried": len(corpus),
+        "inputs_handled": sum(o["ok"] for o in corpus),
+        **tally,
+        "seconds": round(time.monotonic() - started),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "summary": summary,
+        "settings": {
+            "families": FAMILIES,
+            "steps": STEPS,
+            "options": RUN_OPTIONS,
+            "seed": args.seed,
+        },
+        "runs": results,
+        "bad_inputs": corpus,
+        "fault_tests": tests,
+    }
+    (args.out / "faults.json").write_text(json.dumps(record, indent=2) + "\n")
+    draw(results, args.out / "faults.png")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

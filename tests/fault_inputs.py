@@ -1,0 +1,237 @@
+"""The bad-input corpus of the fault suite: inputs a user can get wrong, each of which must end
+in one `error: ...` line that names the input, with exit status 2 and no traceback.
+
+`BAD_INPUTS` is shared by tests/test_faults.py (in-process, every case) and bench/faults.py (each
+case as a real `dcrl` process, counting tracebacks and hangs). A case's `args(scratch)` writes
+whatever files it needs under the scratch directory and returns the `dcrl` arguments; `names`
+is the text the error line must contain (the key, file, row or function it is about), with
+"{scratch}" standing for the scratch directory.
+
+The reward functions below break the reward contract `fn(completion, answer, **meta) -> float in
+[0, 1]` in every way the trainer must catch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import tiny_overrides
+
+NOT_CALLABLE = 0.5
+
+
+def raises(completion: str, answer: str, **meta: Any) -> float:
+    raise ZeroDivisionError("a bug in the reward")
+
+
+def returns_nan(completion: str, answer: str, **meta: Any) -> float:
+    return math.nan
+
+
+def returns_five(completion: str, answer: str, **meta: Any) -> float:
+    return 5.0
+
+
+def returns_text(completion: str, answer: str, **meta: Any) -> Any:
+    return "1"
+
+
+def takes_completion_only(completion: str) -> float:
+    return 0.0
+
+
+@dataclass(frozen=True)
+class BadInput:
+    name: str
+    args: Callable[[Path], list[str]]
+    names: str
+
+
+def _train(*overrides: str) -> Callable[[Path], list[str]]:
+    """`dcrl train` of the tiny test run (tests.helpers) with `overrides` added."""
+    return lambda scratch: ["train", *tiny_overrides(scratch / "run"), *overrides]
+
+
+def _reward(function: str) -> Callable[[Path], list[str]]:
+    return _train(f"data.reward=tests.fault_inputs:{function}")
+
+
+def _with_file(name: str, text: str, make_args: Callable[[Path], list[str]]) -> Callable:
+    """Write `text` to scratch/name, then build the arguments with `{file}` filled in."""
+
+    def args(scratch: Path) -> list[str]:
+        path = scratch / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return [arg.replace("{file}", str(path)) for arg in make_args(scratch)]
+
+    return args
+
+
+def _problems(*rows: dict[str, Any]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+# A file task of one-problem steps, its data in {file}.
+_FILE_TASK = (
+    "data.task=file",
+    "data.path={file}",
+    "train.prompts_per_step=1",
+    "train.mini_batch_prompts=1",
+)
+_ROW = {"problem": "1+1=", "answer": "2"}
+
+_RUN_CONFIG = "train:\n  lr: 1.0e-3\n  steps: 2\n"
+
+
+def _config(scratch: Path) -> list[str]:
+    return ["train", "--config", "{file}", *tiny_overrides(scratch / "run")[1:]]
+
+
+def _eval(*options: str) -> Callable[[Path], list[str]]:
+    return lambda scratch: [
+        "eval",
+        "-m",
+        "tiny",
+        "--data",
+        "arith:level=1",
+        "--limit",
+        "2",
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(scratch / "eval"),
+        *options,
+    ]
+
+
+BAD_INPUTS = [
+    # -- rollout
+    BadInput("top_p-above-1", _train("rollout.top_p=2"), "rollout.top_p"),
+    BadInput("top_p-zero", _train("rollout.top_p=0"), "rollout.top_p"),
+    BadInput("max_new_tokens-zero", _train("rollout.max_new_tokens=0"), "rollout.max_new_tokens"),
+    BadInput("temperature-zero", _train("rollout.temperature=0"), "rollout.temperature"),
+    BadInput("temperature-negative", _train("rollout.temperature=-1"), "rollout.temperature"),
+    BadInput("temperature-nan", _train("rollout.temperature=nan"), "rollout.temperature"),
+    BadInput("group-of-one", _train("rollout.n=1"), "rollout.n"),
+    BadInput("rollout-batch-zero", _train("rollout.batch_size=0"), "rollout.batch_size"),
+    BadInput("unknown-backend", _train("rollout.backend=sglang"), "rollout.backend"),
+    # -- train
+    BadInput("ppo_epochs-zero", _train("train.ppo_epochs=0"), "train.ppo_epochs"),
+    BadInput("one-beta", _train("train.betas=[0.9]"), "train.betas"),
+    BadInput("beta-above-1", _train("train.betas=[0.9,1.5]"), "train.betas"),
+    BadInput("grad_clip-nan", _train("train.grad_clip=nan"), "train.grad_clip"),
+    BadInput("grad_clip-zero", _train("train.grad_clip=0"), "train.grad_clip"),
+    BadInput("lr-nan", _train("train.lr=nan"), "train.lr"),
+    BadInput("lr-inf", _train("train.lr=inf"), "train.lr"),
+    BadInput("lr-negative", _train("train.lr=-1e-3"), "train.lr"),
+    BadInput("lr-text", _train("train.lr=fast"), "train.lr"),
+    BadInput("warmup-negative", _train("train.warmup_steps=-1"), "train.warmup_steps"),
+    BadInput("save_every-negative", _train("train.save_every=-1"), "train.save_every"),
+    BadInput("keep-negative", _train("train.keep_checkpoints=-1"), "train.keep_checkpoints"),
+    BadInput("max_bad_steps-zero", _train("train.max_bad_steps=0"), "train.max_bad_steps"),
+    BadInput("steps-zero", _train("train.steps=0"), "train.steps"),
+    BadInput("steps-text", _train("train.steps=many"), "train.steps"),
+    BadInput("steps-fraction", _train("train.steps=2.5"), "train.steps"),
+    BadInput("weight_decay-negative", _train("train.weight_decay=-0.1"), "train.weight_decay"),
+    BadInput("mini-batch-not-dividing", _train("train.mini_batch_prompts=3"), "mini_batch_prompts"),
+    BadInput("micro-batch-zero", _train("train.micro_batch_size=0"), "train.micro_batch_size"),
+    BadInput("chunk-zero", _train("train.logprob_chunk_size=0"), "train.logprob_chunk_size"),
+    BadInput("threads-negative", _train("train.threads=-2"), "train.threads"),
+    BadInput("unknown-train-key", _train("train.stepz=3"), "train.stepz"),
+    # -- log
+    BadInput("output_dir-unknown-placeholder", _train("log.output_dir=/x/{foo}"), "log.output_dir"),
+    BadInput(
+        "output_dir-under-a-file",
+        _with_file("a-file", "x", _train("log.output_dir={file}/run")),
+        "log.output_dir",
+    ),
+    BadInput("output_dir-read-only", _train("log.output_dir=/sys/dcrl-run"), "log.output_dir"),
+    # -- data
+    BadInput("task-option-typo", _train("data.task_options.levle=3"), "data.task_options.levle"),
+    BadInput("task-option-value", _train("data.task_options.level=0"), "data.task_options"),
+    BadInput("unknown-task", _train("data.task=nope"), "data.task"),
+    BadInput("template-without-problem", _train("data.template=Solve it."), "data.template"),
+    BadInput("chat-template-without-chat", _train("data.template=chat"), "data.template='chat'"),
+    BadInput("file-task-without-path", _train("data.task=file"), "data.path"),
+    BadInput(
+        "missing-data-file",
+        lambda s: _train("data.task=file", f"data.path={s / 'none.jsonl'}")(s),
+        "data.path: problem file not found",
+    ),
+    BadInput(
+        "data-row-without-answer",
+        _with_file("rows.jsonl", _problems(_ROW, {"problem": "2+2="}), _train(*_FILE_TASK)),
+        "rows.jsonl:2",
+    ),
+    BadInput(
+        "problem-longer-than-the-context",
+        _with_file(
+            "long.jsonl",
+            _problems(_ROW, {"problem": "7" * 200_000, "answer": "7"}),
+            _train(*_FILE_TASK, "data.template=plain"),
+        ),
+        "row 2",
+    ),
+    # -- reward
+    BadInput("reward-unknown-name", _train("data.reward=mathh"), "mathh"),
+    BadInput(
+        "reward-unknown-module", _train("data.reward=no_such_module_xyz:fn"), "no_such_module_xyz"
+    ),
+    BadInput("reward-not-callable", _reward("NOT_CALLABLE"), "NOT_CALLABLE"),
+    BadInput("reward-wrong-signature", _reward("takes_completion_only"), "takes_completion_only"),
+    BadInput("reward-raises", _reward("raises"), "raises raised ZeroDivisionError"),
+    BadInput("reward-returns-nan", _reward("returns_nan"), "returns_nan returned nan"),
+    BadInput("reward-returns-5", _reward("returns_five"), "returns_five returned 5.0"),
+    BadInput("reward-returns-text", _reward("returns_text"), "returns_text returned '1'"),
+    # -- model and algorithm
+    BadInput("device-cuda-without-gpu", _train("model.device=cuda"), "model.device"),
+    BadInput("device-unknown", _train("model.device=tpu9"), "model.device"),
+    BadInput("device-meta", _train("model.device=meta"), "model.device"),
+    BadInput("model-missing", _train("model.name=/no/such/model"), "/no/such/model"),
+    BadInput("dtype-unknown", _train("model.dtype=float64"), "model.dtype"),
+    BadInput("algorithm-unknown", _train("algorithm.name=ppo"), "ppo"),
+    BadInput("algorithm-value", _train("algorithm.clip_low=1.5"), "algorithm.clip_low"),
+    BadInput("override-without-equals", _train("train.steps"), "train.steps"),
+    # -- config files and resume
+    BadInput(
+        "config-duplicated-key",
+        _with_file("dup.yaml", _RUN_CONFIG + "  lr: 3.0e-4\n", _config),
+        "'lr' is given twice",
+    ),
+    BadInput("config-invalid-yaml", _with_file("bad.yaml", "train: [1\n", _config), "bad.yaml"),
+    BadInput("config-not-a-mapping", _with_file("list.yaml", "- 1\n- 2\n", _config), "list.yaml"),
+    BadInput("config-missing", lambda s: ["train", "--config", str(s / "none.yaml")], "none.yaml"),
+    BadInput(
+        "resume-not-a-run", lambda s: ["train", "--resume", str(s)], "{scratch} is not a dcrl run"
+    ),
+    # -- eval
+    BadInput("eval-reward-raises", _eval("--reward", "tests.fault_inputs:raises"), "raises"),
+    BadInput("eval-reward-nan", _eval("--reward", "tests.fault_inputs:returns_nan"), "nan"),
+    BadInput("eval-n-zero", _eval("--n", "0"), "n (samples per problem)"),
+    BadInput("eval-top_p-above-1", _eval("--top-p", "2"), "top_p"),
+    BadInput("eval-unknown-data", lambda s: ["eval", "-m", "tiny", "--data", "nope"], "nope"),
+    BadInput(
+        "eval-task-option-typo",
+        lambda s: ["eval", "-m", "tiny", "--data", "arith:levle=3"],
+        "levle",
+    ),
+    BadInput(
+        "eval-missing-model",
+        lambda s: ["eval", "-m", "/no/such/model", "--data", "arith"],
+        "/no/such/model",
+    ),
+    # -- theory
+    BadInput(
+        "theory-beta-zero",
+        lambda s: ["theory", "run", "--quick", "--out", str(s), "--beta", "0"],
+        "beta=0.0",
+    ),
+]
