@@ -4,8 +4,8 @@ that nothing was lost; plus the bad-input corpus (tests/fault_inputs.py) as real
 For each algorithm family (GRPO, AEPO, DCPO) it trains the tiny recipe (configs/tiny-*.yaml, cut
 to a few steps) once uninterrupted, then RUNS more times with two kills each:
 
-1. during training: at a random moment, or (every other run) the instant a checkpoint is being
-   written (its temporary directory or `latest.tmp` exists);
+1. during training, after its first checkpoint: at a random moment, or (every other run) the
+   instant a checkpoint is being written (its temporary directory or `latest.tmp` exists);
 2. during resume start-up: `dcrl train --resume` killed after a random delay, before it logs a
    step (model loading, restoring the checkpoint, rewriting config.yaml and metrics.jsonl);
 
@@ -24,6 +24,7 @@ Writes bench/results/faults.json and bench/results/faults.png.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -31,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +40,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# The processes run a snapshot of the committed tree (`git archive HEAD`), so edits made in the
+# checkout while the campaign runs cannot make a resumed run differ from its reference.
+SOURCE = REPO
 
 from safetensors.torch import load_file  # noqa: E402
 
@@ -63,7 +68,6 @@ RUN_OPTIONS = (
 TIME_LIMIT_S = 600  # a process running longer hangs
 ENV = {
     **os.environ,
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "OMP_NUM_THREADS": "1",
@@ -74,16 +78,27 @@ def dcrl(*args: str) -> subprocess.Popen:
     """Start `dcrl ARGS` as a real process (`python -m dcrl.cli`, so tests.* rewards import)."""
     return subprocess.Popen(
         [sys.executable, "-m", "dcrl.cli", *args],
-        cwd=REPO,
-        env=ENV,
+        cwd=SOURCE,
+        env={**ENV, "PYTHONPATH": str(SOURCE)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
+def snapshot(directory: Path) -> tuple[Path, str]:
+    """Export the committed tree (HEAD) into `directory`; (its path, the commit)."""
+    git = shutil.which("git") or "git"
+    run = {"cwd": REPO, "capture_output": True, "check": True}
+    commit = subprocess.run([git, "rev-parse", "HEAD"], text=True, **run).stdout.strip()
+    archive = subprocess.run([git, "archive", "--format=tar", "HEAD"], **run).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tree:
+        tree.extractall(directory, filter="data")
+    return directory, commit
+
+
 def train_args(family: str, run_dir: Path) -> list[str]:
-    config = REPO / "configs" / f"tiny-{family}.yaml"
+    config = SOURCE / "configs" / f"tiny-{family}.yaml"
     return ["train", "--config", str(config), *RUN_OPTIONS, f"log.output_dir={run_dir}"]
 
 
@@ -104,9 +119,19 @@ def finish(process: subprocess.Popen, tally: dict[str, int]) -> tuple[int, str]:
     return code, said
 
 
-def kill(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
+def stop(
+    process: subprocess.Popen, kind: str, tally: dict[str, int], started: float
+) -> dict[str, Any]:
+    """kill -9 the process, unless it already ended (then its exit is checked as any other's)."""
+    killed = process.poll() is None
+    if killed:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    else:
+        code, said = finish(process, tally)
+        if code != 0:
+            print(f"  the process meant to be killed exited {code}:\n{said[-1500:]}", flush=True)
+    return {"kind": kind, "killed": killed, "seconds": time.monotonic() - started}
 
 
 def checkpoint_being_written(run_dir: Path) -> bool:
@@ -156,37 +181,42 @@ def check_after_kill(run_dir: Path, checkpoint_before: int, tally: dict[str, int
 
 
 def kill_during_training(
-    family: str, run_dir: Path, at_checkpoint: bool, duration: float, rng: random.Random
+    family: str,
+    run_dir: Path,
+    at_checkpoint: bool,
+    duration: float,
+    rng: random.Random,
+    tally: dict[str, int],
 ) -> dict[str, Any]:
-    """Start the run and kill it at a random moment or while it writes a checkpoint."""
+    """Start the run; once it has a checkpoint, kill it at a random moment, or the instant it
+    writes its next checkpoint."""
     process = dcrl(*train_args(family, run_dir))
     started = time.monotonic()
-    deadline = started + (duration * 1.5 if at_checkpoint else rng.uniform(0.15, 0.9) * duration)
+    while latest_step(run_dir) == 0 and process.poll() is None:
+        time.sleep(0.005)
+    kill_at = time.monotonic() + (duration if at_checkpoint else rng.uniform(0.0, 0.3) * duration)
+    while time.monotonic() < kill_at and process.poll() is None:
+        if at_checkpoint and checkpoint_being_written(run_dir):
+            break
+        time.sleep(0.001 if at_checkpoint else 0.01)
     kind = "checkpoint write" if at_checkpoint else "training"
-    while time.monotonic() < deadline and process.poll() is None:
-        if at_checkpoint and latest_step(run_dir) >= 2 and checkpoint_being_written(run_dir):
-            break  # the second or a later save: kill while it writes
-        time.sleep(0.001 if at_checkpoint else 0.02)
-    if process.poll() is not None:
-        return {"kind": kind, "killed": False, "seconds": time.monotonic() - started}
-    kill(process)
-    return {"kind": kind, "killed": True, "seconds": time.monotonic() - started}
+    return stop(process, kind, tally, started)
 
 
-def kill_during_resume_start_up(run_dir: Path, rng: random.Random) -> dict[str, Any]:
-    """Start `--resume` and kill it after a random delay, before it logs a new step."""
+def kill_during_resume_start_up(
+    run_dir: Path, rng: random.Random, tally: dict[str, int]
+) -> dict[str, Any]:
+    """Start `--resume` and kill it after a random delay, while it starts up (loads the model,
+    restores the checkpoint, rewrites config.yaml and metrics.jsonl): before it logs a step.
+    A kill that comes after the first new step is logged counts as one during training."""
     steps_before = len(logged_steps(run_dir))
     process = dcrl("train", "--resume", str(run_dir))
-    delay = rng.uniform(0.5, 6.0)
+    delay = rng.uniform(0.5, 4.0)
     started = time.monotonic()
     while time.monotonic() - started < delay and process.poll() is None:
-        if len(logged_steps(run_dir)) > steps_before:
-            break  # start-up is over
         time.sleep(0.005)
-    if process.poll() is not None:
-        return {"kind": "resume start-up", "killed": False, "seconds": delay}
-    kill(process)
-    return {"kind": "resume start-up", "killed": True, "seconds": time.monotonic() - started}
+    kind = "training" if len(logged_steps(run_dir)) > steps_before else "resume start-up"
+    return stop(process, kind, tally, started)
 
 
 def campaign(runs: int, work: Path, rng: random.Random, tally: dict[str, int]) -> list[dict]:
@@ -200,10 +230,10 @@ def campaign(runs: int, work: Path, rng: random.Random, tally: dict[str, int]) -
         print(f"{family}: uninterrupted run {duration:.0f} s", flush=True)
         for index in range(runs):
             run_dir = work / f"{family}-{index}"
-            kills = [kill_during_training(family, run_dir, index % 2 == 1, duration, rng)]
+            kills = [kill_during_training(family, run_dir, index % 2 == 1, duration, rng, tally)]
             checkpoint = check_after_kill(run_dir, 0, tally)
             if (run_dir / "checkpoints" / "latest").is_file():
-                kills.append(kill_during_resume_start_up(run_dir, rng))
+                kills.append(kill_during_resume_start_up(run_dir, rng, tally))
                 checkpoint = check_after_kill(run_dir, checkpoint, tally)
                 process = dcrl("train", "--resume", str(run_dir))
             else:  # killed before its first checkpoint: nothing to resume, start again
@@ -247,8 +277,8 @@ def fault_tests(tally: dict[str, int]) -> dict[str, Any]:
     """The in-process fault suite (tests marked `faults`, incl. 1,000 fuzzed grader inputs)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-m", "faults", "-q", "-p", "no:cacheprovider"],
-        cwd=REPO,
-        env=ENV,
+        cwd=SOURCE,
+        env={**ENV, "PYTHONPATH": str(SOURCE)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -305,11 +335,14 @@ def main() -> None:
     rng = random.Random(args.seed)
     tally = {"tracebacks": 0, "hangs": 0, "lost_logs": 0, "lost_checkpoints": 0}
     started = time.monotonic()
+    global SOURCE
     with tempfile.TemporaryDirectory(prefix="dcrl-faults-") as scratch:
         work = Path(scratch)
+        SOURCE, commit = snapshot(work / "source")
+        print(f"campaign on commit {commit[:10]} (a snapshot in {SOURCE})", flush=True)
         results = campaign(args.runs, work, rng, tally)
         corpus = [] if args.skip_corpus else bad_input_corpus(work, tally)
-    tests = {} if args.skip_corpus else fault_tests(tally)
+        tests = {} if args.skip_corpus else fault_tests(tally)
     kills = [k for r in results for k in r["kills"] if k["killed"]]
     summary = {
         "runs": len(results),
