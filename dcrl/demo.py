@@ -68,11 +68,21 @@ def _train(algorithm: str, settings: DemoSettings, console: Console) -> Path:
     return run_dir
 
 
-def _evaluate(model: str | Path, out_dir: Path, settings: DemoSettings, label: str) -> dict:
-    """Held-out evaluation at T = 1 (and greedy), written to out_dir."""
+def _recipe(algorithm: str, settings: DemoSettings) -> dict:
+    """The recipe of `algorithm` with the demo's overrides, as a plain dict."""
+    from dcrl.config import to_dict
+    from dcrl.train.config import load_run_config
+
+    return to_dict(load_run_config(recipe_path(algorithm), list(settings.overrides)))
+
+
+def _evaluate(
+    model: str | Path, out_dir: Path, settings: DemoSettings, label: str, recipe: dict
+) -> dict:
+    """Held-out evaluation at T = 1 (and greedy) on the recipe's task, written to out_dir."""
     from dcrl.eval import evaluate, load_eval_data
 
-    data = load_eval_data("arith:level=2", limit=settings.eval_problems)
+    data = load_eval_data(None, run_config=recipe, limit=settings.eval_problems)
     result = evaluate(
         model,
         data.problems,
@@ -80,7 +90,7 @@ def _evaluate(model: str | Path, out_dir: Path, settings: DemoSettings, label: s
         n=settings.eval_samples,
         temperature=1.0,
         top_p=1.0,
-        max_new_tokens=48,
+        max_new_tokens=recipe["rollout"]["max_new_tokens"],
         seed=settings.seed,
         out_dir=out_dir,
         template=data.template,
@@ -90,6 +100,45 @@ def _evaluate(model: str | Path, out_dir: Path, settings: DemoSettings, label: s
         data_label=data.label,
     )
     return result.metrics
+
+
+def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], list[dict]]:
+    """What the demo is for, in numbers: per run, the sampled-token entropy of its first 3 steps
+    and the mean over its second half; GRPO's drop (goal: >= 30%), and each controlled run's
+    distance from its target (goal: within ±15%)."""
+    columns = [
+        ("run", "run"),
+        ("first_3", "first 3 steps"),
+        ("second_half", "second-half mean"),
+        ("target", "target"),
+        ("change", "drop / error"),
+        ("goal", "goal"),
+        ("met", "met"),
+    ]
+    rows = []
+    for run_dir in run_dirs:
+        metrics = [
+            json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        ]
+        entropy = [m["entropy/sampled_nll"] for m in metrics]
+        if len(entropy) < 4:
+            continue
+        first, second = entropy[:3], entropy[len(entropy) // 2 :]
+        head, tail = sum(first) / len(first), sum(second) / len(second)
+        target = metrics[-1].get("entropy/target")
+        row = {"run": run_dir.name, "first_3": round(head, 3), "second_half": round(tail, 3)}
+        if target is not None:
+            error = tail / target - 1
+            row |= {"target": target, "change": f"{error:+.1%}", "goal": "within ±15%"}
+            row["met"] = "yes" if abs(error) <= 0.15 else "no"
+        elif run_dir.name == "grpo":
+            drop = 1 - tail / head
+            row |= {"target": "", "change": f"-{drop:.1%}", "goal": ">= 30% drop"}
+            row["met"] = "yes" if drop >= 0.30 else "no"
+        else:
+            continue
+        rows.append(row)
+    return columns, rows
 
 
 def run_demo(settings: DemoSettings) -> Path:
@@ -102,20 +151,35 @@ def run_demo(settings: DemoSettings) -> Path:
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     eval_name = f"eval-test-n{settings.eval_samples}"
     rows = []
-    base_metrics = _evaluate("tiny-arith", settings.out_dir / "base" / eval_name, settings, "base")
-    rows.append(eval_row("tiny-arith (before RL)", base_metrics))
+    base = _recipe(settings.algorithms[0], settings)
+    base_name = base["model"]["name"]
+    base_metrics = _evaluate(
+        base_name, settings.out_dir / "base" / eval_name, settings, "base", base
+    )
+    rows.append(eval_row(f"{base_name} (before RL)", base_metrics))
     run_dirs = []
     for algorithm in settings.algorithms:
         run_dir = _train(algorithm, settings, console)
         run_dirs.append(run_dir)
         console.print(f"evaluating {algorithm} on the held-out split ...")
-        metrics = _evaluate(run_dir, run_dir / eval_name, settings, algorithm)
+        recipe = _recipe(algorithm, settings)
+        metrics = _evaluate(run_dir, run_dir / eval_name, settings, algorithm, recipe)
         rows.append(eval_row(algorithm, metrics))
 
     report = build_report(run_dirs, settings.out_dir / "report", title="dcrl demo")
     columns, training_rows = summary_table(load_runs(run_dirs))
     print_table("training (mean of the last 10% of steps)", columns, training_rows)
     print_table("held-out evaluation (T = 1)", EVAL_COLUMNS, rows)
+    control_columns, control_rows = entropy_control_table(run_dirs)
+    print_table(
+        "entropy control (sampled-token entropy, nats/token)", control_columns, control_rows
+    )
+    write_table(
+        control_columns,
+        control_rows,
+        settings.out_dir / "entropy_control.csv",
+        settings.out_dir / "entropy_control.md",
+    )
     write_table(
         EVAL_COLUMNS,
         rows,

