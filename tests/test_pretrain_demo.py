@@ -139,9 +139,9 @@ def test_shipped_tiny_overthink_is_unsharp_and_over_thinks():
         task.verify(text, problems[int(g)].answer)
         for text, g in zip(greedy.response_texts, greedy.group_index, strict=True)
     )
-    # Measured at this size: NLL 0.23 nats/token, corr -0.18, accuracy 0.30 sampled / 0.70
-    # greedy. The bounds leave room for sampling noise of 512 responses (NLL ± 0.02, corr ±
+    # Measured (128 problems x 8): NLL 0.18 nats/token, corr -0.22, accuracy 0.30 sampled / 0.56
+    # greedy. The bounds leave room for the sampling noise of 512 responses (NLL ± 0.02, corr ±
     # 0.05, accuracy ± 0.04) without admitting a sharp policy (tiny-arith: 0.11) or corr >= 0.
-    assert 0.17 < sampled_nll < 0.45
+    assert 0.14 < sampled_nll < 0.45
     assert corr < -0.05
-    assert 0.1 < float(scores.mean()) < greedy_accuracy - 0.2  # temperature matters
+    assert 0.1 < float(scores.mean()) < greedy_accuracy - 0.12  # temperature matters

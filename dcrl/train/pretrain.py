@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -36,7 +36,12 @@ class PretrainConfig:
     )
     steps: int = field(1500, help="Optimizer steps.")
     batch_size: int = field(64, help="Solutions per step.")
-    lr: float = field(2e-3, help="Peak AdamW learning rate (linear warm-up, cosine decay to 10%).")
+    lr: float = field(2e-3, help="Peak AdamW learning rate (after a linear warm-up).")
+    schedule: Literal["cosine", "constant"] = field(
+        "cosine",
+        help="After warm-up: cosine decay to 10% of lr (a converged policy), or constant (an "
+        "early snapshot of a longer run: the unsharp start of tiny-overthink).",
+    )
     warmup_steps: int = field(50, help="Linear warm-up steps.")
     train_size: int = field(20000, help="Distinct training problems.")
     eval_size: int = field(256, help="Held-out problems for the final accuracy.")
@@ -122,6 +127,8 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
     def lr_factor(step: int) -> float:
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
+        if config.schedule == "constant":
+            return 1.0
         progress_frac = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_frac)))
 
