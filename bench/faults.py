@@ -219,13 +219,16 @@ def kill_during_resume_start_up(
     return stop(process, kind, tally, started)
 
 
-def campaign(runs: int, work: Path, rng: random.Random, tally: dict[str, int]) -> list[dict]:
-    results = []
+def campaign(
+    runs: int, work: Path, rng: random.Random, tally: dict[str, int]
+) -> tuple[list[dict], dict[str, float]]:
+    """(one record per killed run, the uninterrupted run's seconds per family)."""
+    results, durations = [], {}
     for family in FAMILIES:
         reference = work / f"{family}-reference"
         started = time.monotonic()
         code, stderr = finish(dcrl(*train_args(family, reference)), tally)
-        duration = time.monotonic() - started
+        duration = durations[family] = time.monotonic() - started
         assert code == 0, f"the uninterrupted {family} run failed:\n{stderr}"
         print(f"{family}: uninterrupted run {duration:.0f} s", flush=True)
         for index in range(runs):
@@ -253,7 +256,7 @@ def campaign(runs: int, work: Path, rng: random.Random, tally: dict[str, int]) -
             if code != 0:
                 print(stderr[-2000:], flush=True)
             shutil.rmtree(run_dir, ignore_errors=True)
-    return results
+    return results, durations
 
 
 def bad_input_corpus(work: Path, tally: dict[str, int]) -> list[dict[str, Any]]:
@@ -276,7 +279,7 @@ def bad_input_corpus(work: Path, tally: dict[str, int]) -> list[dict[str, Any]]:
 def fault_tests(tally: dict[str, int]) -> dict[str, Any]:
     """The in-process fault suite (tests marked `faults`, incl. 1,000 fuzzed grader inputs)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-m", "faults", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-m", "faults", "-p", "no:cacheprovider"],
         cwd=SOURCE,
         env={**ENV, "PYTHONPATH": str(SOURCE)},
         stdout=subprocess.PIPE,
@@ -288,7 +291,8 @@ def fault_tests(tally: dict[str, int]) -> dict[str, Any]:
     return {"exit_code": code, "summary": summary}
 
 
-def draw(results: list[dict], path: Path) -> None:
+def draw(results: list[dict], durations: dict[str, float], path: Path) -> None:
+    """Where each run was killed: seconds after its process started, one row per run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,26 +303,32 @@ def draw(results: list[dict], path: Path) -> None:
         "checkpoint write": "tab:orange",
         "resume start-up": "tab:red",
     }
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(results) + 1.2))
+    fig, axes = plt.subplots(
+        1, 2, figsize=(8, 0.25 * len(results) + 1.6), sharey=True, width_ratios=[2, 1]
+    )
     for row, result in enumerate(results):
-        for order, item in enumerate(result["kills"]):
+        for ax, item in zip(axes, result["kills"], strict=False):
             ax.scatter(
-                order + 1,
+                item["seconds"],
                 row,
-                s=60,
                 color=colors[item["kind"]],
                 marker="x" if item["killed"] else "o",
                 label=item["kind"],
             )
-        ax.text(2.6, row, "identical" if result["identical"] else "DIFFERS", va="center")
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_yticks(range(len(results)), [f"{r['family']} #{r['run']}" for r in results])
-    ax.set_xticks([1, 2], ["kill 1", "kill 2"])
-    ax.set_xlim(0.5, 3.4)
-    ax.invert_yaxis()
-    ax.set_title("kill -9 then resume: where each run was killed (x), and the outcome")
+        axes[0].plot([0, durations[result["family"]]], [row, row], color="0.85", zorder=0)
+    labels = {}
+    for ax in axes:
+        handles, names = ax.get_legend_handles_labels()
+        labels.update(zip(names, handles, strict=True))
+    axes[1].legend(labels.values(), labels.keys(), loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    marks = [f"{r['family']} #{r['run']} {'=' if r['identical'] else '≠'}" for r in results]
+    axes[0].set_yticks(range(len(results)), marks)
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("s after the run started (grey: uninterrupted run)")
+    axes[1].set_xlabel("s after `--resume` started")
+    axes[0].set_title("kill 1: training", fontsize=10)
+    axes[1].set_title("kill 2: resume start-up", fontsize=10)
+    fig.suptitle("kill -9, then resume ('=': metrics and weights identical to uninterrupted)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -340,7 +350,7 @@ def main() -> None:
         work = Path(scratch)
         SOURCE, commit = snapshot(work / "source")
         print(f"campaign on commit {commit[:10]} (a snapshot in {SOURCE})", flush=True)
-        results = campaign(args.runs, work, rng, tally)
+        results, durations = campaign(args.runs, work, rng, tally)
         corpus = [] if args.skip_corpus else bad_input_corpus(work, tally)
         tests = {} if args.skip_corpus else fault_tests(tally)
     kills = [k for r in results for k in r["kills"] if k["killed"]]
@@ -361,17 +371,19 @@ def main() -> None:
     record = {
         "summary": summary,
         "settings": {
+            "commit": commit,
             "families": FAMILIES,
             "steps": STEPS,
             "options": RUN_OPTIONS,
             "seed": args.seed,
         },
+        "uninterrupted_seconds": durations,
         "runs": results,
         "bad_inputs": corpus,
         "fault_tests": tests,
     }
     (args.out / "faults.json").write_text(json.dumps(record, indent=2) + "\n")
-    draw(results, args.out / "faults.png")
+    draw(results, durations, args.out / "faults.png")
     print(json.dumps(summary, indent=2))
 
 
