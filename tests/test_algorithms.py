@@ -309,3 +309,43 @@ def test_clip_cov_clips_with_the_configured_ppo_options():
     clip_cov = loss_of("algorithm.name=clip_cov", *no_detached_tokens, *shared)
     assert torch.equal(clip_cov, loss_of("algorithm.name=grpo", *shared))
     assert not torch.allclose(clip_cov, loss_of("algorithm.name=grpo"))  # the options matter
+
+
+@pytest.mark.parametrize("algorithm", ["aepo", "dcpo"])
+def test_weight_authority_reaches_the_regularizer(tmp_path, algorithm):
+    """dcrl's pi with weight_max: the controller's weight sets AEPO's tempered prompts and
+    REINFORCE rows, and DCPO's α (in place of the papers' |𝓗 − H|-based rule)."""
+    config = tiny_config(
+        tmp_path / "run",
+        algorithm,
+        "train.prompts_per_step=8",
+        "train.mini_batch_prompts=8",
+        "train.micro_batch_size=16",
+        "algorithm.controller=pi",
+        "algorithm.weight_max=3.0",
+        "algorithm.temperature_high=2.0",
+        "algorithm.target_entropy=50.0",  # far above: the controller pushes at full weight
+        "algorithm.initial_entropy=0.0",
+        *(["algorithm.max_reinforce=4"] if algorithm == "aepo" else []),
+    )
+    trainer = Trainer(config)
+    steps = record_prepare(trainer)
+    history = trainer.fit()
+    for step, metrics in zip(steps, history, strict=True):
+        weight = metrics["control/weight"]
+        assert weight == pytest.approx(3.0)  # saturated: min(|e| / e_sat, weight_max)
+        assert metrics["control/temperature"] == 2.0
+        if algorithm == "aepo":
+            (_, on_policy), (_, tempered) = step.generate_calls
+            group_size = len(on_policy) // 8
+            # 8 prompts × 0.25 × weight 3 = 6 prompts re-sampled (2 without the weight).
+            assert len(tempered) == 6 * group_size
+            positives = int(metrics["aepo/num_positives"])
+            assert metrics["control/num_reinforce"] == min(round(3.0 * 4), positives)
+        else:
+            correct = step.scores > 0.05
+            expected = dcpo_alpha(50.0, 0.0, correct, cap=0.1, weight=weight)
+            assert metrics["control/alpha"] == pytest.approx(expected, rel=1e-6)
+            fraction = float(correct.float().mean())
+            a = weight * 0.1 / fraction
+            assert metrics["control/alpha"] == pytest.approx(a / (1 + a), rel=1e-6)
