@@ -324,8 +324,8 @@ def draw(results: list[dict], durations: dict[str, float], path: Path) -> None:
     marks = [f"{r['family']} #{r['run']} {'=' if r['identical'] else '≠'}" for r in results]
     axes[0].set_yticks(range(len(results)), marks)
     axes[0].invert_yaxis()
-    axes[0].set_xlabel("s after the run started (grey: uninterrupted run)")
-    axes[1].set_xlabel("s after `--resume` started")
+    axes[0].set_xlabel("s after start (grey: uninterrupted run)")
+    axes[1].set_xlabel("s after --resume")
     axes[0].set_title("kill 1: training", fontsize=10)
     axes[1].set_title("kill 2: resume start-up", fontsize=10)
     fig.suptitle("kill -9, then resume ('=': metrics and weights identical to uninterrupted)")
