@@ -246,6 +246,35 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_device(name: str) -> None:
+    """Raise a ValueError unless `name` is "auto" or a device this torch build can use."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"device={name!r} is not a device name torch knows: use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={name!r}, but this torch ({torch.__version__}) sees no CUDA GPU: use "
+                "device=cpu (or auto), or install a CUDA build of torch on a GPU machine"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={name!r}, but only {torch.cuda.device_count()} CUDA device(s) are "
+                "visible: use cuda:0 … or auto"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={name!r}, but MPS is not available here: use cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={name!r}: dcrl trains on cpu, cuda or mps; use one of those")
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass tree as plain dicts/lists (for YAML/JSON output)."""
     if dataclasses.is_dataclass(obj):

@@ -16,10 +16,12 @@ awk -F'==' 'NR == FNR { pinned[$1] = $2; next }
              { latest[$1] = $2 }
              END {
                for (name in pinned)
-                 if (!(name in latest)) printf "  %-28s %s -> (gone)\n", name, pinned[name]
-                 else if (pinned[name] != latest[name])
-                   printf "  %-28s %s -> %s\n", name, pinned[name], latest[name]
-               for (name in latest) if (!(name in pinned)) printf "  %-28s (new) %s\n", name, latest[name]
+                 if (!(name in latest)) { printf "  %-28s %s -> (gone)\n", name, pinned[name]; n++ }
+                 else if (pinned[name] != latest[name]) {
+                   printf "  %-28s %s -> %s\n", name, pinned[name], latest[name]; n++ }
+               for (name in latest)
+                 if (!(name in pinned)) { printf "  %-28s (new) %s\n", name, latest[name]; n++ }
+               if (!n) print "  none: the pins are the latest releases"
              }' "$SCRATCH/pinned.txt" "$SCRATCH/latest.txt" | sort
 echo "== test suite on the latest versions =="
 "$SCRATCH/bin/python" -m pytest

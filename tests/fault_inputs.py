@@ -217,6 +217,8 @@ BAD_INPUTS = [
     BadInput("eval-reward-nan", _eval("--reward", "tests.fault_inputs:returns_nan"), "nan"),
     BadInput("eval-n-zero", _eval("--n", "0"), "n (samples per problem)"),
     BadInput("eval-top_p-above-1", _eval("--top-p", "2"), "top_p"),
+    BadInput("eval-device-cuda-without-gpu", _eval("--device", "cuda"), "--device='cuda'"),
+    BadInput("eval-device-unknown", _eval("--device", "tpu9"), "--device='tpu9'"),
     BadInput("eval-unknown-data", lambda s: ["eval", "-m", "tiny", "--data", "nope"], "nope"),
     BadInput(
         "eval-task-option-typo",

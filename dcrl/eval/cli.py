@@ -94,11 +94,17 @@ def eval_command(
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from dcrl.config import check_device
     from dcrl.errors import UserError, one_line
     from dcrl.eval.data import load_eval_data, read_run_config, run_label, safe_name
     from dcrl.eval.evaluator import METRICS_FILE, evaluate
     from dcrl.eval.table import EVAL_COLUMNS, eval_row, print_table, write_table
 
+    try:
+        check_device(device)
+    except ValueError as error:
+        typer.secho(f"error: --{error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     if threads > 0:
         torch.set_num_threads(threads)
     if device == "auto":
