@@ -24,7 +24,8 @@ bench/results/claims.json as {claim, goal, value, met} rows):
   accuracy within 2 points.
 
 Runs are trained with the recipes in configs/ plus the overrides below, in `--workers` processes
-of one thread each; finished runs are reused, so an interrupted reproduction resumes.
+of one thread each; finished runs made with the same settings are reused (a run directory made
+with other settings is trained again), so an interrupted reproduction resumes.
 """
 
 from __future__ import annotations
@@ -126,6 +127,24 @@ def compression_specs(seeds: list[int]) -> list[RunSpec]:
     return specs
 
 
+def same_settings(run_dir: Path, config: object) -> bool:
+    """Whether the run in `run_dir` was made with `config`, all but its number of steps (a longer
+    run resumes a shorter one) and how its directory was spelled."""
+    import yaml
+
+    from dcrl.config import to_dict
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return False
+    saved = yaml.safe_load(saved_path.read_text())
+    wanted = yaml.safe_load(yaml.safe_dump(to_dict(config), sort_keys=False))
+    for settings in (saved, wanted):
+        settings.get("train", {}).pop("steps", None)
+        settings.get("log", {}).pop("output_dir", None)
+    return saved == wanted
+
+
 def train_one(spec: RunSpec, root: Path, steps: int) -> str:
     """Train one run in this (worker) process; reuse it when already finished."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -147,6 +166,8 @@ def train_one(spec: RunSpec, root: Path, steps: int) -> str:
         "log.tensorboard=false",
     ]
     config = load_run_config(REPO / "configs" / f"tiny-{spec.recipe}.yaml", overrides)
+    if run_dir.exists() and not same_settings(run_dir, config):
+        shutil.rmtree(run_dir)  # trained with other recipes (e.g. an older testbed): redo it
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is not None:
         done = json.loads((latest / "trainer_state.json").read_text())["step"]
