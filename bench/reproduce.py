@@ -233,7 +233,9 @@ def run_all(jobs: list, workers: int, describe) -> list:
 
 
 def metrics_of(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    from dcrl.train.sinks import read_metrics_log
+
+    return [record for _, record in read_metrics_log(run_dir / "metrics.jsonl")]
 
 
 def mean(values: list[float]) -> float:

@@ -106,6 +106,8 @@ def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], 
     """What the demo is for, in numbers: per run, the sampled-token entropy of its first 3 steps
     and the mean over its second half; GRPO's drop (goal: >= 30%), and each controlled run's
     distance from its target (goal: within ±15%)."""
+    from dcrl.train.sinks import read_metrics_log
+
     columns = [
         ("run", "run"),
         ("first_3", "first 3 steps"),
@@ -117,9 +119,7 @@ def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], 
     ]
     rows = []
     for run_dir in run_dirs:
-        metrics = [
-            json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-        ]
+        metrics = [record for _, record in read_metrics_log(run_dir / "metrics.jsonl")]
         entropy = [m["entropy/sampled_nll"] for m in metrics]
         if len(entropy) < 4:
             continue
