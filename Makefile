@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test faults lint format bench reproduce check-latest freeze clean
+.PHONY: install demo test test-verl faults lint format bench reproduce check-latest freeze clean
 
 $(PY): pyproject.toml scripts/install.sh requirements/constraints.txt
 	bash scripts/install.sh
@@ -15,6 +15,17 @@ demo: $(PY)
 
 test: $(PY)
 	$(PY) -m pytest
+
+# tests/verl/ in verl's own venv (.venv-verl: verl 0.9.1 on CPU, created by
+# scripts/install-verl.sh when missing): dcrl's registrations, recipe transforms and the
+# cross-check against verl's core_algos. The main .venv skips that folder.
+VERL_VENV := .venv-verl
+$(VERL_VENV)/bin/python: scripts/install-verl.sh requirements/constraints-verl.txt
+	bash scripts/install-verl.sh
+	@touch $(VERL_VENV)/bin/python
+
+test-verl: $(VERL_VENV)/bin/python
+	OMP_NUM_THREADS=1 $(VERL_VENV)/bin/python -m pytest tests/verl
 
 # The fault suite alone (it is also part of `make test`): bad inputs, kills, torn and failed
 # writes, NaN steps, grader fuzzing. bench/faults.py runs the long kill -9 campaign.
@@ -47,4 +58,4 @@ freeze: $(PY)
 	bash scripts/freeze-constraints.sh
 
 clean:
-	rm -rf $(VENV) .venv-latest build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest $(VERL_VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,319 @@
+"""The data transformations of dcrl's verl recipe, as plain functions on `verl.DataProto` batches.
+
+`DcrlRayPPOTrainer` (trainer.py) calls these at verl's hooks; they hold every piece of the
+algorithms' logic that touches a batch, so they run (and are tested) without Ray or GPUs. The
+math is `dcrl.core`'s, unchanged: these functions only move tensors between DataProto keys and
+dcrl's (N,) / (N, L) conventions.
+
+Key conventions of a verl PPO batch (verl 0.9, `RayPPOTrainer.fit`):
+    batch["responses"], batch["response_mask"]: (N, L) response tokens and the 0/1 valid mask;
+    batch["rm_scores"] / batch["token_level_rewards"]: (N, L) rewards, the score on the last
+        valid token; their row sum is the sequence score;
+    batch["old_log_probs"]: (N, L) log π_old at T = 1 (the old-log-prob pass);
+    non_tensor_batch["uid"]: (N,) object array, one id per prompt (the GRPO group).
+dcrl adds batch["old_log_probs_at_temperature"] (DCPO) and batch["dcrl_advantages"] (AEPO).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from dcrl.algorithms.aepo import AEPOConfig
+from dcrl.algorithms.dcpo import DCPOConfig
+from dcrl.algorithms.icr import ICRConfig
+from dcrl.core.advantages import broadcast_to_tokens, grpo_advantages
+from dcrl.core.control import ControlDecision
+from dcrl.core.logprobs import sampled_token_nll
+from dcrl.core.masking import masked_mean
+from dcrl.core.regularizers import (
+    aepo_mix_batch,
+    aepo_num_reinforce,
+    aepo_select_positives,
+    correct_indicator,
+    dcpo_alpha,
+    dcpo_rho,
+    dcpo_token_advantages,
+    icr_bonus,
+)
+from dcrl.core.shaping import overlong_penalty
+
+TEMPERED_AGENT = "dcrl_tempered_agent"  # the agent loop that samples AEPO's tempered rows
+TEMPERATURE_KEY = "dcrl_temperature"  # its per-row sampling temperature (non-tensor column)
+AEPO_ADVANTAGES_KEY = "dcrl_advantages"  # AEPO's mixed advantages, set before verl's own
+TEMPERED_LOGPROBS_KEY = "old_log_probs_at_temperature"  # DCPO's second old-log-prob pass
+
+
+def group_index(uids: np.ndarray) -> torch.Tensor:
+    """verl's per-prompt `uid` strings as dcrl group ids: (N,) object array -> (N,) LongTensor.
+
+    Ids are numbered in sorted order of the uids; every dcrl.core group function depends only
+    on which rows share an id, not on the numbering.
+    """
+    _, dense = np.unique(np.asarray(uids), return_inverse=True)
+    return torch.from_numpy(dense.reshape(-1).astype(np.int64))
+
+
+def sequence_scores(token_level_rewards: torch.Tensor) -> torch.Tensor:
+    """(N, L) token-level rewards -> (N,) sequence scores (the row sum, as verl's GRPO takes)."""
+    return token_level_rewards.sum(dim=-1)
+
+
+def response_lengths(response_mask: torch.Tensor) -> torch.Tensor:
+    """(N, L) 0/1 response mask -> (N,) number of valid response tokens."""
+    return response_mask.sum(dim=-1)
+
+
+# ------------------------------------------------------------------------------------------ ICR
+
+
+def icr_advantages(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    uids: np.ndarray,
+    config: ICRConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """ICR advantages for a verl batch: GRPO of the (LP-F shaped) scores plus the ICR bonus.
+
+    The same recipe as `dcrl.algorithms.icr.ICR.prepare` (arXiv 2605.07316; papers.md §4.2).
+
+    Args:
+        token_level_rewards: (N, L) verl rewards (score on the last valid token).
+        response_mask: (N, L) 0/1 valid-token mask.
+        uids: (N,) prompt ids (verl's `uid` column).
+        config: dcrl's ICR settings (bonus_total, mode, lp_f, ...).
+
+    Returns:
+        (N, L) token-level advantages (0 on padding), and metrics.
+    """
+    scores = sequence_scores(token_level_rewards).float()  # (N,)
+    lengths = response_lengths(response_mask)  # (N,)
+    groups = group_index(uids)
+    rewards = scores
+    if config.lp_f:
+        rewards = scores + overlong_penalty(lengths, config.lp_f_max_length, config.lp_f_buffer)
+    advantages = grpo_advantages(rewards, groups, std=config.advantage_std)  # (N,)
+    advantages, info = icr_bonus(
+        advantages,
+        rewards,
+        lengths,
+        groups,
+        bonus_total=config.bonus_total,
+        mode=config.mode,
+        selection=config.selection,
+        sign=config.sign,
+        scope=config.scope,
+    )
+    metrics = {
+        "reward/shaped_mean": float(rewards.mean()),
+        "icr/num_selected": float(info["num_selected"]),
+        "icr/bonus": float(info["bonus_per_response"]),
+        "icr/selected_length": float(info["selected_length_mean"]),
+    }
+    return broadcast_to_tokens(advantages, response_mask), metrics
+
+
+# ----------------------------------------------------------------------------------------- DCPO
+
+
+def dcpo_advantages(
+    batch: Any, decision: ControlDecision, config: DCPOConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """DCPO's mixed token advantages Â' = (1 − α)Â + α·c·ρ for a verl batch (papers.md §3.2).
+
+    The same recipe as `dcrl.algorithms.dcpo.DCPO.prepare`, reading the two old-log-prob passes
+    from the batch: `old_log_probs` (T = 1) and `old_log_probs_at_temperature` (T of `decision`).
+
+    Args:
+        batch: a DataProto with token_level_rewards, response_mask, old_log_probs,
+            old_log_probs_at_temperature (unless `config.use_rho` is false) and the uid column.
+        decision: this step's controller decision (T, previous entropy, optional weight).
+        config: dcrl's DCPO settings.
+
+    Returns:
+        (N, L) advantages (0 on padding), and metrics named as dcrl's own trainer names them.
+    """
+    mask = batch.batch["response_mask"]
+    scores = sequence_scores(batch.batch["token_level_rewards"]).float()  # (N,)
+    advantages = grpo_advantages(
+        scores, group_index(batch.non_tensor_batch["uid"]), std=config.advantage_std
+    )  # (N,)
+    correct = correct_indicator(scores, config.correct_threshold)  # (N,)
+    if config.use_rho:
+        rho = dcpo_rho(
+            batch.batch[TEMPERED_LOGPROBS_KEY].float(),
+            batch.batch["old_log_probs"].float(),
+            mask,
+            max_rho=config.max_rho,
+        )  # (N, L)
+    else:
+        rho = mask.float()
+    alpha = dcpo_alpha(
+        config.target_entropy,
+        decision.previous_entropy,
+        correct,
+        config.alpha_cap,
+        weight=decision.weight,
+    )
+    token_advantages = dcpo_token_advantages(advantages, correct, rho, alpha, mask)
+
+    valid = mask.bool()
+    correct_tokens = valid & correct[:, None]
+    metrics = {
+        "control/alpha": alpha,
+        "dcpo/rho_mean": float(rho[correct_tokens].mean()) if correct_tokens.any() else 1.0,
+        "dcpo/rho_max": float(rho[valid].max()) if valid.any() else 1.0,
+        "dcpo/correct_frac": float(correct.float().mean()),
+    }
+    return token_advantages, metrics
+
+
+# ----------------------------------------------------------------------------------------- AEPO
+
+
+def aepo_num_tempered_prompts(
+    num_prompts: int, decision: ControlDecision, config: AEPOConfig
+) -> int:
+    """How many of the step's prompts AEPO re-samples at T: the first quarter (code), scaled up
+    by a controller weight w > 1 (dcrl's pi with weight_max), as in `dcrl.algorithms.aepo`."""
+    scale = max(1.0, decision.weight or 0.0)
+    return min(num_prompts, max(1, int(num_prompts * config.tempered_fraction * scale)))
+
+
+def aepo_tempered_requests(
+    gen_batch: Any, num_prompts: int, group_size: int, temperature: float
+) -> Any:
+    """The generation requests of AEPO's tempered groups: the first `num_prompts` prompts of an
+    interleaved rollout request (each prompt's `group_size` copies are consecutive), routed to
+    dcrl's tempered agent loop with the sampling temperature in a per-row column.
+
+    Args:
+        gen_batch: the on-policy generation request (a DataProto, `group_size` rows per prompt).
+        num_prompts: how many prompts to re-sample.
+        group_size: responses per prompt (verl's rollout.n).
+        temperature: T.
+
+    Returns:
+        A new DataProto of num_prompts × group_size rows.
+    """
+    tempered = gen_batch.slice(0, num_prompts * group_size)
+    rows = len(tempered)
+    tempered.non_tensor_batch["agent_name"] = np.array([TEMPERED_AGENT] * rows, dtype=object)
+    tempered.non_tensor_batch[TEMPERATURE_KEY] = np.full(rows, float(temperature))
+    return tempered
+
+
+def aepo_splice(
+    batch: Any, tempered: Any, decision: ControlDecision, config: AEPOConfig
+) -> tuple[Any, dict[str, float]]:
+    """AEPO's batch for the update: m correct tempered rows swapped into the on-policy batch.
+
+    The same recipe as `dcrl.algorithms.aepo.AEPO.prepare` (papers.md §2.2): GRPO advantages of
+    the on-policy batch; positives = tempered samples with group advantage > threshold; m =
+    `aepo_num_reinforce(...)`; the first m positives replace rows of the batch (front or spread)
+    with advantage +1 on every valid token. Every tensor key the two batches share is replaced
+    row for row, and so is every shared non-tensor column; keys only in `batch` keep the
+    on-policy row (verl recomputes old/ref log-probs after this). Run it before the old-log-prob
+    pass: the mixed batch is scored at T = 1.
+
+    Args:
+        batch: the on-policy DataProto (rm_scores or token_level_rewards, response_mask, uid).
+        tempered: the tempered DataProto from `aepo_tempered_requests` after generation and
+            scoring, padded to the batch's prompt and response widths.
+        decision: this step's controller decision.
+        config: dcrl's AEPO settings.
+
+    Returns:
+        A new DataProto (N rows) holding `dcrl_advantages` (N, L) and `dcrl_is_reinforce` (N,),
+        and metrics.
+    """
+    from verl import DataProto
+
+    reward_key = "token_level_rewards" if "token_level_rewards" in batch.batch else "rm_scores"
+    scores = sequence_scores(batch.batch[reward_key]).float()  # (N,)
+    advantages = grpo_advantages(
+        scores, group_index(batch.non_tensor_batch["uid"]), std=config.advantage_std
+    )  # (N,)
+    tempered_scores = sequence_scores(tempered.batch[reward_key]).float()  # (M,)
+    positive = aepo_select_positives(
+        tempered_scores,
+        group_index(tempered.non_tensor_batch["uid"]),
+        config.positive_threshold,
+        config.advantage_std,
+        include_all_correct_groups=config.include_all_correct_groups,
+    )
+    positive_index = positive.nonzero().flatten()
+    num_reinforce = aepo_num_reinforce(
+        len(positive_index),
+        entropy_above_target=decision.entropy_above_target,
+        max_samples=config.max_reinforce,
+        weight=decision.weight,
+    )
+    num_reinforce = min(num_reinforce, len(batch))
+
+    # .keys(): iterating a TensorDict itself walks its rows, not its keys.
+    shared = [key for key in batch.batch.keys() if key in tempered.batch]  # noqa: SIM118
+    mixed = aepo_mix_batch(
+        {**{key: batch.batch[key] for key in shared}, "advantages": advantages},
+        {key: tempered.batch[key] for key in shared},
+        positive_index[:num_reinforce],
+        placement=config.placement,
+    )
+    is_reinforce = mixed.pop("is_reinforce")  # (N,) bool
+    tensors = dict(batch.batch.items())
+    tensors.update(mixed)
+    tensors[AEPO_ADVANTAGES_KEY] = tensors.pop("advantages")
+    tensors["dcrl_is_reinforce"] = is_reinforce
+
+    # Non-tensor columns (uid, data source, ground truth...) follow their rows.
+    rows = is_reinforce.nonzero().flatten().numpy()
+    sources = positive_index[:num_reinforce].numpy()
+    non_tensors = {key: value.copy() for key, value in batch.non_tensor_batch.items()}
+    for key, value in non_tensors.items():
+        if key in tempered.non_tensor_batch and len(rows):
+            value[rows] = tempered.non_tensor_batch[key][sources]
+
+    metrics = {
+        "control/num_reinforce": float(num_reinforce),
+        "aepo/num_positives": float(len(positive_index)),
+        "aepo/tempered_accuracy": float(tempered_scores.mean()) if len(tempered) else 0.0,
+        "aepo/tempered_length": (
+            float(response_lengths(tempered.batch["response_mask"]).float().mean())
+            if len(tempered)
+            else 0.0
+        ),
+    }
+    spliced = DataProto.from_dict(
+        tensors=tensors, non_tensors=non_tensors, meta_info=dict(batch.meta_info)
+    )
+    return spliced, metrics
+
+
+# -------------------------------------------------------------------------------------- entropy
+
+
+def entropy_signals(batch: Any, full_entropy: torch.Tensor | None = None) -> dict[str, float]:
+    """The entropy signals dcrl's controllers read, from the old-log-prob pass of a verl batch.
+
+    "entropy/sampled_nll": −mean log π_old(o_t) over all valid tokens (the papers'
+    `actor/entropy_loss`); "entropy/on_policy_nll": the same without AEPO's tempered rows;
+    "entropy/full": the full-vocabulary entropy, token-mean (when `full_entropy` is given).
+    dcrl's own trainer measures them during the update; here they come from π_old, the policy
+    at the start of the step (equal to the first mini-batch's).
+
+    Args:
+        batch: a DataProto with old_log_probs and response_mask (and dcrl_is_reinforce for AEPO).
+        full_entropy: (N, L) per-token entropy of the old-log-prob pass, or None.
+    """
+    mask = batch.batch["response_mask"]
+    logprobs = batch.batch["old_log_probs"].float()
+    signals = {"entropy/sampled_nll": float(sampled_token_nll(logprobs, mask))}
+    on_policy_mask = mask
+    if "dcrl_is_reinforce" in batch.batch:
+        on_policy_mask = mask * (~batch.batch["dcrl_is_reinforce"])[:, None].to(mask.dtype)
+    signals["entropy/on_policy_nll"] = float(sampled_token_nll(logprobs, on_policy_mask))
+    if full_entropy is not None:
+        signals["entropy/full"] = float(masked_mean(full_entropy.float(), mask))
+    return signals

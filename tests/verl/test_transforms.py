@@ -1,0 +1,260 @@
+"""The recipe's transformations on real DataProto batches give exactly what dcrl.core gives."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_advantage
+
+import dcrl.integrations.verl.register  # noqa: F401  (registers dcrl_icr, dcrl_ppo_clip)
+from dcrl.algorithms.aepo import AEPOConfig
+from dcrl.algorithms.dcpo import DCPO, DCPOConfig
+from dcrl.core.advantages import group_ids, grpo_advantages
+from dcrl.core.control import ControlDecision
+from dcrl.core.logprobs import sampled_token_nll
+from dcrl.core.regularizers import (
+    aepo_mix_batch,
+    aepo_num_reinforce,
+    aepo_select_positives,
+    correct_indicator,
+    dcpo_alpha,
+    dcpo_rho,
+    dcpo_token_advantages,
+    icr_bonus,
+)
+from dcrl.core.shaping import overlong_penalty
+from dcrl.integrations.verl import transforms
+from dcrl.integrations.verl.trainer import CONTROLLER_FILE, DcrlRayPPOTrainer
+from tests.verl.helpers import make_batch
+
+
+def _decision(previous_entropy: float, target: float = 0.5, weight: float | None = None):
+    above = previous_entropy > target
+    return ControlDecision(
+        temperature=0.8 if above else 1.2,
+        entropy_above_target=above,
+        entropy_gap=target - previous_entropy,
+        previous_entropy=previous_entropy,
+        target_entropy=target,
+        weight=weight,
+    )
+
+
+def _dense_groups(batch) -> torch.Tensor:
+    """Group ids by first appearance, independent of transforms.group_index."""
+    seen: dict[str, int] = {}
+    return torch.tensor([seen.setdefault(u, len(seen)) for u in batch.non_tensor_batch["uid"]])
+
+
+@pytest.mark.parametrize("lp_f", [True, False])
+def test_icr_estimator_through_verl_compute_advantage_equals_dcrl_core(lp_f):
+    batch = make_batch(seed=1)
+    mask = batch.batch["response_mask"]
+    algorithm = OmegaConf.create(
+        {
+            "dcrl": {
+                "name": "icr",
+                "bonus_total": 16.0,
+                "lp_f": lp_f,
+                "lp_f_max_length": 7,
+                "lp_f_buffer": 4,
+            }
+        }
+    )
+    out = compute_advantage(batch, adv_estimator="dcrl_icr", config=algorithm)
+
+    scores = batch.batch["token_level_rewards"].sum(-1)
+    lengths = mask.sum(-1)
+    rewards = scores + overlong_penalty(lengths, 7, 4) if lp_f else scores
+    groups = _dense_groups(batch)
+    expected, info = icr_bonus(
+        grpo_advantages(rewards, groups), rewards, lengths, groups, bonus_total=16.0
+    )
+    assert info["num_selected"] > 0  # the bonus is exercised
+    assert torch.equal(out.batch["advantages"], expected[:, None] * mask.float())
+    assert torch.equal(out.batch["returns"], out.batch["advantages"])
+
+
+def test_dcpo_advantages_equal_dcrl_core():
+    batch = make_batch(seed=2)
+    config = DCPOConfig(name="dcpo", target_entropy=0.5)
+    decision = _decision(previous_entropy=0.42)
+    advantages, metrics = transforms.dcpo_advantages(batch, decision, config)
+
+    mask = batch.batch["response_mask"]
+    scores = batch.batch["token_level_rewards"].sum(-1)
+    correct = correct_indicator(scores, 0.05)
+    rho = dcpo_rho(batch.batch["old_log_probs_at_temperature"], batch.batch["old_log_probs"], mask)
+    alpha = dcpo_alpha(0.5, 0.42, correct, 0.1)
+    expected = dcpo_token_advantages(
+        grpo_advantages(scores, _dense_groups(batch)), correct, rho, alpha, mask
+    )
+    assert 0 < alpha < 1
+    assert torch.equal(advantages, expected)
+    assert metrics["control/alpha"] == alpha
+
+
+def test_dcpo_without_rho_ignores_the_tempered_pass():
+    batch = make_batch(seed=3)
+    config = DCPOConfig(name="dcpo", use_rho=False)
+    advantages, _ = transforms.dcpo_advantages(batch, _decision(0.1), config)
+    batch.batch.pop("old_log_probs_at_temperature")
+    again, _ = transforms.dcpo_advantages(batch, _decision(0.1), config)
+    assert torch.equal(advantages, again)
+
+
+def test_aepo_tempered_requests_take_the_first_prompts():
+    gen_batch = make_batch(num_prompts=4, group_size=3, shuffle=False)
+    requests = transforms.aepo_tempered_requests(gen_batch, 2, 3, 1.2)
+    assert len(requests) == 6
+    assert torch.equal(requests.batch["input_ids"], gen_batch.batch["input_ids"][:6])
+    assert list(requests.non_tensor_batch["agent_name"]) == [transforms.TEMPERED_AGENT] * 6
+    assert requests.non_tensor_batch[transforms.TEMPERATURE_KEY].tolist() == [1.2] * 6
+    assert "agent_name" not in gen_batch.non_tensor_batch  # the request batch is untouched
+
+
+@pytest.mark.parametrize("placement", ["front", "spread"])
+@pytest.mark.parametrize("previous_entropy", [0.3, 0.9])
+def test_aepo_splice_equals_dcrl_core(placement, previous_entropy):
+    batch = make_batch(num_prompts=4, group_size=4, seed=4)
+    tempered = make_batch(num_prompts=2, group_size=4, seed=5, shuffle=False)
+    tempered.non_tensor_batch["uid"] = np.array(
+        [f"prompt-{i // 4}" for i in range(8)], dtype=object
+    )
+    config = AEPOConfig(name="aepo", max_reinforce=4, placement=placement)
+    decision = _decision(previous_entropy)
+    spliced, metrics = transforms.aepo_splice(batch, tempered, decision, config)
+
+    scores = batch.batch["rm_scores"].sum(-1)
+    tempered_scores = tempered.batch["rm_scores"].sum(-1)
+    positive = aepo_select_positives(tempered_scores, group_ids(2, 4), 0.05)
+    positive_index = positive.nonzero().flatten()
+    m = aepo_num_reinforce(
+        len(positive_index), entropy_above_target=previous_entropy > 0.5, max_samples=4
+    )
+    keys = list(batch.batch.keys())
+    expected = aepo_mix_batch(
+        {
+            **{k: batch.batch[k] for k in keys},
+            "advantages": grpo_advantages(scores, _dense_groups(batch)),
+        },
+        {k: tempered.batch[k] for k in keys},
+        positive_index[:m],
+        placement=placement,
+    )
+    assert m > 0 and metrics["control/num_reinforce"] == m
+    assert torch.equal(spliced.batch[transforms.AEPO_ADVANTAGES_KEY], expected["advantages"])
+    assert torch.equal(spliced.batch["dcrl_is_reinforce"], expected["is_reinforce"])
+    for key in keys:
+        assert torch.equal(spliced.batch[key], expected[key]), key
+    rows = expected["is_reinforce"].nonzero().flatten().numpy()
+    assert (
+        spliced.non_tensor_batch["uid"][rows]
+        == tempered.non_tensor_batch["uid"][positive_index[:m].numpy()]
+    ).all()
+    assert len(spliced) == len(batch)
+
+
+def test_entropy_signals_are_dcrl_sampled_nll():
+    batch = make_batch(seed=6)
+    mask = batch.batch["response_mask"]
+    is_reinforce = torch.zeros(len(batch), dtype=torch.bool)
+    is_reinforce[:3] = True
+    batch.batch["dcrl_is_reinforce"] = is_reinforce
+    entropy = torch.rand(mask.shape)
+    signals = transforms.entropy_signals(batch, entropy)
+    logprobs = batch.batch["old_log_probs"]
+    assert signals["entropy/sampled_nll"] == float(sampled_token_nll(logprobs, mask))
+    on_policy = mask * (~is_reinforce)[:, None]
+    assert signals["entropy/on_policy_nll"] == float(sampled_token_nll(logprobs, on_policy))
+    assert signals["entropy/full"] == pytest.approx(
+        float((entropy * mask).sum() / mask.sum()), rel=1e-6
+    )
+
+
+def _bare_trainer(tmp_path, block: dict) -> DcrlRayPPOTrainer:
+    """The recipe trainer without Ray workers: its __init__ minus RayPPOTrainer's."""
+    trainer = DcrlRayPPOTrainer.__new__(DcrlRayPPOTrainer)
+    trainer.config = OmegaConf.create(
+        {
+            "algorithm": {"dcrl": block},
+            "actor_rollout_ref": {"rollout": {"temperature": 1.0, "n": 4}},
+            "trainer": {
+                "default_local_dir": str(tmp_path),
+                "resume_mode": "auto",
+                "resume_from_path": None,
+            },
+        }
+    )
+    original_init = RayPPOTrainer.__init__
+    RayPPOTrainer.__init__ = lambda self, *args, **kwargs: None
+    try:
+        DcrlRayPPOTrainer.__init__(trainer, trainer.config)
+    finally:
+        RayPPOTrainer.__init__ = original_init
+    return trainer
+
+
+def test_dcpo_hooks_feed_dcrl_and_checkpoint_the_controller(tmp_path, monkeypatch):
+    """The DCPO hooks around stub workers: the second pass runs at the controller's T, the
+    update sees dcrl's advantages, the controller reads the entropy, and its state survives
+    verl's checkpoint/resume."""
+    batch = make_batch(seed=7)
+    base_logits_scale = batch.batch.pop("old_log_probs")
+    batch.batch.pop("old_log_probs_at_temperature")
+    passes: list[float] = []
+
+    def fake_old_log_prob(self, data):
+        temperature = data.meta_info["temperature"]
+        passes.append(temperature)
+        out = type(data).from_dict(
+            tensors={
+                "old_log_probs": base_logits_scale / temperature,
+                "entropys": torch.full_like(base_logits_scale, 0.7),
+            }
+        )
+        return out, 0.0
+
+    seen = {}
+
+    def fake_update_actor(self, data):
+        seen["advantages"] = data.batch["advantages"].clone()
+        return type(data).from_dict(tensors={}, meta_info={"metrics": {"actor/pg_loss": 0.0}})
+
+    monkeypatch.setattr(RayPPOTrainer, "_compute_old_log_prob", fake_old_log_prob)
+    monkeypatch.setattr(RayPPOTrainer, "_update_actor", fake_update_actor)
+    monkeypatch.setattr(RayPPOTrainer, "_save_checkpoint", lambda self: None)
+    monkeypatch.setattr(RayPPOTrainer, "_load_checkpoint", lambda self: None)
+
+    trainer = _bare_trainer(tmp_path, {"name": "dcpo", "target_entropy": 0.5})
+    assert isinstance(trainer.dcrl_algorithm, DCPO)
+    old_log_prob, _ = trainer._compute_old_log_prob(batch)
+    assert passes == [1.0, 1.2]  # H_prev = 0 <= target: heat
+    assert batch.meta_info["temperature"] == 1.0  # restored for verl's later calls
+    batch = batch.union(old_log_prob)
+    output = trainer._update_actor(batch)
+
+    expected, _ = transforms.dcpo_advantages(batch, _decision(0.0), trainer.dcrl_config)
+    assert torch.equal(seen["advantages"], expected)
+    metrics = output.meta_info["metrics"]
+    nll = float(sampled_token_nll(base_logits_scale, batch.batch["response_mask"]))
+    assert metrics["entropy/sampled_nll"] == nll
+    assert trainer.dcrl_algorithm.controller.previous_entropy == nll
+    assert metrics["control/temperature"] == 1.2
+
+    trainer.global_steps = 3
+    (tmp_path / "global_step_3").mkdir()
+    trainer._save_checkpoint()
+    saved = json.loads((tmp_path / "global_step_3" / CONTROLLER_FILE).read_text())
+    resumed = _bare_trainer(tmp_path, {"name": "dcpo", "target_entropy": 0.5})
+    resumed.global_steps = 3
+    resumed._load_checkpoint()
+    assert resumed.dcrl_algorithm.state_dict() == saved
+    assert resumed.dcrl_algorithm.controller.decide() == trainer.dcrl_algorithm.controller.decide()
+
+
+def test_recipe_refuses_other_algorithms_and_tempered_rollouts(tmp_path):
+    with pytest.raises(ValueError, match="algorithm.dcrl.name"):
+        _bare_trainer(tmp_path, {"name": "icr"})
