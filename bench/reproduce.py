@@ -56,6 +56,7 @@ CONTROLLER_OVERRIDES = {
         "algorithm.weight_max=null",
         "algorithm.initial_entropy=0.0",
         "algorithm.controller_options={}",
+        "algorithm.entropy_signal=sampled_nll",
     ),
     "pi": (),
 }
@@ -145,6 +146,17 @@ def same_settings(run_dir: Path, config: object) -> bool:
     return saved == wanted
 
 
+def logs_policy_entropy(run_dir: Path, recipe: str) -> bool:
+    """False for an AEPO run logged before entropy/on_policy_nll existed: its sampled-token NLL
+    mixes in the tempered REINFORCE rows, so it is not the policy's entropy (other algorithms
+    add no such rows, so their older logs are exact)."""
+    log = run_dir / "metrics.jsonl"
+    if recipe != "aepo" or not log.is_file():
+        return True
+    rows = metrics_of(run_dir)
+    return not rows or "entropy/on_policy_nll" in rows[0]
+
+
 def train_one(spec: RunSpec, root: Path, steps: int) -> str:
     """Train one run in this (worker) process; reuse it when already finished."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -166,7 +178,9 @@ def train_one(spec: RunSpec, root: Path, steps: int) -> str:
         "log.tensorboard=false",
     ]
     config = load_run_config(REPO / "configs" / f"tiny-{spec.recipe}.yaml", overrides)
-    if run_dir.exists() and not same_settings(run_dir, config):
+    if run_dir.exists() and not (
+        same_settings(run_dir, config) and logs_policy_entropy(run_dir, spec.recipe)
+    ):
         shutil.rmtree(run_dir)  # trained with other recipes (e.g. an older testbed): redo it
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is not None:
@@ -253,6 +267,13 @@ def series(rows: list[dict], key: str) -> list[float]:
     return [r[key] for r in rows if r.get(key) is not None]
 
 
+def entropy_series(rows: list[dict]) -> list[float]:
+    """The policy's own sampled-token entropy per step (AEPO's tempered rows left out)."""
+    from dcrl.train.sinks import policy_entropy
+
+    return [v for v in map(policy_entropy, rows) if v is not None]
+
+
 def copy_figures(report_html: Path, out: Path, prefix: str) -> list[str]:
     names = []
     for figure in sorted((report_html.parent / "figures").glob("*.png")):
@@ -263,11 +284,10 @@ def copy_figures(report_html: Path, out: Path, prefix: str) -> list[str]:
 
 
 def summarize_entropy(specs: list[RunSpec], root: Path) -> dict:
-    signal = "entropy/sampled_nll"  # what the controllers track (papers.md §1.2)
     settings: dict[str, dict] = {}
     for spec in specs:
         rows = metrics_of(spec.run_dir(root))
-        values = series(rows, signal)
+        values = entropy_series(rows)
         half = values[len(values) // 2 :]
         head = mean(values[:3])
         entry = settings.setdefault(
@@ -313,7 +333,7 @@ def summarize_sweep(specs: list[RunSpec], root: Path) -> dict:
     points: dict[float, dict] = {}
     for spec in specs:
         metrics = json.loads((spec.run_dir(root) / EVAL_DIR / "metrics.json").read_text())
-        values = series(metrics_of(spec.run_dir(root)), "entropy/sampled_nll")
+        values = entropy_series(metrics_of(spec.run_dir(root)))
         point = points.setdefault(spec.target, {"seeds": {}})
         point["seeds"][spec.seed] = {
             "avg_at_n": metrics[f"avg@{metrics['num_samples']}"],
@@ -580,11 +600,7 @@ def entropy_figure(specs: list[RunSpec], root: Path, summary: dict, out: Path) -
     import matplotlib.pyplot as plt
 
     def curves(name: str) -> tuple[list[int], list[float], list[float], list[float]]:
-        runs = [
-            series(metrics_of(s.run_dir(root)), "entropy/sampled_nll")
-            for s in specs
-            if s.name == name
-        ]
+        runs = [entropy_series(metrics_of(s.run_dir(root))) for s in specs if s.name == name]
         length = min(len(r) for r in runs)
         columns = [[r[i] for r in runs] for i in range(length)]
         return (

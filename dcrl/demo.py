@@ -103,10 +103,10 @@ def _evaluate(
 
 
 def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], list[dict]]:
-    """What the demo is for, in numbers: per run, the sampled-token entropy of its first 3 steps
-    and the mean over its second half; GRPO's drop (goal: >= 30%), and each controlled run's
+    """What the demo is for, in numbers: per run, the policy's sampled-token entropy (AEPO's
+    tempered rows left out) of its first 3 steps and the mean over its second half; GRPO's drop (goal: >= 30%), and each controlled run's
     distance from its target (goal: within ±15%)."""
-    from dcrl.train.sinks import read_metrics_log
+    from dcrl.train.sinks import policy_entropy, read_metrics_log
 
     columns = [
         ("run", "run"),
@@ -120,7 +120,7 @@ def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], 
     rows = []
     for run_dir in run_dirs:
         metrics = [record for _, record in read_metrics_log(run_dir / "metrics.jsonl")]
-        entropy = [m["entropy/sampled_nll"] for m in metrics]
+        entropy = [policy_entropy(m) for m in metrics]
         if len(entropy) < 4:
             continue
         first, second = entropy[:3], entropy[len(entropy) // 2 :]

@@ -36,6 +36,7 @@ COMMON_METRICS = (
     "loss/policy",
     "loss/grad_norm",
     "entropy/sampled_nll",
+    "entropy/on_policy_nll",
     "entropy/full",
     "train/optimizer_steps",
     "train/skipped_updates",

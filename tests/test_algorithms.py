@@ -129,6 +129,7 @@ def test_aepo_swaps_in_tempered_positives_with_advantage_one(tmp_path):
         "train.micro_batch_size=16",
         "algorithm.tempered_fraction=0.5",
         "algorithm.max_reinforce=3",
+        "train.reuse_on_policy_logprobs=false",  # keep the old log-probs to check against
     )
     trainer = Trainer(config)
     steps = record_prepare(trainer)
@@ -176,6 +177,20 @@ def test_aepo_swaps_in_tempered_positives_with_advantage_one(tmp_path):
                 batch.input_ids[row, -batch.response_mask.shape[1] :][:length],
                 tempered.response_ids[source, :length],
             )
+        # One mini-batch, one epoch: the update scores the batch with the old policy's weights,
+        # so the logged entropies are means of −old_logprobs; the policy's own leaves out the
+        # REINFORCE rows (float32 sums of ~10^3 terms of size ~1: well inside 1e-4).
+        nll = -batch.old_logprobs * batch.response_mask
+        own = ~is_reinforce
+        assert metrics["entropy/sampled_nll"] == pytest.approx(
+            float(nll.sum() / batch.response_mask.sum()), abs=1e-4
+        )
+        assert metrics["entropy/on_policy_nll"] == pytest.approx(
+            float(nll[own].sum() / batch.response_mask[own].sum()), abs=1e-4
+        )
+        assert metrics["entropy/on_policy_nll"] != pytest.approx(
+            metrics["entropy/sampled_nll"], abs=1e-3
+        )
         # The other rows keep their on-policy GRPO advantage.
         grpo = grpo_reference(step.scores, on_policy.group_index)
         width = on_policy.response_mask.shape[1]

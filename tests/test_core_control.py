@@ -2,9 +2,11 @@ import itertools
 import json
 import random
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from dcrl.core.control import (
     CONTROLLERS,
@@ -15,6 +17,8 @@ from dcrl.core.control import (
     PIController,
     make_controller,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run_closed_loop(
@@ -324,3 +328,47 @@ def test_pi_weight_state_round_trip_and_validation():
         PIController(target_entropy=0.3, weight_max=0.5)
     with pytest.raises(ValueError, match="weight_max"):
         PIController(target_entropy=0.3, weight_max=float("nan"))
+
+
+def lagged_integrating_plant(controller, *, seed, steps=40, start=0.18):
+    """A plant shaped like tiny-overthink under DCPO (numbers fitted to bench runs): each step
+    moves the entropy by g·w per unit of heating weight w, less GRPO's drift, with sampling
+    noise on the measurement; the controller acts on the entropy measured one step earlier,
+    which does not yet show its last decision (the trainer's order)."""
+    rng = random.Random(seed)
+    entropy, measured = start, []
+    for _ in range(steps):
+        decision = controller.decide()
+        push = decision.weight if decision.temperature > 1.0 else -decision.weight
+        measured.append(entropy + rng.gauss(0.0, 0.007))
+        controller.update(measured[-1])
+        gain = 0.00085 if push > 0 else 0.0003
+        entropy = max(entropy + gain * push - 0.0025 + rng.gauss(0.0, 0.003), 0.01)
+    return measured
+
+
+# Heating targets: the one below GRPO's end (0.07) is limited by how fast the plant can cool in
+# 20 steps, not by the gains.
+@pytest.mark.parametrize("target", [0.22, 0.15])
+def test_recipe_gains_hold_a_lagged_integrating_plant_within_five_percent(target):
+    recipe = yaml.safe_load((REPO / "configs" / "tiny-dcpo.yaml").read_text())["algorithm"]
+
+    def second_half_error(gains):
+        errors = []
+        for seed in range(3):
+            controller = PIController(
+                target,
+                temperature_min=recipe["temperature_low"],
+                temperature_max=recipe["temperature_high"],
+                weight_max=recipe["weight_max"],
+                initial_entropy=target,
+                **gains,
+            )
+            measured = lagged_integrating_plant(controller, seed=seed)
+            errors.append(statistics.fmean(measured[20:]) / target - 1)
+        return statistics.fmean(errors)
+
+    assert abs(second_half_error(recipe["controller_options"])) <= 0.05
+    # The earlier integral-heavy gains wind up during the approach and miss.
+    slow = {"proportional_gain": 5.0, "integral_gain": 5.0}
+    assert abs(second_half_error(slow)) > 0.05

@@ -285,3 +285,42 @@ def test_pass_at_n_counts_prompts_with_any_correct_response():
     correct = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
     group_index = torch.tensor([7, 7, 3, 3, 5, 5])
     assert _pass_at_n(correct, group_index) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "aepo"])
+def test_on_policy_update_skips_the_old_logprob_pass_and_takes_the_same_step(tmp_path, algorithm):
+    """One optimizer step per rollout: π_old is the policy being updated, so the no-grad
+    old-log-prob pass is skipped and the loss uses its own detached log-probs.
+
+    Compared in float64 (see the micro-batch test above for why not float32): the skipped pass
+    would have returned the same log-probs up to ~1e-16 relative, so the PPO ratio differs from
+    exactly 1 by that much and both runs' gradients must agree to rtol 1e-9.
+    """
+    gradients = {}
+    calls = {}
+    for reuse in (True, False):
+        config = tiny_config(
+            tmp_path / f"run-{reuse}",
+            algorithm,
+            "train.steps=1",
+            "train.grad_clip=1e6",
+            f"train.reuse_on_policy_logprobs={str(reuse).lower()}",
+        )
+        trainer = Trainer(config)
+        trainer.model.double()
+        scored = []
+        original_score = trainer.old_logprobs
+        trainer.old_logprobs = lambda *a, s=scored, f=original_score, **k: s.append(k) or f(*a, **k)
+        grads: list[list[torch.Tensor]] = []
+        trainer.optimizer.register_step_pre_hook(
+            lambda *_, grads=grads, trainer=trainer: grads.append(
+                [p.grad.clone() for p in trainer.model.parameters()]
+            )
+        )
+        trainer.train_step()
+        gradients[reuse], calls[reuse] = grads, len(scored)
+    assert calls == {True: 0, False: 1}
+    assert len(gradients[True]) == len(gradients[False]) == 1
+    for g_reuse, g_pass in zip(gradients[True][0], gradients[False][0], strict=True):
+        torch.testing.assert_close(g_reuse, g_pass, atol=1e-12, rtol=1e-9)
+    assert any(bool(g.abs().sum() > 0) for g in gradients[True][0])

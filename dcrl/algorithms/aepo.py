@@ -109,7 +109,7 @@ class AEPO(EntropyControlled):
             positive_index[:num_reinforce],
             placement=cfg.placement,
         )
-        old_logprobs, _ = ctx.score(
+        old_logprobs = ctx.old_logprobs(
             mixed["input_ids"], mixed["attention_mask"], mixed["response_mask"]
         )
         train_batch = TrainBatch(

@@ -67,7 +67,9 @@ class TrainBatch:
 
     input_ids / attention_mask: (N, Lp + Lr), prompt left-padded then response right-padded.
     response_mask: (N, Lr), 1 on the response tokens the loss sees.
-    old_logprobs: (N, Lr), log π_old of the response tokens at T = 1 (no grad).
+    old_logprobs: (N, Lr), log π_old of the response tokens at T = 1 (no grad), or None when the
+        update is on-policy (one optimizer step on the batch, `StepContext.on_policy`): π_old is
+        then the policy the loss scores with, and the loss uses its detached log-probs.
     advantages: (N, Lr), per-token advantages (sequence advantages broadcast).
     extras: more (N, ...) tensors an algorithm's loss needs (e.g. old entropy); selected with the rows.
     """
@@ -75,7 +77,7 @@ class TrainBatch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     response_mask: torch.Tensor
-    old_logprobs: torch.Tensor
+    old_logprobs: torch.Tensor | None
     advantages: torch.Tensor
     extras: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
@@ -87,7 +89,7 @@ class TrainBatch:
             input_ids=self.input_ids[index],
             attention_mask=self.attention_mask[index],
             response_mask=self.response_mask[index],
-            old_logprobs=self.old_logprobs[index],
+            old_logprobs=None if self.old_logprobs is None else self.old_logprobs[index],
             advantages=self.advantages[index],
             extras={k: v[index] for k, v in self.extras.items()},
         )
@@ -98,7 +100,7 @@ class TrainBatch:
             input_ids=self.input_ids.to(device),
             attention_mask=self.attention_mask.to(device),
             response_mask=self.response_mask.to(device),
-            old_logprobs=self.old_logprobs.to(device),
+            old_logprobs=None if self.old_logprobs is None else self.old_logprobs.to(device),
             advantages=self.advantages.to(device),
             extras={k: v.to(device) for k, v in self.extras.items()},
         )
@@ -114,11 +116,24 @@ class StepContext:
     score(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
         log-probs (and full-vocabulary entropy) of the responses under the current (old) policy
         with logits / temperature, no grad; (N, Lr) each (entropy None unless asked).
+    on_policy: the update takes exactly one optimizer step on this batch (one mini-batch, one
+        epoch), so π_old at T = 1 is the policy the loss scores with: `old_logprobs` skips that
+        pass and returns None, and the loss uses its own detached log-probs (ratio exactly 1).
     """
 
     step: int
     rollout: Callable[..., tuple[Any, torch.Tensor]]
     score: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+    on_policy: bool = False
+
+    def old_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """log π_old at T = 1 of the responses for the PPO ratio: (N, Lr), or None when the
+        update is on-policy (the loss then takes the current log-probs, detached)."""
+        if self.on_policy:
+            return None
+        return self.score(input_ids, attention_mask, response_mask)[0]
 
 
 class Algorithm:
@@ -179,9 +194,8 @@ class Algorithm:
             num_sequences=counts["num_sequences"],
         )
         options.update(self.policy_loss_options())
-        loss, metrics = loss_fn(
-            logprobs, mb.old_logprobs, mb.advantages, mb.response_mask, **options
-        )
+        old_logprobs = logprobs.detach() if mb.old_logprobs is None else mb.old_logprobs
+        loss, metrics = loss_fn(logprobs, old_logprobs, mb.advantages, mb.response_mask, **options)
         extra_loss, extra_metrics = self.loss_terms(mb, logprobs, entropy, counts)
         if extra_loss is not None:
             loss = loss + extra_loss
@@ -225,7 +239,7 @@ class Algorithm:
         input_ids, attention_mask = batch.sequences()
         response_mask = batch.response_mask
         if old_logprobs is None:
-            old_logprobs, _ = ctx.score(input_ids, attention_mask, response_mask)
+            old_logprobs = ctx.old_logprobs(input_ids, attention_mask, response_mask)
         if advantages.dim() == 1:
             advantages = core_advantages.broadcast_to_tokens(advantages, response_mask)
         return TrainBatch(

@@ -45,10 +45,13 @@ class EntropyControlConfig(AlgorithmConfig):
         "to this multiple of the algorithm's full weight (AEPO: max_reinforce rows; DCPO: the α "
         "cap), growing past 1 once T is saturated. null (default, the papers): T only.",
     )
-    entropy_signal: Literal["sampled_nll", "full"] = field(
+    entropy_signal: Literal["sampled_nll", "on_policy_nll", "full"] = field(
         "sampled_nll",
-        help="What the controller measures: the sampled-token NLL of the update (the papers' "
-        "`actor/entropy_loss`, papers.md §1.2) or the full-vocabulary entropy.",
+        help="What the controller measures: sampled_nll, the sampled-token NLL of the whole "
+        "update batch (the papers' `actor/entropy_loss`, papers.md §1.2; with AEPO it includes "
+        "the tempered REINFORCE rows, so the control input moves its own measurement); "
+        "on_policy_nll, the same without those rows (dcrl: the policy's own entropy; equal to "
+        "sampled_nll for DCPO); full, the full-vocabulary entropy of the whole batch.",
     )
 
     def validate(self) -> None:
@@ -105,10 +108,7 @@ class EntropyControlled(Algorithm):
         return decision, metrics
 
     def after_update(self, metrics: dict[str, float]) -> None:
-        key = (
-            "entropy/sampled_nll" if self.config.entropy_signal == "sampled_nll" else "entropy/full"
-        )
-        self.controller.update(metrics[key])
+        self.controller.update(metrics[f"entropy/{self.config.entropy_signal}"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"controller": self.controller.state_dict()}

@@ -232,6 +232,14 @@ class PIController(EntropyController):
     overshoot for g up to about 0.5 nats per unit of (T − 1) per step and goes unstable near
     g·k_p = 2; lower k_p if the entropy of your run reacts that strongly to T.
 
+    Tuning with weight authority: a step's regularizer moves the entropy's *rate*, not its level
+    (the plant integrates), so a proportional term does most of the work and a large integral
+    only winds up during the approach and overshoots after it. With g the entropy change per
+    step per unit of effort (heating with T_max = 2, the weight equals the effort), the
+    one-step-late loop H_{t+1} = H_t + g·k_p·(𝓗 − H_{t−1}) is critically damped at g·k_p ≈ 0.25
+    and unstable beyond 1. On tiny-overthink DCPO moves about g ≈ 0.001 nats per step per unit
+    of weight, hence the recipes' k_p = 400 with a small k_i = 10 for GRPO's steady drift.
+
     Authority over the regularizer's weight (`weight_max`, off by default): the papers' rules
     act on T only, so once T sits at its bound the regularizer cannot push harder and a strong
     drift (GRPO's collapse) wins. With `weight_max` = w_max the controller also sets the weight:

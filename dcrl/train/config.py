@@ -114,6 +114,13 @@ class TrainConfig:
     )
     micro_batch_size: int = field(8, help="Sequences per forward/backward (gradient accumulation).")
     ppo_epochs: int = field(1, help="Passes over the rollout batch (the papers use 1).")
+    reuse_on_policy_logprobs: bool = field(
+        True,
+        help="With one optimizer step per rollout (mini_batch_prompts = prompts_per_step, one "
+        "epoch) π_old is the policy being updated: skip the no-grad old-log-prob pass and use "
+        "the update's own log-probs, detached (the same numbers up to float rounding). false: "
+        "always run the pass.",
+    )
     lr: float = field(1e-6, help="AdamW learning rate.")
     weight_decay: float = field(0.01, help="AdamW weight decay.")
     betas: list[float] = field([0.9, 0.999], help="AdamW betas.")

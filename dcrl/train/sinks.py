@@ -28,6 +28,16 @@ CONSOLE_METRICS = [
 ]
 
 
+def policy_entropy(record: dict[str, Any]) -> float | None:
+    """The policy's own sampled-token entropy in one metrics record: `entropy/on_policy_nll`,
+    which leaves out rows an algorithm drew from another distribution (AEPO's tempered REINFORCE
+    rows), or `entropy/sampled_nll` in logs written before it existed. The two are equal for
+    every algorithm that adds no such rows; for AEPO only the first is the policy's entropy.
+    """
+    value = record.get("entropy/on_policy_nll")
+    return record.get("entropy/sampled_nll") if value is None else value
+
+
 class MetricSink(Protocol):
     def log(self, step: int, metrics: dict[str, float]) -> None: ...
 

@@ -58,7 +58,7 @@ def trim_padding(batch: TrainBatch) -> TrainBatch:
         input_ids=batch.input_ids[:, start:end],
         attention_mask=batch.attention_mask[:, start:end],
         response_mask=batch.response_mask[:, :keep],
-        old_logprobs=batch.old_logprobs[:, :keep],
+        old_logprobs=None if batch.old_logprobs is None else batch.old_logprobs[:, :keep],
         advantages=batch.advantages[:, :keep],
         extras={k: right(v) for k, v in batch.extras.items()},
     )
@@ -274,7 +274,15 @@ class Trainer:
             )
             return sub, self.score(sub, [problems[i] for i in prompt_indices])
 
-        ctx = StepContext(step=self.step, rollout=extra_rollout, score=self.old_logprobs)
+        tc = self.config.train
+        on_policy = (
+            tc.reuse_on_policy_logprobs
+            and tc.ppo_epochs == 1
+            and tc.mini_batch_prompts == tc.prompts_per_step
+        )
+        ctx = StepContext(
+            step=self.step, rollout=extra_rollout, score=self.old_logprobs, on_policy=on_policy
+        )
         train_batch, algo_metrics = self.algorithm.prepare(batch, scores, ctx)
         t_prepare = time.perf_counter()
         update_metrics = self.update(train_batch)
@@ -331,7 +339,9 @@ class Trainer:
         # The results stay on the device of the inputs (the rollout's CPU tensors); only each
         # chunk visits the model's device.
         width = response_mask.shape[1]
-        out = torch.zeros(response_mask.shape, dtype=torch.float32, device=response_mask.device)
+        # float32 for float32/bf16 weights, float64 for a float64 model (the tests' exact checks)
+        dtype = torch.promote_types(next(self.model.parameters()).dtype, torch.float32)
+        out = torch.zeros(response_mask.shape, dtype=dtype, device=response_mask.device)
         ent = torch.zeros_like(out) if with_entropy else None
         self.model.eval()
         for rows in _chunks(len(input_ids), 2 * self.config.train.micro_batch_size):
@@ -372,6 +382,7 @@ class Trainer:
         sums: dict[str, float] = {}
         tokens_seen = 0.0
         nll_sum = entropy_sum = 0.0
+        on_policy_nll_sum = on_policy_tokens = 0.0
         grad_norms = []
         losses = []
         skipped = 0
@@ -404,7 +415,18 @@ class Trainer:
                     micro_mask = micro.response_mask.float()
                     n_tok = float(micro_mask.sum())
                     tokens_seen += n_tok
-                    nll_sum += float(-(logprobs.detach() * micro_mask).sum())
+                    token_nll = -(logprobs.detach() * micro_mask)
+                    nll_sum += float(token_nll.sum())
+                    # Rows an algorithm drew from another distribution (AEPO's tempered
+                    # REINFORCE rows) are left out of the policy's own entropy estimate.
+                    regularizer_rows = micro.extras.get("is_reinforce")
+                    if regularizer_rows is not None:
+                        on_policy = (~regularizer_rows.bool()).float().unsqueeze(-1)
+                        on_policy_nll_sum += float((token_nll * on_policy).sum())
+                        on_policy_tokens += float((micro_mask * on_policy).sum())
+                    else:
+                        on_policy_nll_sum += float(token_nll.sum())
+                        on_policy_tokens += n_tok
                     entropy_sum += float((entropy.detach() * micro_mask).sum())
                     for name, value in metrics.items():
                         sums[name] = sums.get(name, 0.0) + float(value) * n_tok
@@ -425,6 +447,7 @@ class Trainer:
                 "loss/policy": sum(losses) / len(losses),
                 "loss/grad_norm": sum(grad_norms) / len(grad_norms),
                 "entropy/sampled_nll": nll_sum / denom,
+                "entropy/on_policy_nll": on_policy_nll_sum / max(on_policy_tokens, 1.0),
                 "entropy/full": entropy_sum / denom,
                 "train/optimizer_steps": float(len(losses) - skipped),
                 "train/skipped_updates": float(skipped),
