@@ -125,6 +125,9 @@ class DCRLGRPOTrainer(GRPOTrainer):
             step=self.state.global_step + 1,
             rollout=partial(self._tempered_rollout, inputs, batch),
             score=self._score,
+            # TRL leaves out old log-probs when its update is on-policy (it then uses the
+            # detached training log-probs): prepare's no-grad T = 1 pass is skipped too.
+            on_policy="old_per_token_logps" not in output,
         )
         train_batch, metrics = self.algorithm.prepare(batch, self._scores(), ctx)
         self._log_metrics(metrics)
@@ -217,7 +220,6 @@ class DCRLGRPOTrainer(GRPOTrainer):
             num_items_in_batch=self.accelerator.gather(completion_mask.sum()).sum(),
         )
         if "old_per_token_logps" in output:  # TRL needs them (stale or vLLM-sampled rows)
-            assert train_batch.old_logprobs is not None
             output["old_per_token_logps"] = train_batch.old_logprobs[rows, :width]
         for key, value in train_batch.extras.items():  # AEPO's is_reinforce, ICR's icr_selected
             output[key] = value[rows] if value.dim() == 1 else value[rows, :width]
