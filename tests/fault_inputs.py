@@ -199,6 +199,21 @@ BAD_INPUTS = [
     BadInput("dtype-unknown", _train("model.dtype=float64"), "model.dtype"),
     BadInput("algorithm-unknown", _train("algorithm.name=ppo"), "ppo"),
     BadInput("algorithm-value", _train("algorithm.clip_low=1.5"), "algorithm.clip_low"),
+    BadInput(
+        "target-unknown",
+        _train("algorithm.name=composed", "algorithm.targets=[dcpo, icrr]"),
+        "algorithm.targets[1].name",
+    ),
+    BadInput(
+        "target-key-typo",
+        _train("algorithm.name=composed", "algorithm.targets=[{name: icr, bonus_totl: 4}]"),
+        "algorithm.targets[0].bonus_totl",
+    ),
+    BadInput(
+        "target-two-controllers",
+        _train("algorithm.name=composed", "algorithm.targets=[aepo, dcpo]"),
+        "algorithm.targets[1].name",
+    ),
     BadInput("override-without-equals", _train("train.steps"), "train.steps"),
     # -- config files and resume
     BadInput(

@@ -1,5 +1,6 @@
 """Algorithms by name. Each module holds one algorithm: its config dataclass (defaults from the
-paper, help text citing it) and its step recipe, composed from `dcrl.core`.
+paper, help text citing it) and its step recipe, composed from `dcrl.core`. aepo, dcpo and icr are
+presets of `composed` (GRPO plus target distributions, `dcrl.targets`) with one target each.
 
 >>> sorted(ALGORITHMS)[:3]
 ['aepo', 'clip_cov', 'clip_higher']
@@ -26,15 +27,16 @@ ALGORITHMS: dict[str, str] = {
     "kimi": "dcrl.algorithms.kimi",
     "shorter_better": "dcrl.algorithms.shorter_better",
 }
+# GRPO plus a list of targets (dcrl.algorithms.composed): a composition, not one recipe.
+COMPOSED: dict[str, str] = {"composed": "dcrl.algorithms.composed"}
 
 
 def get_algorithm_class(name: str) -> type[Algorithm]:
     """The Algorithm subclass registered under `name`."""
-    if name not in ALGORITHMS:
-        raise ValueError(
-            f"unknown algorithm {name!r}; choose one of {', '.join(sorted(ALGORITHMS))}"
-        )
-    module = importlib.import_module(ALGORITHMS[name])
+    modules = {**ALGORITHMS, **COMPOSED}
+    if name not in modules:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(sorted(modules))}")
+    module = importlib.import_module(modules[name])
     return module.ALGORITHM
 
 
@@ -45,6 +47,7 @@ def make_algorithm(config: AlgorithmConfig) -> Algorithm:
 
 __all__ = [
     "ALGORITHMS",
+    "COMPOSED",
     "Algorithm",
     "AlgorithmConfig",
     "StepContext",

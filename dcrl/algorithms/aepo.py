@@ -1,134 +1,31 @@
 """AEPO — Arbitrary Entropy Policy Optimization (Wang et al., arXiv 2510.08141), code-faithful to
-the released version (research/papers.md §2.2–2.4).
+the released version (research/papers.md §2.2–2.4): GRPO plus the `aepo` target.
 
 Each step: GRPO on the on-policy batch, plus REINFORCE (advantage +1, no baseline) on correct
-samples drawn *for real* at temperature T from the first quarter of the prompts. T is high (1.2)
-when the previous step's entropy is at or below the target and low (0.8) above it; above target,
-half as many REINFORCE samples are used. The m samples replace the first m on-policy rows, so the
-batch size is unchanged and the regularizer's weight is m/N. Old log-probs of the mixed batch are
-recomputed at T = 1: the target distribution *is* π^T, so no importance correction.
+samples drawn *for real* at temperature T from the first quarter of the prompts, swapped in for
+the first m rows; T (and m) follow the entropy controller. The recipe is `dcrl.targets.aepo`;
+`algorithm: {name: composed, targets: [aepo]}` is the same run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
 
-import torch
-
-from dcrl.algorithms.base import StepContext, TrainBatch
-from dcrl.algorithms.entropy_control import EntropyControlConfig, EntropyControlled
-from dcrl.config import field
-from dcrl.core.advantages import grpo_advantages
-from dcrl.core.regularizers import aepo_mix_batch, aepo_num_reinforce, aepo_select_positives
+from dcrl.algorithms.base import AlgorithmConfig
+from dcrl.algorithms.composed import Preset
+from dcrl.targets.aepo import AEPOSettings, AEPOTarget
 
 
 @dataclass
-class AEPOConfig(EntropyControlConfig):
-    max_reinforce: int = field(
-        60, help="N_RF: most REINFORCE samples per step (halved above target); AEPO code: 60."
-    )
-    tempered_fraction: float = field(
-        0.25, help="Fraction of the step's prompts re-sampled at temperature T (code: 1/4)."
-    )
-    positive_threshold: float = field(
-        0.05, help="A tempered sample is positive when its GRPO advantage exceeds this (code)."
-    )
-    include_all_correct_groups: bool = field(
-        False,
-        help="Also reinforce correct samples of all-correct tempered groups (the paper's R(q,o) "
-        "reading); the code excludes them (their advantage is 0).",
-    )
-    placement: Literal["front", "spread"] = field(
-        "front",
-        help="Where the REINFORCE rows go: front (code-faithful: all land in the first "
-        "mini-batch) or spread evenly over the batch.",
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0 < self.tempered_fraction <= 1:
-            raise ValueError(f"tempered_fraction must be in (0, 1], got {self.tempered_fraction}")
-        if self.max_reinforce < 0:
-            raise ValueError(f"max_reinforce must be ≥ 0, got {self.max_reinforce}")
+class AEPOConfig(AEPOSettings, AlgorithmConfig):
+    """The PPO settings of GRPO and the `aepo` target's, in one section."""
 
 
-class AEPO(EntropyControlled):
+class AEPO(Preset):
     name = "aepo"
     config_class = AEPOConfig
+    target_class = AEPOTarget
     config: AEPOConfig
-
-    def prepare(
-        self, batch: Any, scores: torch.Tensor, ctx: StepContext
-    ) -> tuple[TrainBatch, dict[str, float]]:
-        cfg = self.config
-        decision, metrics = self.decide()
-        advantages = grpo_advantages(scores, batch.group_index, std=cfg.advantage_std)  # (N,)
-
-        # Tempered groups: the first quarter of the prompts, n samples each, at temperature T.
-        # A controller-chosen weight w > 1 (dcrl's pi with weight_max) re-samples w times as many
-        # prompts, so that there are enough positives for its w·N_RF REINFORCE rows.
-        num_prompts = int(batch.group_index.max()) + 1
-        scale = max(1.0, decision.weight or 0.0)
-        num_tempered = min(num_prompts, max(1, int(num_prompts * cfg.tempered_fraction * scale)))
-        group_size = len(batch) // num_prompts
-        tempered, tempered_scores = ctx.rollout(
-            range(num_tempered), group_size, decision.temperature
-        )
-        positive = aepo_select_positives(
-            tempered_scores,
-            tempered.group_index,
-            cfg.positive_threshold,
-            cfg.advantage_std,
-            include_all_correct_groups=cfg.include_all_correct_groups,
-        )
-        positive_index = positive.nonzero().flatten()
-        num_reinforce = aepo_num_reinforce(
-            len(positive_index),
-            entropy_above_target=decision.entropy_above_target,
-            max_samples=cfg.max_reinforce,
-            weight=decision.weight,
-        )
-
-        # Pad both batches to one shape, then swap the first m positives in.
-        on_policy, tempered = type(batch).pad_to_common([batch, tempered])
-        on_ids, on_attention = on_policy.sequences()
-        t_ids, t_attention = tempered.sequences()
-        mixed = aepo_mix_batch(
-            {
-                "input_ids": on_ids,
-                "attention_mask": on_attention,
-                "response_mask": on_policy.response_mask,
-                "advantages": advantages,
-            },
-            {
-                "input_ids": t_ids,
-                "attention_mask": t_attention,
-                "response_mask": tempered.response_mask,
-            },
-            positive_index[:num_reinforce],
-            placement=cfg.placement,
-        )
-        old_logprobs = ctx.old_logprobs(
-            mixed["input_ids"], mixed["attention_mask"], mixed["response_mask"]
-        )
-        train_batch = TrainBatch(
-            input_ids=mixed["input_ids"],
-            attention_mask=mixed["attention_mask"],
-            response_mask=mixed["response_mask"],
-            old_logprobs=old_logprobs,
-            advantages=mixed["advantages"],
-            extras={"is_reinforce": mixed["is_reinforce"]},
-        )
-        metrics.update(
-            {
-                "control/num_reinforce": float(num_reinforce),
-                "aepo/num_positives": float(len(positive_index)),
-                "aepo/tempered_accuracy": float(tempered_scores.mean()),
-                "aepo/tempered_length": float(tempered.response_lengths.float().mean()),
-            }
-        )
-        return train_batch, metrics
 
 
 ALGORITHM = AEPO

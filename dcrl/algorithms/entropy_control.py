@@ -1,5 +1,10 @@
 """The entropy-control settings AEPO and DCPO share: a target entropy, the controller that picks
 this step's temperature from the previous step's entropy, and which entropy feeds it.
+
+`EntropyControlFields` holds the fields, their validation and help text once; the `aepo` and
+`dcpo` targets (dcrl.targets) and their presets (AEPOConfig, DCPOConfig) all mix it in.
+`EntropyControl` is the controller a target owns: decide before the step, update after it, and
+the state a checkpoint keeps.
 """
 
 from __future__ import annotations
@@ -7,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dcrl.algorithms.base import Algorithm, AlgorithmConfig
 from dcrl.config import field
 from dcrl.core.control import ControlDecision, EntropyController, make_controller
 
 
 @dataclass
-class EntropyControlConfig(AlgorithmConfig):
+class EntropyControlFields:
+    """The controller's settings, mixed into a target's or an algorithm's config (which supplies
+    the `validate` this one extends)."""
+
     target_entropy: float = field(
         0.5, help="Target entropy 𝓗 in nats/token (papers: 0.25–1.0; 0.5 in the released scripts)."
     )
@@ -55,7 +62,7 @@ class EntropyControlConfig(AlgorithmConfig):
     )
 
     def validate(self) -> None:
-        super().validate()
+        super().validate()  # type: ignore[misc]  # the config this is mixed into
         if self.weight_max is not None and self.controller != "pi":
             raise ValueError(
                 f"weight_max={self.weight_max} needs controller: pi (the papers' "
@@ -87,13 +94,11 @@ class EntropyControlConfig(AlgorithmConfig):
         )
 
 
-class EntropyControlled(Algorithm):
-    """An algorithm steered by an entropy controller (its state is checkpointed)."""
+class EntropyControl:
+    """The entropy controller a target owns (its state is checkpointed)."""
 
-    config: EntropyControlConfig
-
-    def __init__(self, config: EntropyControlConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: EntropyControlFields) -> None:
+        self.signal = config.entropy_signal
         self.controller = config.make_controller()
 
     def decide(self) -> tuple[ControlDecision, dict[str, float]]:
@@ -108,7 +113,7 @@ class EntropyControlled(Algorithm):
         return decision, metrics
 
     def after_update(self, metrics: dict[str, float]) -> None:
-        self.controller.update(metrics[f"entropy/{self.config.entropy_signal}"])
+        self.controller.update(metrics[f"entropy/{self.signal}"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"controller": self.controller.state_dict()}

@@ -11,6 +11,8 @@ References (formulas and code-faithful defaults: the research notes, papers.md):
     Entropy-Reg: EasyR1 `use_entropy_loss` (papers.md §5).
     Entropy-Adv: Cheng et al., "Reasoning with Exploration: An Entropy Perspective",
         arXiv 2506.14758 (papers.md §5).
+    Best-of-n target (dcrl): the law of the best of n draws, the distribution BOND (Sessa et al.,
+        "BOND: Aligning LLMs with Best-of-N Distillation", arXiv 2407.14622) distills.
 """
 
 from __future__ import annotations
@@ -474,6 +476,60 @@ def icr_bonus(
     new_advantages = advantages.clone()
     new_advantages[selected] = updated
     return new_advantages, info
+
+
+# ------------------------------------------------------------------------------------ best-of-n
+
+
+def best_of_n_bonus(
+    advantages: torch.Tensor,
+    rewards: torch.Tensor,
+    group_index: torch.Tensor,
+    weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE toward the best-of-n distribution: + `weight` on each group's best response.
+
+    The best of a group is its highest-reward response; ties go to the lowest batch index, a
+    uniformly random one of the tied since a group's responses are i.i.d. draws. A group whose
+    rewards are all equal has no best (its best-of-n draw is just a draw of π_old) and gets
+    nothing. The selected responses are samples of the best-of-n law of π_old, on-policy, so
+    Â_best += w is REINFORCE with reward w under that law (the distribution BOND, arXiv
+    2407.14622, distills). With 0/1 rewards it picks one correct response of each mixed group;
+    with graded rewards, the top-scoring one.
+
+    Args:
+        advantages: (N,) per-response advantages.
+        rewards: (N,) sequence rewards.
+        group_index: (N,) integer group ids.
+        weight: w ≥ 0, the advantage added to each best response.
+
+    Returns:
+        ((N,) new advantages, (k,) LongTensor of the selected batch indices, ascending).
+    """
+    if not isinstance(advantages, torch.Tensor) or advantages.dim() != 1:
+        raise ValueError("advantages must be a (N,) tensor of per-response advantages")
+    num_responses = advantages.shape[0]
+    check_shape(rewards, "rewards", (num_responses,))
+    if not weight >= 0:
+        raise ValueError(f"weight must be >= 0, got {weight}")
+    dense, num_groups = dense_group_index(group_index, num_responses)
+    values = rewards.to(torch.float64)  # (N,)
+    group_max = values.new_full((num_groups,), -torch.inf).scatter_reduce(
+        0, dense, values, reduce="amax"
+    )  # (G,)
+    group_min = values.new_full((num_groups,), torch.inf).scatter_reduce(
+        0, dense, values, reduce="amin"
+    )  # (G,)
+    is_best = (values == group_max[dense]) & (group_max[dense] > group_min[dense])  # (N,)
+    batch_index = torch.arange(num_responses, device=advantages.device)
+    candidate_index = torch.where(is_best, batch_index, num_responses)
+    first_best = torch.full(
+        (num_groups,), num_responses, dtype=torch.long, device=advantages.device
+    ).scatter_reduce(0, dense, candidate_index, reduce="amin")  # (G,)
+    selected = first_best[first_best < num_responses].sort().values  # (k,)
+    new_advantages = advantages.clone()
+    new_advantages[selected] += weight
+    return new_advantages, selected
 
 
 # ------------------------------------------------------------------------- entropy baselines

@@ -1,0 +1,166 @@
+"""Target distributions: REINFORCE toward a better distribution than the policy's own samples.
+
+AEPO, DCPO and ICR are one idea (research/papers.md §2–4): instead of bonusing lucky samples,
+add a REINFORCE term whose samples come from a *target* distribution — π at temperature T drawn
+for real (`aepo`), the same T by per-token importance weights (`dcpo`), the shortest correct
+response of a group (`icr`), the best of the group (`best_of_n`). A run composes a base estimator
+(GRPO) with a list of targets (`algorithm.name: composed`, dcrl.algorithms.composed); the
+algorithm names aepo, dcpo and icr are presets of one target each.
+
+The contract of a target (built in, or your own as 'package.module:Class'):
+
+    class MyTarget(dcrl.targets.Target):
+        name = "my_target"                # what its metrics and errors call it
+        config_class = MyTargetConfig     # a dataclass subclassing TargetConfig; every field
+                                          # has a default and help=; validate() raises
+                                          # ValueError("<field> ...: <problem>; <fix>")
+        stage = "bonus"                   # "bonus" | "mix" | "replace" (below)
+        shapes_rewards = False            # True if shape_rewards changes the reward
+
+        def __init__(self, config, base): # base: the base estimator's AlgorithmConfig
+        def shape_rewards(self, batch, rewards) -> rewards   # optional, (N,) -> (N,)
+        def apply(self, draft, ctx) -> dict[str, float]     # required: edit the draft,
+                                                            # return metrics "my_target/..."
+        def after_update(self, metrics)                      # optional: read the update's
+        def state_dict(self) / load_state_dict(self, state)  # optional: JSON-able, checkpointed
+
+`apply` receives a `StepDraft` (the step's rollouts `batch`, `scores`, shaped `rewards`, the
+running `advantages`, the row tensors and `extras`) and the trainer's `StepContext` (`rollout`
+for extra samples at any temperature, `score` for a no-grad scoring pass at any temperature).
+It writes its REINFORCE term — which rows or tokens, with what weight — into the draft, by its
+stage:
+
+    bonus    changes per-response advantages, (N,) in and (N,) out (icr, best_of_n);
+    mix      turns them into per-token advantages, (N,) in and (N, Lr) out (dcpo); at most one;
+    replace  swaps rows for other samples, sets `draft.old_logprobs = None` so the new rows are
+             scored again, and clears other targets' per-row `extras` on them (aepo); at most one.
+
+Every formula a target uses lives in `dcrl.core` (regularizers, shaping); a target's module holds
+its settings and the calls, one screen each. `examples/targets/my_target.py` is a worked user
+target; docs/targets.md is the short guide.
+
+>>> sorted(TARGETS)
+['aepo', 'best_of_n', 'dcpo', 'icr']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+from dcrl.config import build
+from dcrl.errors import UserError
+from dcrl.targets.base import STAGES, StepDraft, Target, TargetConfig
+
+# name -> module; a module is imported only when its target is asked for.
+TARGETS: dict[str, str] = {
+    "aepo": "dcrl.targets.aepo",
+    "dcpo": "dcrl.targets.dcpo",
+    "icr": "dcrl.targets.icr",
+    "best_of_n": "dcrl.targets.best_of_n",
+}
+CHOICES = f"{', '.join(sorted(TARGETS))}, or a 'package.module:Class' of your own"
+
+
+class TargetError(UserError, ValueError):
+    """A target that cannot be found, or a class that breaks the target contract."""
+
+
+def get_target_class(name: str) -> type[Target]:
+    """The Target subclass named `name`: a built-in name or 'package.module:Class'.
+
+    Raises:
+        TargetError: unknown name, a module or class that cannot be imported, or a class that
+            is not a Target with a TargetConfig and a known stage.
+    """
+    if name in TARGETS:
+        return importlib.import_module(TARGETS[name]).TARGET
+    if ":" not in name:
+        raise TargetError(f"unknown target {name!r}; choose one of {CHOICES}")
+    module_name, _, attribute = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # ImportError, or anything the module raises while importing
+        raise TargetError(
+            f"cannot import module {module_name!r} of target {name!r} ({error}); check the "
+            "spelling and that the module is on PYTHONPATH"
+        ) from error
+    target_class = getattr(module, attribute, None)
+    if not (isinstance(target_class, type) and issubclass(target_class, Target)):
+        raise TargetError(
+            f"{name!r} is {'missing' if target_class is None else repr(target_class)}, not a "
+            "subclass of dcrl.targets.Target; point it at your target class (see the contract "
+            "in dcrl/targets/__init__.py)"
+        )
+    if not issubclass(target_class.config_class, TargetConfig):
+        raise TargetError(f"{name!r}: its config_class must subclass dcrl.targets.TargetConfig")
+    if target_class.stage not in STAGES:
+        raise TargetError(
+            f"{name!r}: stage {target_class.stage!r} is not one of {', '.join(STAGES)}"
+        )
+    return target_class
+
+
+def build_target_configs(entries: list[Any]) -> list[TargetConfig]:
+    """Validate an `algorithm.targets` list; each entry a name or a mapping with `name`.
+
+    Raises:
+        ValueError: one message starting with the entry's key, e.g. "targets[1].name: ...".
+    """
+    configs: list[TargetConfig] = []
+    for index, entry in enumerate(entries):
+        key = f"targets[{index}]"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ValueError(
+                f"{key}.name: missing; give each target a name ({CHOICES}), e.g. "
+                f"{{name: dcpo, target_entropy: 0.15}}"
+            )
+        try:
+            target_class = get_target_class(str(entry["name"]))
+        except TargetError as error:
+            raise ValueError(f"{key}.name: {error}") from None
+        known = [f.name for f in dataclasses.fields(target_class.config_class) if f.init]
+        unknown = sorted(set(entry) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{key}.{unknown[0]}: not a setting of target {entry['name']!r}; its settings: "
+                f"{', '.join(sorted(known))}"
+            )
+        configs.append(build(target_class.config_class, entry, prefix=key))
+    check_composition(configs)
+    return configs
+
+
+def check_composition(configs: list[TargetConfig]) -> None:
+    """At most one mix, one replacement and one entropy controller (two would fight over the
+    same advantages, rows or entropy); raises ValueError naming the second entry."""
+    first: dict[str, int] = {}
+    for index, config in enumerate(configs):
+        target_class = get_target_class(config.name)
+        roles = [target_class.stage] if target_class.stage != "bonus" else []
+        roles += ["entropy controller"] if target_class.controls_entropy else []
+        for role in roles:
+            if role in first:
+                other = first[role]
+                raise ValueError(
+                    f"targets[{index}].name: {config.name!r} is a second {role} target after "
+                    f"targets[{other}] ({configs[other].name!r}); a run composes at most one "
+                    f"{role}: remove one of them"
+                )
+            first[role] = index
+
+
+__all__ = [
+    "CHOICES",
+    "STAGES",
+    "TARGETS",
+    "StepDraft",
+    "Target",
+    "TargetConfig",
+    "TargetError",
+    "build_target_configs",
+    "get_target_class",
+]

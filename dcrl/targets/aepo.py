@@ -1,0 +1,143 @@
+"""`aepo`: π at temperature T, *really sampled* (AEPO, arXiv 2510.08141; papers.md §2.2–2.4,
+code-faithful).
+
+A row replacement (stage "replace"): the first prompts are sampled again at the controller's T;
+the correct tempered samples of mixed groups (GRPO advantage within their groups above 0.05) are
+REINFORCE'd with advantage +1 and no baseline, swapped in for the first m rows so the batch size
+is unchanged (the regularizer's weight is m/N). m = min(N_RF, positives), halved above target.
+The mixed rows are scored again at T = 1 for the PPO ratio: the target distribution *is* π^T, so
+no importance correction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from dcrl.algorithms.base import StepContext
+from dcrl.algorithms.entropy_control import EntropyControlFields
+from dcrl.config import field
+from dcrl.core.regularizers import aepo_mix_batch, aepo_num_reinforce, aepo_select_positives
+from dcrl.targets.base import ControlledTarget, StepDraft, TargetConfig
+
+
+@dataclass
+class AEPOSettings(EntropyControlFields):
+    """AEPO's settings, shared by the `aepo` target and the `aepo` algorithm preset."""
+
+    max_reinforce: int = field(
+        60, help="N_RF: most REINFORCE samples per step (halved above target); AEPO code: 60."
+    )
+    tempered_fraction: float = field(
+        0.25, help="Fraction of the step's prompts re-sampled at temperature T (code: 1/4)."
+    )
+    positive_threshold: float = field(
+        0.05, help="A tempered sample is positive when its GRPO advantage exceeds this (code)."
+    )
+    include_all_correct_groups: bool = field(
+        False,
+        help="Also reinforce correct samples of all-correct tempered groups (the paper's R(q,o) "
+        "reading); the code excludes them (their advantage is 0).",
+    )
+    placement: Literal["front", "spread"] = field(
+        "front",
+        help="Where the REINFORCE rows go: front (code-faithful: all land in the first "
+        "mini-batch) or spread evenly over the batch.",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.tempered_fraction <= 1:
+            raise ValueError(f"tempered_fraction must be in (0, 1], got {self.tempered_fraction}")
+        if self.max_reinforce < 0:
+            raise ValueError(f"max_reinforce must be ≥ 0, got {self.max_reinforce}")
+
+
+@dataclass
+class AEPOTargetConfig(AEPOSettings, TargetConfig):
+    """The `aepo` target's settings."""
+
+
+class AEPOTarget(ControlledTarget):
+    name = "aepo"
+    config_class = AEPOTargetConfig
+    stage = "replace"
+    config: AEPOTargetConfig
+
+    def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
+        cfg = self.config
+        decision, metrics = self.decide()
+        batch = draft.batch
+
+        # Tempered groups: the first quarter of the prompts, n samples each, at temperature T.
+        # A controller-chosen weight w > 1 (dcrl's pi with weight_max) re-samples w times as many
+        # prompts, so that there are enough positives for its w·N_RF REINFORCE rows.
+        num_prompts = int(batch.group_index.max()) + 1
+        scale = max(1.0, decision.weight or 0.0)
+        num_tempered = min(num_prompts, max(1, int(num_prompts * cfg.tempered_fraction * scale)))
+        group_size = len(batch) // num_prompts
+        tempered, tempered_scores = ctx.rollout(
+            range(num_tempered), group_size, decision.temperature
+        )
+        positive = aepo_select_positives(
+            tempered_scores,
+            tempered.group_index,
+            cfg.positive_threshold,
+            self.base.advantage_std,
+            include_all_correct_groups=cfg.include_all_correct_groups,
+        )
+        positive_index = positive.nonzero().flatten()
+        num_reinforce = aepo_num_reinforce(
+            len(positive_index),
+            entropy_above_target=decision.entropy_above_target,
+            max_samples=cfg.max_reinforce,
+            weight=decision.weight,
+        )
+
+        # Pad both batches to one shape (responses grow on the right, as do token advantages),
+        # then swap the first m positives in.
+        on_policy, tempered = type(batch).pad_to_common([batch, tempered])
+        on_ids, on_attention = on_policy.sequences()
+        t_ids, t_attention = tempered.sequences()
+        advantages = draft.advantages
+        if advantages.dim() == 2:
+            width = on_policy.response_mask.shape[1] - advantages.shape[1]
+            advantages = torch.nn.functional.pad(advantages, (0, width))  # (N, Lr')
+        mixed = aepo_mix_batch(
+            {
+                "input_ids": on_ids,
+                "attention_mask": on_attention,
+                "response_mask": on_policy.response_mask,
+                "advantages": advantages,
+            },
+            {
+                "input_ids": t_ids,
+                "attention_mask": t_attention,
+                "response_mask": tempered.response_mask,
+            },
+            positive_index[:num_reinforce],
+            placement=cfg.placement,
+        )
+        is_reinforce = mixed["is_reinforce"]
+        for value in draft.extras.values():  # other targets' marks do not hold for new rows
+            value[is_reinforce] = 0
+        draft.input_ids = mixed["input_ids"]
+        draft.attention_mask = mixed["attention_mask"]
+        draft.response_mask = mixed["response_mask"]
+        draft.advantages = mixed["advantages"]
+        draft.old_logprobs = None  # new rows: scored again at T = 1
+        draft.extras["is_reinforce"] = is_reinforce
+        metrics.update(
+            {
+                "control/num_reinforce": float(num_reinforce),
+                "aepo/num_positives": float(len(positive_index)),
+                "aepo/tempered_accuracy": float(tempered_scores.mean()),
+                "aepo/tempered_length": float(tempered.response_lengths.float().mean()),
+            }
+        )
+        return metrics
+
+
+TARGET = AEPOTarget

@@ -1,0 +1,92 @@
+"""`icr`: the group's shortest correct response, a *virtual shorter distribution* (ICR, arXiv
+2605.07316; papers.md §4.2, §4.5, code-faithful).
+
+A sequence-level bonus (stage "bonus"): each group's shortest correct response gets C/k added to
+its advantage (k = groups with a correct response), so the bonus mass per step is C — REINFORCE
+under the law of "the shortest correct of n draws", on-policy. The released scripts also add the
+DAPO soft overlong penalty (LP-F) to the reward the base estimator normalizes: `lp_f: true`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from dcrl.algorithms.base import StepContext
+from dcrl.config import field
+from dcrl.core.regularizers import icr_bonus
+from dcrl.core.shaping import overlong_penalty
+from dcrl.targets.base import StepDraft, Target, TargetConfig
+
+
+@dataclass
+class ICRSettings:
+    """ICR's settings, shared by the `icr` target and the `icr` algorithm preset."""
+
+    bonus_total: float = field(
+        128.0, help="C: total bonus mass per step, C/k per selected response (code: 128)."
+    )
+    mode: Literal["add", "replace", "multiply"] = field(
+        "add", help="add (code): Â += C/k; replace: Â = C/k; multiply: Â ← (1 + C/k)·Â (ablations)."
+    )
+    selection: Literal["correct", "any"] = field(
+        "correct", help="Shortest correct response (code) or shortest of any (ICR_neg ablation)."
+    )
+    sign: Literal["positive", "own_advantage"] = field(
+        "positive", help="Bonus sign: +, or the sign of the response's own advantage (ICR_neg)."
+    )
+    scope: Literal["shortest", "all"] = field(
+        "shortest", help="shortest (code) or all: C/N on every response (the ICR_all control)."
+    )
+    lp_f: bool = field(
+        True, help="Add the LP-F soft overlong penalty to the reward (the released scripts do)."
+    )
+    lp_f_max_length: int = field(8192, help="LP-F: length at which the penalty reaches −1.")
+    lp_f_buffer: int = field(4096, help="LP-F: the penalty ramps over the last this many tokens.")
+
+
+@dataclass
+class ICRTargetConfig(ICRSettings, TargetConfig):
+    """The `icr` target's settings."""
+
+
+class ICRTarget(Target):
+    name = "icr"
+    config_class = ICRTargetConfig
+    stage = "bonus"
+    shapes_rewards = True
+    config: ICRTargetConfig
+
+    def shape_rewards(self, batch: Any, rewards: torch.Tensor) -> torch.Tensor:
+        if not self.config.lp_f:
+            return rewards
+        return rewards + overlong_penalty(
+            batch.response_lengths, self.config.lp_f_max_length, self.config.lp_f_buffer
+        )
+
+    def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
+        cfg = self.config
+        draft.advantages, info = icr_bonus(
+            draft.advantages,
+            draft.rewards,
+            draft.batch.response_lengths,
+            draft.batch.group_index,
+            bonus_total=cfg.bonus_total,
+            mode=cfg.mode,
+            selection=cfg.selection,
+            sign=cfg.sign,
+            scope=cfg.scope,
+        )
+        selected = torch.zeros(len(draft.batch), dtype=torch.bool)
+        selected[info["selected_index"]] = True
+        draft.extras["icr_selected"] = selected
+        return {
+            "icr/num_selected": float(info["num_selected"]),
+            "icr/bonus": float(info["bonus_per_response"]),
+            "icr/selected_length": float(info["selected_length_mean"]),
+        }
+
+
+TARGET = ICRTarget

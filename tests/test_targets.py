@@ -1,0 +1,601 @@
+"""Target distributions (dcrl.targets) and their composition (dcrl.algorithms.composed).
+
+1. The presets aepo, dcpo and icr give, on the same trainer steps, bit-identical (torch.equal)
+   advantages, old log-probs, train batch, metrics and loss to the PRE-REFACTOR REFERENCE below:
+   the `prepare` of dcrl/algorithms/{aepo,dcpo,icr}.py and the loss of base.py as they were at
+   commit a7487f3, before the targets existed, copied here and frozen.
+2. The composed algorithm validates its `targets` list before the model loads, one error line
+   naming the key; DCPO + ICR compose in the documented order; a user's target loads from a
+   'package.module:Class' path; the best-of-n target's core formula matches a plain loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from dcrl.algorithms.base import StepContext, TrainBatch
+from dcrl.config import ConfigError
+from dcrl.core import advantages as core_advantages
+from dcrl.core import losses as core_losses
+from dcrl.core.advantages import grpo_advantages
+from dcrl.core.control import ControlDecision, EntropyController
+from dcrl.core.regularizers import (
+    aepo_mix_batch,
+    aepo_num_reinforce,
+    aepo_select_positives,
+    best_of_n_bonus,
+    correct_indicator,
+    dcpo_alpha,
+    dcpo_rho,
+    dcpo_token_advantages,
+    icr_bonus,
+)
+from dcrl.core.shaping import overlong_penalty
+from dcrl.train.config import load_run_config
+from dcrl.train.trainer import Trainer
+from tests.helpers import record_prepare, tiny_config
+
+torch.set_num_threads(1)
+
+# ------------------------------------------------------------------------------------------
+# PRE-REFACTOR REFERENCE (frozen copy of commit a7487f3; do not "fix" or refactor it).
+# ------------------------------------------------------------------------------------------
+
+
+def reference_decide(controller: EntropyController) -> tuple[ControlDecision, dict[str, float]]:
+    """EntropyControlled.decide of dcrl/algorithms/entropy_control.py."""
+    decision = controller.decide()
+    metrics = {
+        "control/temperature": decision.temperature,
+        "entropy/target": decision.target_entropy,
+        "control/previous_entropy": decision.previous_entropy,
+    }
+    if decision.weight is not None:
+        metrics["control/weight"] = decision.weight
+    return decision, metrics
+
+
+def reference_make_batch(
+    batch: Any, advantages: torch.Tensor, ctx: StepContext, old_logprobs: torch.Tensor | None = None
+) -> TrainBatch:
+    """Algorithm.make_batch of dcrl/algorithms/base.py."""
+    input_ids, attention_mask = batch.sequences()
+    response_mask = batch.response_mask
+    if old_logprobs is None:
+        old_logprobs = ctx.old_logprobs(input_ids, attention_mask, response_mask)
+    if advantages.dim() == 1:
+        advantages = core_advantages.broadcast_to_tokens(advantages, response_mask)
+    return TrainBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        response_mask=response_mask,
+        old_logprobs=old_logprobs,
+        advantages=advantages * response_mask.to(advantages.dtype),
+    )
+
+
+def reference_aepo_prepare(cfg, controller, batch, scores, ctx):
+    """AEPO.prepare of dcrl/algorithms/aepo.py."""
+    decision, metrics = reference_decide(controller)
+    advantages = grpo_advantages(scores, batch.group_index, std=cfg.advantage_std)  # (N,)
+    num_prompts = int(batch.group_index.max()) + 1
+    scale = max(1.0, decision.weight or 0.0)
+    num_tempered = min(num_prompts, max(1, int(num_prompts * cfg.tempered_fraction * scale)))
+    group_size = len(batch) // num_prompts
+    tempered, tempered_scores = ctx.rollout(range(num_tempered), group_size, decision.temperature)
+    positive = aepo_select_positives(
+        tempered_scores,
+        tempered.group_index,
+        cfg.positive_threshold,
+        cfg.advantage_std,
+        include_all_correct_groups=cfg.include_all_correct_groups,
+    )
+    positive_index = positive.nonzero().flatten()
+    num_reinforce = aepo_num_reinforce(
+        len(positive_index),
+        entropy_above_target=decision.entropy_above_target,
+        max_samples=cfg.max_reinforce,
+        weight=decision.weight,
+    )
+    on_policy, tempered = type(batch).pad_to_common([batch, tempered])
+    on_ids, on_attention = on_policy.sequences()
+    t_ids, t_attention = tempered.sequences()
+    mixed = aepo_mix_batch(
+        {
+            "input_ids": on_ids,
+            "attention_mask": on_attention,
+            "response_mask": on_policy.response_mask,
+            "advantages": advantages,
+        },
+        {
+            "input_ids": t_ids,
+            "attention_mask": t_attention,
+            "response_mask": tempered.response_mask,
+        },
+        positive_index[:num_reinforce],
+        placement=cfg.placement,
+    )
+    old_logprobs = ctx.old_logprobs(
+        mixed["input_ids"], mixed["attention_mask"], mixed["response_mask"]
+    )
+    train_batch = TrainBatch(
+        input_ids=mixed["input_ids"],
+        attention_mask=mixed["attention_mask"],
+        response_mask=mixed["response_mask"],
+        old_logprobs=old_logprobs,
+        advantages=mixed["advantages"],
+        extras={"is_reinforce": mixed["is_reinforce"]},
+    )
+    metrics.update(
+        {
+            "control/num_reinforce": float(num_reinforce),
+            "aepo/num_positives": float(len(positive_index)),
+            "aepo/tempered_accuracy": float(tempered_scores.mean()),
+            "aepo/tempered_length": float(tempered.response_lengths.float().mean()),
+        }
+    )
+    return train_batch, metrics
+
+
+def reference_dcpo_prepare(cfg, controller, batch, scores, ctx):
+    """DCPO.prepare of dcrl/algorithms/dcpo.py."""
+    decision, metrics = reference_decide(controller)
+    advantages = grpo_advantages(scores, batch.group_index, std=cfg.advantage_std)  # (N,)
+    correct = correct_indicator(scores, cfg.correct_threshold)  # (N,)
+    input_ids, attention_mask = batch.sequences()
+    mask = batch.response_mask
+    old_logprobs, _ = ctx.score(input_ids, attention_mask, mask)  # (N, Lr) at T = 1
+    if cfg.use_rho:
+        old_logprobs_at_temperature, _ = ctx.score(
+            input_ids, attention_mask, mask, temperature=decision.temperature
+        )
+        rho = dcpo_rho(old_logprobs_at_temperature, old_logprobs, mask, max_rho=cfg.max_rho)
+    else:
+        rho = mask.float()
+    alpha = dcpo_alpha(
+        cfg.target_entropy,
+        decision.previous_entropy,
+        correct,
+        cfg.alpha_cap,
+        weight=decision.weight,
+    )
+    token_advantages = dcpo_token_advantages(advantages, correct, rho, alpha, mask)
+    valid = mask.bool()
+    correct_tokens = valid & correct[:, None]
+    metrics.update(
+        {
+            "control/alpha": alpha,
+            "dcpo/rho_mean": float(rho[correct_tokens].mean()) if correct_tokens.any() else 1.0,
+            "dcpo/rho_max": float(rho[valid].max()) if valid.any() else 1.0,
+            "dcpo/correct_frac": float(correct.float().mean()),
+        }
+    )
+    train_batch = TrainBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        response_mask=mask,
+        old_logprobs=old_logprobs,
+        advantages=token_advantages,
+    )
+    return train_batch, metrics
+
+
+def reference_icr_prepare(cfg, controller, batch, scores, ctx):
+    """ICR.prepare (and ICR.shape_rewards) of dcrl/algorithms/icr.py."""
+    rewards = scores
+    if cfg.lp_f:
+        rewards = scores + overlong_penalty(
+            batch.response_lengths, cfg.lp_f_max_length, cfg.lp_f_buffer
+        )
+    advantages = grpo_advantages(rewards, batch.group_index, std=cfg.advantage_std)  # (N,)
+    advantages, info = icr_bonus(
+        advantages,
+        rewards,
+        batch.response_lengths,
+        batch.group_index,
+        bonus_total=cfg.bonus_total,
+        mode=cfg.mode,
+        selection=cfg.selection,
+        sign=cfg.sign,
+        scope=cfg.scope,
+    )
+    metrics = {
+        "reward/shaped_mean": float(rewards.mean()),
+        "icr/num_selected": float(info["num_selected"]),
+        "icr/bonus": float(info["bonus_per_response"]),
+        "icr/selected_length": float(info["selected_length_mean"]),
+    }
+    train_batch = reference_make_batch(batch, advantages, ctx)
+    train_batch.extras["icr_selected"] = torch.zeros(len(batch), dtype=torch.bool)
+    train_batch.extras["icr_selected"][info["selected_index"]] = True
+    return train_batch, metrics
+
+
+def reference_loss(cfg, mb: TrainBatch, logprobs: torch.Tensor, counts: dict[str, float]):
+    """Algorithm.loss of dcrl/algorithms/base.py (no extra loss term: none of the three adds one)."""
+    loss_fn = core_losses.get_policy_loss(cfg.policy_loss)
+    old_logprobs = logprobs.detach() if mb.old_logprobs is None else mb.old_logprobs
+    return loss_fn(
+        logprobs,
+        old_logprobs,
+        mb.advantages,
+        mb.response_mask,
+        clip_low=cfg.clip_low,
+        clip_high=cfg.clip_high,
+        dual_clip=cfg.dual_clip,
+        log_ratio_clamp=cfg.log_ratio_clamp,
+        agg_mode=cfg.loss_agg_mode,
+        num_tokens=counts["num_tokens"],
+        num_sequences=counts["num_sequences"],
+    )
+
+
+REFERENCE_PREPARE = {
+    "aepo": reference_aepo_prepare,
+    "dcpo": reference_dcpo_prepare,
+    "icr": reference_icr_prepare,
+}
+
+# ------------------------------------------------------------------------------------------
+# 1. Presets against the reference.
+# ------------------------------------------------------------------------------------------
+
+
+def assert_same_train_batch(actual: TrainBatch, expected: TrainBatch) -> None:
+    for name in ("input_ids", "attention_mask", "response_mask", "advantages"):
+        assert torch.equal(getattr(actual, name), getattr(expected, name)), name
+    if expected.old_logprobs is None:
+        assert actual.old_logprobs is None
+    else:
+        assert torch.equal(actual.old_logprobs, expected.old_logprobs)
+    assert actual.extras.keys() == expected.extras.keys()
+    for name, value in expected.extras.items():
+        assert torch.equal(actual.extras[name], value), name
+
+
+def check_each_step(trainer: Trainer, expected_prepare: Any) -> list[dict[str, float]]:
+    """Train; on each step call `expected_prepare(batch, scores, ctx)` just before the
+    algorithm's own prepare, and check that train batch, metrics and the loss are identical.
+    Returns the compared steps' metrics."""
+    config = trainer.config.algorithm
+    original = trainer.algorithm.prepare
+    compared: list[dict[str, float]] = []
+
+    def prepare(batch, scores, ctx):
+        expected, expected_metrics = expected_prepare(batch, scores, ctx)
+        actual, metrics = original(batch, scores, ctx)
+        assert_same_train_batch(actual, expected)
+        assert metrics == expected_metrics
+
+        # The loss of the whole batch at log-probs a fixed perturbation away from π_old.
+        generator = torch.Generator().manual_seed(len(compared))
+        base = expected.old_logprobs
+        if base is None:
+            base = -torch.rand(expected.response_mask.shape, generator=generator)
+        logprobs = base + 0.3 * torch.randn(base.shape, generator=generator)
+        mask = expected.response_mask
+        counts = {"num_tokens": float(mask.sum()), "num_sequences": float(len(mask))}
+        loss, loss_metrics = trainer.algorithm.loss(actual, logprobs, None, counts)
+        expected_loss, expected_loss_metrics = reference_loss(config, expected, logprobs, counts)
+        assert torch.equal(loss, expected_loss)
+        assert loss_metrics == expected_loss_metrics
+        compared.append(metrics)
+        return actual, metrics
+
+    trainer.algorithm.prepare = prepare
+    history = trainer.fit()
+    assert len(compared) == len(history) == trainer.config.train.steps
+    return compared
+
+
+def controller_now(trainer: Trainer, config: Any, state: dict[str, Any]) -> EntropyController:
+    """A fresh controller of `config` in the checkpoint `state` (the layout is part of the test:
+    a preset keeps the pre-refactor {"controller": ...})."""
+    controller = config.make_controller()
+    controller.load_state_dict(state["controller"])
+    return controller
+
+
+PRESET_CASES = {
+    "aepo-bang-bang": (
+        "aepo",
+        "train.prompts_per_step=8",
+        "train.mini_batch_prompts=8",
+        "train.micro_batch_size=16",
+        "algorithm.tempered_fraction=0.5",
+        "algorithm.max_reinforce=3",
+        "train.reuse_on_policy_logprobs=false",
+    ),
+    "aepo-pi-weight-spread-on-policy": (
+        "aepo",
+        "train.prompts_per_step=8",
+        "train.mini_batch_prompts=8",
+        "train.micro_batch_size=16",
+        "algorithm.controller=pi",
+        "algorithm.weight_max=3.0",
+        "algorithm.temperature_high=2.0",
+        "algorithm.max_reinforce=4",
+        "algorithm.placement=spread",
+        "algorithm.include_all_correct_groups=true",
+    ),
+    "dcpo-bang-bang": ("dcpo", "algorithm.max_rho=3.0"),
+    "dcpo-pi-weight-no-rho": (
+        "dcpo",
+        "algorithm.controller=pi",
+        "algorithm.weight_max=3.0",
+        "algorithm.use_rho=false",
+        "algorithm.entropy_signal=full",
+        "train.reuse_on_policy_logprobs=false",
+    ),
+    "icr-code-faithful": ("icr", "rollout.max_new_tokens=48"),
+    "icr-lp-f-multiply-off-policy": (
+        "icr",
+        "rollout.max_new_tokens=48",
+        "algorithm.lp_f_max_length=40",
+        "algorithm.lp_f_buffer=20",
+        "algorithm.mode=multiply",
+        "algorithm.selection=any",
+        "algorithm.sign=own_advantage",
+        "train.mini_batch_prompts=2",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PRESET_CASES))
+def test_preset_matches_the_pre_refactor_reference_bit_for_bit(tmp_path, case):
+    algorithm, *overrides = PRESET_CASES[case]
+    trainer = Trainer(tiny_config(tmp_path / "run", algorithm, "train.steps=3", *overrides))
+    config = trainer.config.algorithm
+    reference = REFERENCE_PREPARE[algorithm]
+
+    def expected_prepare(batch, scores, ctx):
+        state = trainer.algorithm.state_dict()
+        controller = None if algorithm == "icr" else controller_now(trainer, config, state)
+        return reference(config, controller, batch, scores, ctx)
+
+    compared = check_each_step(trainer, expected_prepare)
+    if algorithm != "icr":  # both controller branches (or a moving PI) were exercised
+        assert len({m["control/temperature"] for m in compared}) > 1
+
+
+# ------------------------------------------------------------------------------------------
+# 2. Composition.
+# ------------------------------------------------------------------------------------------
+
+
+def without_timings(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "perf/"))}
+
+
+@pytest.mark.parametrize(
+    ("preset", "preset_overrides", "composed_overrides"),
+    [
+        ("dcpo", ["algorithm.max_rho=3.0"], ["algorithm.targets=[{name: dcpo, max_rho: 3.0}]"]),
+        ("icr", [], ["algorithm.targets=[icr]", "algorithm.log_ratio_clamp=20"]),
+    ],
+)
+def test_a_composed_run_of_one_target_logs_exactly_its_preset_run(
+    tmp_path, preset, preset_overrides, composed_overrides
+):
+    expected = Trainer(tiny_config(tmp_path / "preset", preset, *preset_overrides)).fit()
+    composed = Trainer(tiny_config(tmp_path / "composed", "composed", *composed_overrides))
+    actual = composed.fit()
+    assert [without_timings(m) for m in actual] == [without_timings(m) for m in expected]
+    assert composed.config.run_dir.name == "composed"
+
+
+def test_dcpo_and_icr_compose_bonus_first_then_the_token_mix(tmp_path):
+    """Â' = (1 − α)(Â_GRPO(r + LP-F) + ICR bonus) + α·c·ρ, the documented order, recomputed from
+    the core functions; DCPO's T = 1 pass is the batch's old log-probs; the state holds one
+    entry per target."""
+    trainer = Trainer(
+        tiny_config(
+            tmp_path / "run",
+            "composed",
+            "rollout.max_new_tokens=48",
+            "algorithm.targets=[{name: icr, bonus_total: 8, lp_f_max_length: 40, "
+            "lp_f_buffer: 20}, {name: dcpo, target_entropy: 2.0}]",
+        )
+    )
+    dcpo = trainer.algorithm.targets[1].config
+
+    def expected_prepare(batch, scores, ctx):
+        state = trainer.algorithm.state_dict()
+        assert state["targets"][0] == {}  # icr keeps no state, dcpo its controller's
+        controller = controller_now(trainer, dcpo, state["targets"][1])
+        rewards = scores + overlong_penalty(batch.response_lengths, 40, 20)
+        advantages = grpo_advantages(rewards, batch.group_index)
+        advantages, info = icr_bonus(
+            advantages, rewards, batch.response_lengths, batch.group_index, bonus_total=8.0
+        )
+        assert info["num_selected"] > 0
+        decision, metrics = reference_decide(controller)
+        correct = correct_indicator(scores)
+        (ids, attention), mask = batch.sequences(), batch.response_mask
+        old_logprobs, _ = ctx.score(ids, attention, mask)
+        at_temperature, _ = ctx.score(ids, attention, mask, temperature=decision.temperature)
+        rho = dcpo_rho(at_temperature, old_logprobs, mask)
+        alpha = dcpo_alpha(2.0, decision.previous_entropy, correct)
+        assert 0 < alpha < 1
+        selected = torch.zeros(len(batch), dtype=torch.bool)
+        selected[info["selected_index"]] = True
+        train_batch = TrainBatch(
+            input_ids=ids,
+            attention_mask=attention,
+            response_mask=mask,
+            old_logprobs=old_logprobs,
+            advantages=dcpo_token_advantages(advantages, correct, rho, alpha, mask),
+            extras={"icr_selected": selected},
+        )
+        valid = mask.bool()
+        metrics.update(
+            {
+                "reward/shaped_mean": float(rewards.mean()),
+                "icr/num_selected": float(info["num_selected"]),
+                "icr/bonus": float(info["bonus_per_response"]),
+                "icr/selected_length": float(info["selected_length_mean"]),
+                "control/alpha": alpha,
+                "dcpo/rho_mean": float(rho[valid & correct[:, None]].mean()),
+                "dcpo/rho_max": float(rho[valid].max()),
+                "dcpo/correct_frac": float(correct.float().mean()),
+            }
+        )
+        return train_batch, metrics
+
+    compared = check_each_step(trainer, expected_prepare)
+    assert any(m["reward/shaped_mean"] < m["dcpo/correct_frac"] for m in compared)  # LP-F bit
+    state = trainer.algorithm.state_dict()
+    assert state["targets"][1]["controller"]["state"]["num_updates"] == 2
+
+
+def test_the_row_replacement_comes_last_whatever_the_list_order(tmp_path):
+    """[best_of_n, aepo, icr]: the two bonuses (list order) on the GRPO advantages, then AEPO's
+    tempered rows replace the first m rows with +1 and clear the bonus marks there."""
+    trainer = Trainer(
+        tiny_config(
+            tmp_path / "run",
+            "composed",
+            "train.prompts_per_step=8",
+            "train.mini_batch_prompts=8",
+            "train.micro_batch_size=16",
+            "rollout.max_new_tokens=24",
+            "algorithm.targets=[{name: best_of_n, weight: 0.5}, {name: aepo, max_reinforce: 3, "
+            "tempered_fraction: 0.5}, {name: icr, bonus_total: 4, lp_f: false}]",
+        )
+    )
+    steps = record_prepare(trainer)
+    history = trainer.fit()
+    for step, metrics in zip(steps, history, strict=True):
+        batch, train_batch = step.batch, step.train_batch
+        advantages = grpo_advantages(step.scores, batch.group_index)
+        advantages, best = best_of_n_bonus(advantages, step.scores, batch.group_index, 0.5)
+        advantages, info = icr_bonus(
+            advantages, step.scores, batch.response_lengths, batch.group_index, bonus_total=4.0
+        )
+        num_reinforce = int(metrics["control/num_reinforce"])
+        assert num_reinforce > 0 and len(best) > 0 and info["num_selected"] > 0
+        is_reinforce = torch.arange(len(batch)) < num_reinforce
+        assert torch.equal(train_batch.extras["is_reinforce"], is_reinforce)
+        mask = train_batch.response_mask
+        assert torch.equal(train_batch.advantages[is_reinforce], mask[is_reinforce])
+        width = batch.response_mask.shape[1]
+        on_policy = batch.response_mask[~is_reinforce]
+        assert torch.equal(
+            train_batch.advantages[~is_reinforce, :width],
+            advantages[~is_reinforce, None] * on_policy,
+        )
+        assert not train_batch.advantages[~is_reinforce, width:].any()
+        for name, selected in (
+            ("best_of_n_selected", best),
+            ("icr_selected", info["selected_index"]),
+        ):
+            marks = torch.zeros(len(batch), dtype=torch.bool)
+            marks[selected] = True
+            assert torch.equal(train_batch.extras[name], marks & ~is_reinforce), name
+        assert metrics["best_of_n/num_selected"] == len(best)
+
+
+def test_best_of_n_bonus_picks_each_groups_first_top_reward_like_a_plain_loop():
+    generator = torch.Generator().manual_seed(0)
+    rewards = torch.randint(0, 3, (40,), generator=generator).float() / 2  # ties and flat groups
+    group_index = torch.arange(10).repeat_interleave(4)[torch.randperm(40, generator=generator)]
+    rewards[group_index == 3] = 1.0  # flat groups: no best
+    rewards[group_index == 7] = 0.0
+    advantages = torch.randn(40, generator=generator)
+    new, selected = best_of_n_bonus(advantages, rewards, group_index, weight=0.7)
+
+    expected = []
+    for group in range(10):
+        rows = [i for i in range(40) if int(group_index[i]) == group]
+        values = [float(rewards[i]) for i in rows]
+        if max(values) > min(values):
+            expected.append(min(i for i in rows if float(rewards[i]) == max(values)))
+    assert selected.tolist() == sorted(expected)
+    assert len(expected) == 8
+    bonus = torch.zeros(40)
+    bonus[expected] = 0.7
+    assert torch.equal(new, advantages + bonus)
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        best_of_n_bonus(advantages, rewards, group_index, weight=-1.0)
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Configuration errors and a user's target.
+# ------------------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "targets"
+
+BAD_TARGETS = {
+    "unknown name": ("[dcpo, icrr]", r"algorithm\.targets\[1\]\.name: unknown target 'icrr'"),
+    "no name": ("[{bonus_total: 4}]", r"algorithm\.targets\[0\]\.name: missing"),
+    "unknown key": ("[{name: icr, bonus_totl: 4}]", r"algorithm\.targets\[0\]\.bonus_totl: not a"),
+    "bad value": ("[{name: icr, mode: sum}]", r"algorithm\.targets\[0\]\.mode: 'sum' is not"),
+    "failed validation": (
+        "[{name: aepo, tempered_fraction: 2}]",
+        r"algorithm\.targets\[0\]\.tempered_fraction must be in \(0, 1\]",
+    ),
+    "controller settings": (
+        "[{name: dcpo, weight_max: 3}]",
+        r"algorithm\.targets\[0\]\.weight_max=3.0 needs controller: pi",
+    ),
+    "two controllers": (
+        "[aepo, icr, dcpo]",
+        r"algorithm\.targets\[2\]\.name: 'dcpo' is a second entropy controller target after "
+        r"targets\[0\] \('aepo'\)",
+    ),
+    "not importable": (
+        "[{name: 'no_such_module_xyz:Target'}]",
+        r"algorithm\.targets\[0\]\.name: cannot import module 'no_such_module_xyz'",
+    ),
+    "not a target": (
+        "[{name: 'my_target:final_answer'}]",
+        r"algorithm\.targets\[0\]\.name: 'my_target:final_answer' is <function",
+    ),
+    "not a list": ("7", r"algorithm\.targets: expected a list, got 7"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TARGETS))
+def test_a_bad_target_entry_is_one_error_naming_its_key(monkeypatch, case):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    value, message = BAD_TARGETS[case]
+    overrides = ["algorithm.name=composed", f"algorithm.targets={value}"]
+    with pytest.raises(ConfigError, match=message) as error:
+        load_run_config(None, overrides)
+    assert "\n" not in str(error.value)
+
+
+def test_a_user_target_loads_from_its_import_path_and_keeps_its_state(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from my_target import MajorityVote, final_answer, majority_agreement
+
+    overrides = (
+        "algorithm.targets=[{name: 'my_target:MajorityVote', weight: 0.25, min_agreement: 0}]",
+        "rollout.max_new_tokens=24",
+    )
+    trainer = Trainer(tiny_config(tmp_path / "run", "composed", *overrides))
+    (target,) = trainer.algorithm.targets
+    assert isinstance(target, MajorityVote) and target.config.weight == 0.25
+    steps = record_prepare(trainer)
+    history = trainer.fit()
+
+    total = 0
+    for step, metrics in zip(steps, history, strict=True):
+        answers = [final_answer(text) for text in step.batch.response_texts]
+        agrees = majority_agreement(answers, step.batch.group_index, 0.0)
+        assert agrees.any()
+        advantages = grpo_advantages(step.scores, step.batch.group_index) + 0.25 * agrees
+        mask = step.train_batch.response_mask
+        assert torch.equal(step.train_batch.advantages, advantages[:, None] * mask)
+        assert torch.equal(step.train_batch.extras["majority_vote_selected"], agrees)
+        total += int(agrees.sum())
+        assert metrics["majority_vote/total_agreeing"] == total
+        assert "reward/shaped_mean" not in metrics  # no target shaped the reward
+    assert trainer.algorithm.state_dict() == {"targets": [{"total_agreeing": total}]}
+    restored = Trainer(tiny_config(tmp_path / "restored", "composed", *overrides)).algorithm
+    restored.load_state_dict(trainer.algorithm.state_dict())
+    assert restored.targets[0].total_agreeing == total
