@@ -35,6 +35,7 @@ from dcrl.core.regularizers import (
     icr_bonus,
 )
 from dcrl.core.shaping import overlong_penalty
+from dcrl.targets import StepDraft, Target, TargetError
 from dcrl.train.config import load_run_config
 from dcrl.train.trainer import Trainer
 from tests.helpers import record_prepare, tiny_config
@@ -599,3 +600,48 @@ def test_a_user_target_loads_from_its_import_path_and_keeps_its_state(tmp_path, 
     restored = Trainer(tiny_config(tmp_path / "restored", "composed", *overrides)).algorithm
     restored.load_state_dict(trainer.algorithm.state_dict())
     assert restored.targets[0].total_agreeing == total
+
+
+def test_a_composed_run_with_a_user_target_resumes_exactly(tmp_path, monkeypatch):
+    """Killed in step 3 and resumed from the saved config.yaml and checkpoint: the controller's
+    and the user target's state come back, and the run logs what it logs uninterrupted."""
+    from tests.test_resume import RESUME_OPTIONS, check_interrupted_run, run_until_killed
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    targets = "algorithm.targets=[dcpo, {name: icr, bonus_total: 8}, 'my_target:MajorityVote']"
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    Trainer(tiny_config(straight, "composed", *RESUME_OPTIONS, targets)).fit()
+    run_until_killed(interrupted, "composed", "save", targets)
+    check_interrupted_run(straight, interrupted, "save")
+
+
+class PerTokenBonus(Target):
+    """Breaks the contract: a bonus-stage target that returns per-token advantages."""
+
+    name = "per_token_bonus"
+
+    def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
+        draft.advantages = draft.advantages[:, None] * draft.response_mask
+        return {}
+
+
+class BorrowedMetric(Target):
+    """Breaks the contract: logs a metric name the icr target logs."""
+
+    name = "borrowed_metric"
+
+    def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
+        return {"icr/bonus": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        ("['tests.test_targets:PerTokenBonus']", "'per_token_bonus' .* declare stage = 'mix'"),
+        ("[icr, 'tests.test_targets:BorrowedMetric']", "'borrowed_metric' logs 'icr/bonus'"),
+    ],
+)
+def test_a_target_that_breaks_the_contract_stops_the_step_with_its_name(tmp_path, targets, message):
+    trainer = Trainer(tiny_config(tmp_path / "run", "composed", f"algorithm.targets={targets}"))
+    with pytest.raises(TargetError, match=message):
+        trainer.train_step()

@@ -27,7 +27,14 @@ import torch
 from dcrl.algorithms.base import Algorithm, AlgorithmConfig, StepContext, TrainBatch
 from dcrl.config import field
 from dcrl.core.advantages import grpo_advantages
-from dcrl.targets import STAGES, StepDraft, Target, build_target_configs, get_target_class
+from dcrl.targets import (
+    STAGES,
+    StepDraft,
+    Target,
+    TargetError,
+    build_target_configs,
+    get_target_class,
+)
 from dcrl.targets.base import TargetConfig
 
 
@@ -76,11 +83,13 @@ class Composed(Algorithm):
         if not self.targets or any(t.shapes_rewards for t in self.targets):
             metrics["reward/shaped_mean"] = float(rewards.mean())
         for stage in STAGES:
-            for target in self.targets:
-                if target.stage == stage:
-                    add_metrics(metrics, target.apply(draft, ctx), target)
-            if stage == "bonus" and draft.advantages.dim() != 1:
-                raise RuntimeError("a bonus-stage target must keep per-response (N,) advantages")
+            for target in (t for t in self.targets if t.stage == stage):
+                add_metrics(metrics, target.apply(draft, ctx), target)
+                if stage == "bonus" and draft.advantages.dim() != 1:
+                    raise TargetError(
+                        f"target {target.name!r} (stage bonus) left per-token advantages; a "
+                        "bonus keeps them per response, (N,): declare stage = 'mix' instead"
+                    )
         return draft.finish(ctx), metrics
 
     def after_update(self, metrics: dict[str, float]) -> None:
@@ -99,7 +108,10 @@ def add_metrics(metrics: dict[str, float], new: dict[str, float], target: Target
     """Merge a target's metrics; two targets logging one name would hide one of them."""
     clash = sorted(set(metrics) & set(new))
     if clash:
-        raise RuntimeError(f"target {target.name!r} logs {clash[0]!r}, which another one logs")
+        raise TargetError(
+            f"target {target.name!r} logs {clash[0]!r}, which another target (or the base) logs "
+            f"too; name its metrics '{target.name}/...'"
+        )
     metrics.update(new)
 
 

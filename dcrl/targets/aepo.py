@@ -19,6 +19,7 @@ import torch
 from dcrl.algorithms.base import StepContext
 from dcrl.algorithms.entropy_control import EntropyControlFields
 from dcrl.config import field
+from dcrl.core.control import ControlDecision
 from dcrl.core.regularizers import aepo_mix_batch, aepo_num_reinforce, aepo_select_positives
 from dcrl.targets.base import ControlledTarget, StepDraft, TargetConfig
 
@@ -71,29 +72,16 @@ class AEPOTarget(ControlledTarget):
         decision, metrics = self.decide()
         batch = draft.batch
 
-        # Tempered groups: the first quarter of the prompts, n samples each, at temperature T.
-        # A controller-chosen weight w > 1 (dcrl's pi with weight_max) re-samples w times as many
-        # prompts, so that there are enough positives for its w·N_RF REINFORCE rows.
+        # Tempered groups: the first prompts, n samples each, at temperature T.
         num_prompts = int(batch.group_index.max()) + 1
-        scale = max(1.0, decision.weight or 0.0)
-        num_tempered = min(num_prompts, max(1, int(num_prompts * cfg.tempered_fraction * scale)))
         group_size = len(batch) // num_prompts
         tempered, tempered_scores = ctx.rollout(
-            range(num_tempered), group_size, decision.temperature
+            range(num_tempered_prompts(num_prompts, decision, cfg)),
+            group_size,
+            decision.temperature,
         )
-        positive = aepo_select_positives(
-            tempered_scores,
-            tempered.group_index,
-            cfg.positive_threshold,
-            self.base.advantage_std,
-            include_all_correct_groups=cfg.include_all_correct_groups,
-        )
-        positive_index = positive.nonzero().flatten()
-        num_reinforce = aepo_num_reinforce(
-            len(positive_index),
-            entropy_above_target=decision.entropy_above_target,
-            max_samples=cfg.max_reinforce,
-            weight=decision.weight,
+        positive_index, num_reinforce = reinforce_rows(
+            tempered_scores, tempered.group_index, decision, cfg, self.base.advantage_std
         )
 
         # Pad both batches to one shape (responses grow on the right, as do token advantages),
@@ -138,6 +126,40 @@ class AEPOTarget(ControlledTarget):
             }
         )
         return metrics
+
+
+def num_tempered_prompts(num_prompts: int, decision: ControlDecision, config: AEPOSettings) -> int:
+    """How many of the step's prompts are re-sampled at T: the first quarter (code). A
+    controller-chosen weight w > 1 (dcrl's pi with weight_max) re-samples w times as many, so
+    that there are enough positives for its w·N_RF REINFORCE rows."""
+    scale = max(1.0, decision.weight or 0.0)
+    return min(num_prompts, max(1, int(num_prompts * config.tempered_fraction * scale)))
+
+
+def reinforce_rows(
+    tempered_scores: torch.Tensor,
+    tempered_group_index: torch.Tensor,
+    decision: ControlDecision,
+    config: AEPOSettings,
+    advantage_std: str,
+) -> tuple[torch.Tensor, int]:
+    """The positives among the tempered samples, (P,) indices in batch order, and m, how many of
+    the first ones become REINFORCE rows (papers.md §2.2); any trainer can call it."""
+    positive = aepo_select_positives(
+        tempered_scores,
+        tempered_group_index,
+        config.positive_threshold,
+        advantage_std,
+        include_all_correct_groups=config.include_all_correct_groups,
+    )
+    positive_index = positive.nonzero().flatten()
+    num_reinforce = aepo_num_reinforce(
+        len(positive_index),
+        entropy_above_target=decision.entropy_above_target,
+        max_samples=config.max_reinforce,
+        weight=decision.weight,
+    )
+    return positive_index, num_reinforce
 
 
 TARGET = AEPOTarget

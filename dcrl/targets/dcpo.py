@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from dcrl.algorithms.base import StepContext
 from dcrl.algorithms.entropy_control import EntropyControlFields
 from dcrl.config import field
+from dcrl.core.control import ControlDecision
 from dcrl.core.regularizers import correct_indicator, dcpo_alpha, dcpo_rho, dcpo_token_advantages
 from dcrl.targets.base import ControlledTarget, StepDraft, TargetConfig
 
@@ -47,41 +50,74 @@ class DCPOTarget(ControlledTarget):
     config: DCPOTargetConfig
 
     def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
-        cfg = self.config
         decision, metrics = self.decide()
-        correct = correct_indicator(draft.scores, cfg.correct_threshold)  # (N,)
         ids, attention, mask = draft.input_ids, draft.attention_mask, draft.response_mask
         if draft.old_logprobs is None:
             draft.old_logprobs, _ = ctx.score(ids, attention, mask)  # (N, Lr) at T = 1
-        if cfg.use_rho:
+        old_logprobs_at_temperature = None
+        if self.config.use_rho:
             old_logprobs_at_temperature, _ = ctx.score(
                 ids, attention, mask, temperature=decision.temperature
             )
-            rho = dcpo_rho(
-                old_logprobs_at_temperature, draft.old_logprobs, mask, max_rho=cfg.max_rho
-            )
-        else:
-            rho = mask.float()
-        alpha = dcpo_alpha(
-            cfg.target_entropy,
-            decision.previous_entropy,
-            correct,
-            cfg.alpha_cap,
-            weight=decision.weight,
+        draft.advantages, mix_metrics = dcpo_mix(
+            draft.advantages,
+            draft.scores,
+            mask,
+            draft.old_logprobs,
+            old_logprobs_at_temperature,
+            decision,
+            self.config,
         )
-        draft.advantages = dcpo_token_advantages(draft.advantages, correct, rho, alpha, mask)
+        return {**metrics, **mix_metrics}
 
-        valid = mask.bool()
-        correct_tokens = valid & correct[:, None]
-        metrics.update(
-            {
-                "control/alpha": alpha,
-                "dcpo/rho_mean": float(rho[correct_tokens].mean()) if correct_tokens.any() else 1.0,
-                "dcpo/rho_max": float(rho[valid].max()) if valid.any() else 1.0,
-                "dcpo/correct_frac": float(correct.float().mean()),
-            }
-        )
-        return metrics
+
+def dcpo_mix(
+    advantages: torch.Tensor,
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    old_logprobs_at_temperature: torch.Tensor | None,
+    decision: ControlDecision,
+    config: DCPOSettings,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """DCPO's mixed token advantages Â' = (1 − α)Â + α·c·ρ from the two scoring passes, and its
+    metrics; any trainer that has the passes (dcrl's, verl's) can call it.
+
+    Args:
+        advantages: (N,) per-response advantages (GRPO's, plus any bonus).
+        scores: (N,) task scores (c = 1[score > correct_threshold]).
+        mask: (N, Lr) valid-token mask.
+        old_logprobs: (N, Lr) log π_old at T = 1.
+        old_logprobs_at_temperature: (N, Lr) log π_old at the decision's T; None with use_rho off.
+        decision: this step's controller decision.
+        config: the DCPO settings.
+
+    Returns:
+        (N, Lr) advantages, 0 on padding; metrics.
+    """
+    correct = correct_indicator(scores, config.correct_threshold)  # (N,)
+    if config.use_rho:
+        assert old_logprobs_at_temperature is not None
+        rho = dcpo_rho(old_logprobs_at_temperature, old_logprobs, mask, max_rho=config.max_rho)
+    else:
+        rho = mask.float()
+    alpha = dcpo_alpha(
+        config.target_entropy,
+        decision.previous_entropy,
+        correct,
+        config.alpha_cap,
+        weight=decision.weight,
+    )
+    token_advantages = dcpo_token_advantages(advantages, correct, rho, alpha, mask)  # (N, Lr)
+    valid = mask.bool()
+    correct_tokens = valid & correct[:, None]
+    metrics = {
+        "control/alpha": alpha,
+        "dcpo/rho_mean": float(rho[correct_tokens].mean()) if correct_tokens.any() else 1.0,
+        "dcpo/rho_max": float(rho[valid].max()) if valid.any() else 1.0,
+        "dcpo/correct_frac": float(correct.float().mean()),
+    }
+    return token_advantages, metrics
 
 
 TARGET = DCPOTarget
