@@ -22,10 +22,11 @@ def policy():
     return model, tokenizer
 
 
-@pytest.fixture
-def backend(policy):
+@pytest.fixture(params=["generate", "loop"])
+def backend(policy, request):
+    """Both decoders: every layout and sampling test below holds for each."""
     model, tokenizer = policy
-    return HFRolloutBackend(model, tokenizer, batch_size=64)
+    return HFRolloutBackend(model, tokenizer, batch_size=64, decoding=request.param)
 
 
 def bias_token(model, token_id: int, bias: float):
@@ -434,3 +435,143 @@ def test_vllm_sync_weights_sends_merged_weights_under_base_names(tmp_path, monke
         assert torch.allclose(model(input_ids=ids).logits, before, atol=1e-5)
     assert not model.get_base_model().model.layers[0].self_attn.q_proj.merged
     assert cache_resets == [True]
+
+
+# -- the decoding loop (HFRolloutBackend(decoding="loop")) against generate and a full forward --
+def eos_biased_policy(policy, bias: float = 1.0, dtype: torch.dtype = torch.float32):
+    """A copy of the tiny policy whose EOS logit is raised by `bias`, so responses end at varied
+    lengths and the loop drops finished rows mid-batch. Returns (model, tokenizer, hook handle)."""
+    model, tokenizer = policy
+    model = copy.deepcopy(model).to(dtype)
+    return model, tokenizer, bias_token(model, tokenizer.eos_token_id, bias)
+
+
+@pytest.mark.parametrize("batch_size", [64, 4])
+def test_loop_greedy_equals_generate(batch_size):
+    """Greedy decoding has no randomness, so the loop (one prefill per prompt, finished rows
+    dropped, in-place cache) must return `generate`'s batch exactly: a cache row that moved to
+    the wrong place, a wrong position id or a missing mask column would change a token. The
+    pretrained tiny-overthink answers these prompts at lengths 18-40 (two hit the cap)."""
+    from dcrl.tasks import format_prompt, get_task
+
+    model, tokenizer = load_policy("tiny-overthink")
+    task = get_task("arith", level=[1, 2, 3], max_digits=1)
+    prompts = [
+        format_prompt(p.prompt, tokenizer, template=task.prompt_template)
+        for p in task.problems("train", 6)
+    ]
+    batches = {
+        decoding: HFRolloutBackend(
+            model, tokenizer, batch_size=batch_size, decoding=decoding
+        ).generate(prompts, 2, 0.0, 1.0, 40)
+        for decoding in ("generate", "loop")
+    }
+    loop, reference = batches["loop"], batches["generate"]
+    lengths = reference.response_lengths
+    assert lengths.min() < lengths.max() and reference.truncated.any()  # rows left early
+    for name in ("response_ids", "response_mask", "response_lengths", "truncated", "prompt_ids"):
+        assert torch.equal(getattr(loop, name), getattr(reference, name)), name
+    assert loop.response_texts == reference.response_texts
+
+
+def reference_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """softmax(logits / T) restricted to the top-p nucleus, written out: a token stays when the
+    mass of the tokens more likely than it is below top_p. (..., V) float32 -> (..., V)."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs
+    keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, mass_before < top_p)
+    kept = probs * keep
+    return kept / kept.sum(-1, keepdim=True)
+
+
+def test_loop_draws_every_token_from_the_full_forward_distribution(policy, monkeypatch):
+    """Every sampling step of the loop sees, for each row still running, exactly the
+    distribution a plain full forward pass over that row's prefix gives (temperature, top-p),
+    and no other rows: recorded (probs, token) pairs are matched one to one against the
+    reference of the rows with length > t. float64 weights make the cached and the full pass
+    agree to ~1e-15; the loop, as `generate`, turns the logits into float32 probabilities, so
+    they are compared to 1e-6 (different prefixes differ by far more)."""
+    import dcrl.rollout.hf as hf_module
+
+    recorded = []
+    sample = hf_module._sample_inverse_cdf
+
+    def recording_sample(probs):
+        tokens = sample(probs)
+        recorded.append((probs.clone(), tokens.clone()))
+        return tokens
+
+    monkeypatch.setattr(hf_module, "_sample_inverse_cdf", recording_sample)
+    model, tokenizer, handle = eos_biased_policy(policy, dtype=torch.float64)
+    temperature, top_p = 0.7, 0.9
+    try:
+        batch = HFRolloutBackend(model, tokenizer, decoding="loop").generate(
+            PROMPTS, 6, temperature, top_p, 12, seed=0
+        )
+        input_ids, attention_mask = batch.sequences()
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            logits = model(input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        logits = logits.logits[:, batch.response_logits_slice]  # (N, Lr, V)
+    finally:
+        handle.remove()
+    lengths = batch.response_lengths
+    assert lengths.min() < lengths.max()  # some rows left the batch early
+    assert len(recorded) == batch.response_ids.shape[1]  # one draw per step, none after
+    expected = reference_probs(logits, temperature, top_p)  # (N, Lr, V)
+    for step, (probs, tokens) in enumerate(recorded):
+        running = (lengths > step).nonzero().flatten().tolist()
+        assert len(tokens) == len(running)
+        unmatched = set(running)
+        for row_probs, token in zip(probs, tokens.tolist(), strict=True):
+            match = next(
+                row
+                for row in sorted(unmatched)
+                if batch.response_ids[row, step] == token
+                and torch.allclose(row_probs, expected[row, step], atol=1e-6, rtol=0)
+            )
+            unmatched.remove(match)
+
+
+def test_inverse_cdf_sampling_frequencies_match_the_probabilities():
+    """Frequencies of 400k draws are within 5 standard errors of each probability; tokens of
+    probability 0 (cut by top-p, or -inf logits) are never drawn."""
+    from dcrl.rollout.hf import _sample_inverse_cdf
+
+    probs = torch.tensor([0.5, 0.0, 0.299, 0.2, 0.0, 0.001])
+    draws = 400_000
+    torch.manual_seed(0)
+    tokens = _sample_inverse_cdf(probs.expand(draws, -1).contiguous())
+    frequencies = torch.bincount(tokens, minlength=len(probs)).double() / draws
+    tolerance = 5 * (probs.double() * (1 - probs.double()) / draws).sqrt()
+    assert torch.all((frequencies - probs.double()).abs() <= tolerance)
+    assert frequencies[1] == 0 and frequencies[4] == 0
+
+
+def test_preallocated_cache_layer_matches_transformers_dynamic_layer():
+    """Writes, repeat_interleave and a row selection (reordered, repeated, fewer rows) give the
+    keys and values transformers' concatenating DynamicLayer holds."""
+    from transformers.cache_utils import DynamicLayer
+
+    from dcrl.rollout.hf import _PreallocatedLayer
+
+    torch.manual_seed(0)
+    ours, theirs = _PreallocatedLayer(capacity=9), DynamicLayer()
+    steps = [(2, 5), (4, 1), (4, 1), (3, 1), (3, 1)]  # (rows, new positions) per call
+    for call, (rows, width) in enumerate(steps):
+        if call == 1:
+            ours.batch_repeat_interleave(2), theirs.batch_repeat_interleave(2)
+        if call == 3:
+            keep = torch.tensor([3, 0, 0])
+            ours.batch_select_indices(keep), theirs.batch_select_indices(keep)
+        keys, values = torch.randn(rows, 2, width, 4), torch.randn(rows, 2, width, 4)
+        got, want = ours.update(keys, values), theirs.update(keys, values)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert ours.get_seq_length() == theirs.get_seq_length()
+
+
+def test_unknown_decoding_is_named(policy):
+    model, tokenizer = policy
+    with pytest.raises(ValueError, match="decoding must be 'loop' or 'generate'"):
+        HFRolloutBackend(model, tokenizer, decoding="beam")

@@ -324,3 +324,74 @@ def test_on_policy_update_skips_the_old_logprob_pass_and_takes_the_same_step(tmp
     for g_reuse, g_pass in zip(gradients[True][0], gradients[False][0], strict=True):
         torch.testing.assert_close(g_reuse, g_pass, atol=1e-12, rtol=1e-9)
     assert any(bool(g.abs().sum() > 0) for g in gradients[True][0])
+
+
+def test_length_sorted_chunks_hold_every_row_once_longest_first():
+    from dcrl.train.trainer import length_sorted_chunks
+
+    lengths = torch.tensor([3, 7, 1, 7, 5, 0, 2])
+    mask = (torch.arange(8) < lengths[:, None]).long()  # (7, 8)
+    chunks = length_sorted_chunks(mask, 3)
+    assert [len(c) for c in chunks] == [3, 3, 1]
+    order = torch.cat(chunks)
+    assert sorted(order.tolist()) == list(range(7))
+    assert order.tolist() == [1, 3, 4, 0, 6, 2, 5]  # ties (rows 1 and 3) keep row order
+
+
+@pytest.mark.parametrize("reuse", [True, False], ids=["on_policy", "old_logprob_pass"])
+def test_length_sorted_micro_batches_take_the_rollout_order_step(tmp_path, monkeypatch, reuse):
+    """Grouping rows of similar length into micro-batches (so trim_padding cuts more) changes
+    the mini-batch gradient and the old log-probs only by float summation order.
+
+    Compared in float64 (see test_update_does_not_depend_on_the_micro_batch_size for why not
+    float32): reordering moves a sum by ~1e-16 relative, so both runs' gradients agree to rtol
+    1e-9, while a row scored with another row's mask or advantage would differ by far more.
+    """
+    import dcrl.train.trainer as trainer_module
+
+    def rollout_order(response_mask, size):  # the micro-batches before sorting
+        return [
+            torch.arange(len(response_mask))[rows]
+            for rows in trainer_module._chunks(len(response_mask), size)
+        ]
+
+    results = {}
+    for sort in (True, False):
+        if not sort:
+            monkeypatch.setattr(trainer_module, "length_sorted_chunks", rollout_order)
+        config = tiny_config(
+            tmp_path / f"run-{sort}",
+            "grpo",
+            "train.steps=1",
+            "train.micro_batch_size=3",  # 16 rows: 6 micro-batches, 3 old-log-prob chunks
+            "train.grad_clip=1e6",
+            f"train.reuse_on_policy_logprobs={str(reuse).lower()}",
+        )
+        trainer = Trainer(config)
+        trainer.model.double()
+        batches, grads = [], []
+        original_update = trainer.update
+        trainer.update = lambda batch, f=original_update, b=batches: b.append(batch) or f(batch)
+        trainer.optimizer.register_step_pre_hook(
+            lambda *_, grads=grads, trainer=trainer: grads.append(
+                [p.grad.clone() for p in trainer.model.parameters()]
+            )
+        )
+        metrics = trainer.train_step()
+        results[sort] = (batches[0], grads[0], metrics)
+    (batch, grads_sorted, metrics_sorted), (batch_plain, grads_plain, metrics_plain) = (
+        results[True],
+        results[False],
+    )
+    lengths = batch.response_mask.sum(-1)
+    assert lengths.min() < lengths.max()  # sorting regroups the rows
+    assert torch.equal(batch.input_ids, batch_plain.input_ids)  # the same rollout
+    if not reuse:
+        torch.testing.assert_close(
+            batch.old_logprobs, batch_plain.old_logprobs, atol=1e-12, rtol=1e-9
+        )
+    assert any(bool(g.abs().sum() > 0) for g in grads_sorted)
+    for g_sorted, g_plain in zip(grads_sorted, grads_plain, strict=True):
+        torch.testing.assert_close(g_sorted, g_plain, atol=1e-12, rtol=1e-9)
+    for name in ("loss/policy", "entropy/sampled_nll", "entropy/full", "loss/clipfrac_low"):
+        assert metrics_sorted[name] == pytest.approx(metrics_plain[name], rel=1e-9, abs=1e-12)

@@ -1,20 +1,53 @@
-"""Rollouts with transformers' `generate` (CPU or GPU): batched over prompts, KV cache, stops at EOS.
+"""Rollouts with the live policy (CPU or GPU): batched over prompts, KV cache, stops at EOS.
 
 Sampling is exactly softmax(logits / T) restricted to the top-p nucleus (no top-k, no repetition
 penalty, nothing inherited from the checkpoint's generation_config.json), the same distribution the
 vLLM backend samples and `dcrl.core.logprobs` scores. T = 0 is greedy decoding.
 
-On the tiny model the model's forward pass is most of the generation time (a hand-written sampling
-loop with a KV cache measured no faster), so this backend uses `generate` as is. On a shared 2-core
-CPU use one torch thread (research/env.md §6).
+Two decoders give that distribution (`HFRolloutBackend(decoding=...)`):
+
+- "loop": dcrl's own decoding loop. It skips work that `generate` does and the result
+  does not need (bench/step_vs_trl.py measured each on a CPU):
+  1. one prefill per prompt, its KV cache then repeated for the n samples (`generate` prefills
+     the n identical copies);
+  2. finished rows leave the batch and the cache (`generate` runs every row until the longest
+     ends, so a batch whose lengths vary computes up to max_new_tokens for every row);
+  3. the cache is written in place into a buffer sized for max_new_tokens (`DynamicCache`
+     concatenates, copying the whole cache at every token);
+  4. the next token is drawn by inverse CDF in float64 (one uniform per row) instead of
+     `torch.multinomial` (one exponential per vocabulary entry: 50 ms a token for 32 rows of a
+     49k vocabulary on one core).
+  The logits processing is transformers' own warpers (TemperatureLogitsWarper, TopPLogitsWarper),
+  as `generate` builds them, so the distribution is the same; a fixed seed gives the same samples
+  call after call, but not the samples `generate` draws with that seed. Greedy outputs equal
+  `generate`'s (tests/test_rollout.py).
+- "generate" (default): transformers' `generate`, the reference, and the decoder of every seeded
+  run made before the loop (a seed draws other samples in the loop); also for models the loop
+  does not handle (it needs a decoder-only LM that accepts a KV cache).
+
+On a shared 2-core CPU use one torch thread (research/env.md §6).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    DynamicCache,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+try:
+    from transformers.cache_utils import DynamicLayer
+except ImportError:  # transformers < 4.56 has no cache layers, which decoding="loop" needs
+    DynamicLayer = object
 
 from dcrl.rollout.base import (
     RolloutBackend,
@@ -35,6 +68,10 @@ class HFRolloutBackend(RolloutBackend):
             in the model's generation config (chat models often list their end-of-turn token).
         add_special_tokens: passed to the tokenizer when encoding prompts (a BOS for Llama-style
             tokenizers); set False when the prompts already carry their special tokens.
+        decoding: "generate" (default: transformers' `generate`, the reference) or "loop"
+            (faster: see the module docstring). Both sample the same distribution, but not the
+            same samples for a given seed, so the default keeps the samples of every seeded
+            run made so far (bench/results, the tests' fixed seeds).
     """
 
     name = "hf"
@@ -47,7 +84,15 @@ class HFRolloutBackend(RolloutBackend):
         batch_size: int = 64,
         stop_token_ids: Sequence[int] | None = None,
         add_special_tokens: bool = True,
+        decoding: Literal["generate", "loop"] = "generate",
     ) -> None:
+        if decoding not in ("loop", "generate"):
+            raise ValueError(f"decoding must be 'loop' or 'generate', got {decoding!r}")
+        if decoding == "loop" and DynamicLayer is object:
+            raise ValueError(
+                "decoding='loop' needs transformers ≥ 4.56 (cache layers): upgrade transformers "
+                "or use decoding='generate'"
+            )
         if batch_size < 1:
             raise ValueError(
                 f"batch_size (prompts per generate call) must be ≥ 1, got {batch_size}"
@@ -72,6 +117,7 @@ class HFRolloutBackend(RolloutBackend):
         self.batch_size = batch_size
         self.stop_token_ids = sorted(set(stop_token_ids))
         self.add_special_tokens = add_special_tokens
+        self.decoding = decoding
 
     def generate(
         self,
@@ -128,42 +174,20 @@ class HFRolloutBackend(RolloutBackend):
         top_p: float,
         max_new_tokens: int,
     ) -> RolloutBatch:
-        """One `generate` call for P prompts, prompt_ids and prompt_mask (P, Lp) left-padded."""
+        """P prompts, prompt_ids and prompt_mask (P, Lp) left-padded, n samples each."""
+        decode = self._decode_loop if self.decoding == "loop" else self._decode_with_generate
         greedy = temperature == 0
-        config = GenerationConfig(
-            do_sample=not greedy,
-            temperature=1.0 if greedy else temperature,
-            top_p=1.0 if greedy else top_p,
-            top_k=None if greedy else 0,  # transformers' default 50 would cut the nucleus
-            max_new_tokens=max_new_tokens,
-            # Expanded with repeat_interleave, so the n samples of a prompt are contiguous rows;
-            # greedy samples are all equal, decoded once and repeated below.
-            num_return_sequences=1 if greedy else n,
-            eos_token_id=self.stop_token_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
-            use_cache=True,
-        )
-        # Nothing from the checkpoint's generation_config.json (repetition_penalty, top_k, min_p,
-        # suppressed tokens, ...) may leak into the sampling distribution: transformers fills any
-        # unset field from model.generation_config, so swap in a blank one for the call.
-        hf_model = (
-            self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        )
-        checkpoint_generation_config = hf_model.generation_config
-        hf_model.generation_config = GenerationConfig()
-        try:
-            output = self.model.generate(
-                input_ids=prompt_ids.to(self.model.device),
-                attention_mask=prompt_mask.to(self.model.device),
-                generation_config=config,
-            ).cpu()  # (P·n, Lp + W), or (P, Lp + W) when greedy
-        finally:
-            hf_model.generation_config = checkpoint_generation_config
+        # Greedy samples are all equal: decoded once per prompt and repeated.
+        generated = decode(
+            prompt_ids.to(self.model.device),
+            prompt_mask.to(self.model.device),
+            1 if greedy else n,
+            temperature,
+            top_p,
+            max_new_tokens,
+        ).cpu()  # (P·n, W), or (P, W) when greedy; the n samples of a prompt are contiguous
         if greedy:
-            output = output.repeat_interleave(n, dim=0)  # (P·n, Lp + W)
-
-        prompt_width = prompt_ids.shape[1]
-        generated = output[:, prompt_width:]  # (P·n, W)
+            generated = generated.repeat_interleave(n, dim=0)  # (P·n, W)
         width = generated.shape[1]
         is_stop = torch.isin(generated, torch.tensor(self.stop_token_ids))  # (P·n, W)
         stopped = is_stop.any(-1)  # (P·n,)
@@ -195,3 +219,204 @@ class HFRolloutBackend(RolloutBackend):
             ),
             pad_token_id=self.tokenizer.pad_token_id,
         )
+
+    @property
+    def _transformers_model(self) -> PreTrainedModel:
+        """The transformers model itself (inside a peft wrapper, if any)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def _decode_with_generate(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+    ) -> torch.Tensor:
+        """transformers' `generate`: the response tokens (P·n, W), padded after the stop token."""
+        greedy = temperature == 0
+        config = GenerationConfig(
+            do_sample=not greedy,
+            temperature=1.0 if greedy else temperature,
+            top_p=1.0 if greedy else top_p,
+            top_k=None if greedy else 0,  # transformers' default 50 would cut the nucleus
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,  # expanded with repeat_interleave: samples are contiguous
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            use_cache=True,
+        )
+        # Nothing from the checkpoint's generation_config.json (repetition_penalty, top_k, min_p,
+        # suppressed tokens, ...) may leak into the sampling distribution: transformers fills any
+        # unset field from model.generation_config, so swap in a blank one for the call.
+        hf_model = self._transformers_model
+        checkpoint_generation_config = hf_model.generation_config
+        hf_model.generation_config = GenerationConfig()
+        try:
+            output = self.model.generate(
+                input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config
+            )  # (P·n, Lp + W)
+        finally:
+            hf_model.generation_config = checkpoint_generation_config
+        return output[:, prompt_ids.shape[1] :]
+
+    def _decode_loop(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+    ) -> torch.Tensor:
+        """dcrl's decoding loop (module docstring): the response tokens (P·n, W), padded after
+        the stop token, W = the number of tokens the longest row drew."""
+        device = prompt_ids.device
+        rows = prompt_ids.shape[0] * n
+        stop_ids = torch.tensor(self.stop_token_ids, device=device)
+        # The warpers `generate` builds for do_sample with this temperature and top_p (top_k off).
+        warpers = []
+        if temperature not in (0.0, 1.0):
+            warpers.append(TemperatureLogitsWarper(temperature))
+        if temperature != 0 and top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+
+        cache = _preallocated_cache(self.model, prompt_ids.shape[1] + max_new_tokens)
+        # transformers 5.24 renamed past_key_values to cache (the old name warns).
+        forward_arguments = inspect.signature(self._transformers_model.forward).parameters
+        cache_argument = "cache" if "cache" in forward_arguments else "past_key_values"
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (P, Lp): left padding skipped
+        output = self.model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_argument: cache},
+        )
+        # One prefill per prompt; its cache and last logits serve the prompt's n samples.
+        logits = output.logits[:, -1].float().repeat_interleave(n, dim=0)  # (P·n, V)
+        cache.batch_repeat_interleave(n)
+        attention_mask = prompt_mask.repeat_interleave(n, dim=0)  # (B, Lp + t), B rows active
+        next_position = positions[:, -1].repeat_interleave(n, dim=0) + 1  # (B,)
+        generated = torch.full(
+            (rows, max_new_tokens), self.tokenizer.pad_token_id, dtype=torch.long, device=device
+        )
+        active = torch.arange(rows, device=device)  # (B,): the output row of each batch row
+        for step in range(max_new_tokens):
+            if temperature == 0:
+                tokens = logits.argmax(-1)  # (B,)
+            else:
+                for warper in warpers:
+                    logits = warper(None, logits)
+                tokens = _sample_inverse_cdf(torch.softmax(logits, dim=-1))  # (B,)
+            generated[active, step] = tokens
+            running = ~torch.isin(tokens, stop_ids)  # (B,)
+            if step == max_new_tokens - 1 or not bool(running.any()):
+                return generated[:, : step + 1]
+            if not bool(running.all()):
+                # Finished rows leave the batch (cache, mask, positions): each finished row among
+                # the first `kept` is overwritten by a running row from the tail, so only those
+                # rows move in the cache (`_PreallocatedLayer.batch_select_indices`).
+                kept = int(running.sum())
+                order = torch.arange(kept, device=device)  # (kept,): source row of each row
+                holes = (~running[:kept]).nonzero().flatten()
+                order[holes] = running[kept:].nonzero().flatten() + kept
+                active, tokens = active[order], tokens[order]
+                attention_mask, next_position = attention_mask[order], next_position[order]
+                cache.batch_select_indices(order)
+            attention_mask = torch.nn.functional.pad(attention_mask, (0, 1), value=1)
+            output = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=attention_mask,
+                position_ids=next_position[:, None],
+                use_cache=True,
+                **{cache_argument: cache},
+            )
+            next_position = next_position + 1
+            logits = output.logits[:, -1].float()  # (B, V)
+        raise AssertionError("unreachable: the loop returns at its last step")
+
+
+def _sample_inverse_cdf(probs: torch.Tensor) -> torch.Tensor:
+    """One token per row of probs (B, V), drawn with probability probs[b, v]: the first v whose
+    float64 cumulative sum exceeds u · total, u ~ U[0, 1). Zero-probability tokens own an empty
+    interval and are never drawn; float64 resolves probabilities down to ~1e-16, finer than the
+    float32 probabilities themselves. -> (B,) long."""
+    cumulative = probs.double().cumsum(-1)  # (B, V)
+    threshold = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device)
+    threshold = threshold * cumulative[:, -1:]
+    tokens = torch.searchsorted(cumulative, threshold, right=True).clamp_(max=probs.shape[1] - 1)
+    # u · total can round up to total (probability ~2^-53): redraw such a row from probs.
+    drawn_zero = probs.gather(-1, tokens) == 0  # (B, 1)
+    if bool(drawn_zero.any()):
+        rows = drawn_zero.flatten().nonzero().flatten()
+        tokens[rows] = torch.multinomial(probs[rows], 1)
+    return tokens.flatten()
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys and values live in a buffer of `capacity` positions, written in
+    place: a new token costs one write instead of a copy of the whole cache (`torch.cat`)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        batch, heads, _, key_dim = key_states.shape
+        shape = (batch, heads, self.capacity)
+        self.key_buffer = key_states.new_empty((*shape, key_dim))  # (B, H, capacity, D)
+        self.value_buffer = value_states.new_empty((*shape, value_states.shape[-1]))
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        assert end <= self.capacity, "the cache was sized for fewer tokens"
+        self.key_buffer[:, :, self.length : end] = key_states
+        self.value_buffer[:, :, self.length : end] = value_states
+        self.length = end
+        self._views()
+        return self.keys, self.values
+
+    def _views(self) -> None:
+        self.keys = self.key_buffer[:, :, : self.length]  # (B, H, length, D)
+        self.values = self.value_buffer[:, :, : self.length]
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.length:
+            self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
+            self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
+            self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep rows `indices` (B',), in that order, B' ≤ B. Only the rows whose source differs
+        from their position are copied (the right-hand side is gathered before the write, so
+        any indices are safe), and only the filled positions of each."""
+        if self.length:
+            count = len(indices)
+            moved = (indices != torch.arange(count, device=indices.device)).nonzero().flatten()
+            for buffer in (self.key_buffer, self.value_buffer):
+                buffer[moved, :, : self.length] = buffer[indices[moved], :, : self.length]
+            self.key_buffer, self.value_buffer = self.key_buffer[:count], self.value_buffer[:count]
+            self._views()
+
+
+def _preallocated_cache(model: torch.nn.Module, capacity: int) -> DynamicCache:
+    """A DynamicCache for `model` whose full-attention layers write in place into buffers of
+    `capacity` positions; models with other layer kinds (sliding windows, linear attention) keep
+    transformers' own layers."""
+    cache = DynamicCache(config=model.config)
+    if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [_PreallocatedLayer(capacity) for _ in cache.layers]
+    return cache

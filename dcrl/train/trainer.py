@@ -30,6 +30,10 @@ from dcrl.train.data import ProblemSampler
 from dcrl.train.forward import score_responses
 from dcrl.train.sinks import ConsoleSink, JsonlSink, MetricSink, TensorBoardSink, WandbSink
 
+# Policy losses whose result depends on which rows share a micro-batch (a token selection made
+# per `loss` call): the update keeps their micro-batches in rollout order.
+MICRO_BATCH_STATISTIC_LOSSES = ("clip_cov", "kl_cov")
+
 
 class CheckpointError(UserError):
     """A checkpoint could not be written; the previous one is intact."""
@@ -66,6 +70,23 @@ def trim_padding(batch: TrainBatch) -> TrainBatch:
 
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def length_sorted_chunks(response_mask: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Row indices of micro-batches of at most `size` rows, rows ordered by response length
+    (longest first, ties in row order), so that `trim_padding` cuts each micro-batch to its own
+    longest response instead of the batch's: rows of similar length share a micro-batch.
+
+    Args:
+        response_mask: (N, Lr) 1 on response tokens.
+        size: rows per micro-batch.
+
+    Returns:
+        ceil(N / size) LongTensors (on the mask's device) that together hold every row once.
+    """
+    lengths = response_mask.sum(-1)  # (N,)
+    order = torch.sort(lengths, descending=True, stable=True).indices  # (N,)
+    return [order[rows] for rows in _chunks(len(order), size)]
 
 
 class Trainer:
@@ -344,7 +365,9 @@ class Trainer:
         out = torch.zeros(response_mask.shape, dtype=dtype, device=response_mask.device)
         ent = torch.zeros_like(out) if with_entropy else None
         self.model.eval()
-        for rows in _chunks(len(input_ids), 2 * self.config.train.micro_batch_size):
+        # Each row is scored on its own (no statistic across rows), so grouping rows of similar
+        # length changes no result beyond float rounding and pads less.
+        for rows in length_sorted_chunks(response_mask, 2 * self.config.train.micro_batch_size):
             part = trim_padding(
                 TrainBatch(
                     input_ids=input_ids[rows],
@@ -397,7 +420,15 @@ class Trainer:
                 }
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_loss = 0.0
-                for rows in _chunks(len(minibatch), tc.micro_batch_size):
+                # The loss is normalized by the mini-batch's counts, so how its rows are split
+                # into micro-batches changes the gradient only by float summation order: rows
+                # of similar length go together and trim_padding cuts more. Clip-Cov and KL-Cov
+                # pick their tokens per micro-batch, so their micro-batches keep rollout order.
+                if self.config.algorithm.policy_loss in MICRO_BATCH_STATISTIC_LOSSES:
+                    micro_rows = _chunks(len(minibatch), tc.micro_batch_size)
+                else:
+                    micro_rows = length_sorted_chunks(mask, tc.micro_batch_size)
+                for rows in micro_rows:
                     micro = trim_padding(minibatch.select(rows))
                     keep = micro.response_mask.shape[1]
                     logprobs, entropy = score_responses(
