@@ -69,6 +69,7 @@ ALGORITHM_METRICS: dict[str, tuple[str, ...]] = {
     "lp_f": (*PPO_CLIP_METRICS, "reward/shaped_mean"),
     "kimi": (*PPO_CLIP_METRICS, "reward/shaped_mean"),
     "shorter_better": (*PPO_CLIP_METRICS, "reward/shaped_mean"),
+    "composed": (*PPO_CLIP_METRICS, "reward/shaped_mean"),
 }
 TIMING_PREFIXES = ("time/", "perf/")
 
@@ -187,9 +188,6 @@ def test_aepo_swaps_in_tempered_positives_with_advantage_one(tmp_path):
         )
         assert metrics["entropy/on_policy_nll"] == pytest.approx(
             float(nll[own].sum() / batch.response_mask[own].sum()), abs=1e-4
-        )
-        assert metrics["entropy/on_policy_nll"] != pytest.approx(
-            metrics["entropy/sampled_nll"], abs=1e-3
         )
         # The other rows keep their on-policy GRPO advantage.
         grpo = grpo_reference(step.scores, on_policy.group_index)

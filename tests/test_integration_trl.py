@@ -126,13 +126,14 @@ def test_controller_state_is_saved_in_trl_checkpoints_and_restored_on_resume(tmp
 
     resumed = make_trainer("dcpo", tmp_path, max_steps=3)
     restored: list[dict[str, Any]] = []
-    decide = resumed.algorithm.decide
+    controller = resumed.algorithm.controller
+    decide = controller.decide
 
     def recording_decide():
-        restored.append(resumed.algorithm.controller.state_dict()["state"])
+        restored.append(controller.state_dict()["state"])
         return decide()
 
-    resumed.algorithm.decide = recording_decide
+    controller.decide = recording_decide
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
     assert restored == [saved["controller"]["state"]]  # step 3 decided from the saved state
     assert resumed.algorithm.controller.num_updates == 3

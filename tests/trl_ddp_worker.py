@@ -41,18 +41,19 @@ def train_and_record(algorithm: str, out_dir: Path) -> dict[str, Any]:
     )
     temperatures: list[float] = []
     local_windows: list[list[float]] = []
-    decide, update = trainer.algorithm.decide, trainer._update_controller
+    controller = trainer.algorithm.controller
+    decide, update = controller.decide, trainer._update_controller
 
     def recording_decide():
-        decision, metrics = decide()
+        decision = decide()
         temperatures.append(decision.temperature)
-        return decision, metrics
+        return decision
 
     def recording_update():
         local_windows.append(trainer._entropy_window.tolist())  # this rank's rows only
         update()
 
-    trainer.algorithm.decide = recording_decide
+    controller.decide = recording_decide
     trainer._update_controller = recording_update
     trainer.train()
     digest = hashlib.sha256()

@@ -26,17 +26,18 @@ ALGORITHMS: dict[str, str] = {
     "lp_f": "dcrl.algorithms.lp_f",
     "kimi": "dcrl.algorithms.kimi",
     "shorter_better": "dcrl.algorithms.shorter_better",
+    # GRPO plus a list of target distributions (dcrl.targets): aepo, dcpo, icr, best_of_n, yours
+    "composed": "dcrl.algorithms.composed",
 }
-# GRPO plus a list of targets (dcrl.algorithms.composed): a composition, not one recipe.
-COMPOSED: dict[str, str] = {"composed": "dcrl.algorithms.composed"}
 
 
 def get_algorithm_class(name: str) -> type[Algorithm]:
     """The Algorithm subclass registered under `name`."""
-    modules = {**ALGORITHMS, **COMPOSED}
-    if name not in modules:
-        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(sorted(modules))}")
-    module = importlib.import_module(modules[name])
+    if name not in ALGORITHMS:
+        raise ValueError(
+            f"unknown algorithm {name!r}; choose one of {', '.join(sorted(ALGORITHMS))}"
+        )
+    module = importlib.import_module(ALGORITHMS[name])
     return module.ALGORITHM
 
 
@@ -47,7 +48,6 @@ def make_algorithm(config: AlgorithmConfig) -> Algorithm:
 
 __all__ = [
     "ALGORITHMS",
-    "COMPOSED",
     "Algorithm",
     "AlgorithmConfig",
     "StepContext",
