@@ -131,17 +131,37 @@ def compression_specs(seeds: list[int]) -> list[RunSpec]:
     return specs
 
 
+def combined_specs(seeds: list[int]) -> list[RunSpec]:
+    """DCPO (dcrl's controller at the middle target) and ICR (its recipe) alone, and composed in
+    one run (configs/tiny-dcpo-icr.yaml: the same settings of each)."""
+    specs = []
+    for seed in seeds:
+        specs += [
+            controlled("dcpo", EXPLORATION_TARGET, "pi", seed),
+            RunSpec("icr-recipe", "icr", seed),
+            RunSpec("dcpo+icr", "dcpo-icr", seed, (), EXPLORATION_TARGET, "pi"),
+        ]
+    return specs
+
+
 def same_settings(run_dir: Path, config: object) -> bool:
     """Whether the run in `run_dir` was made with `config`, all but its number of steps (a longer
-    run resumes a shorter one) and how its directory was spelled."""
+    run resumes a shorter one) and how its directory was spelled. The saved config is read
+    through today's loader, so a setting added since then counts at its default (the value the
+    code had before it existed); one that no longer loads means the run is redone."""
     import yaml
 
     from dcrl.config import to_dict
+    from dcrl.train.config import load_run_config
 
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return False
-    saved = yaml.safe_load(saved_path.read_text())
+    try:
+        saved_config = load_run_config(saved_path, [])
+    except (ValueError, TypeError, KeyError):
+        return False
+    saved = yaml.safe_load(yaml.safe_dump(to_dict(saved_config), sort_keys=False))
     wanted = yaml.safe_load(yaml.safe_dump(to_dict(config), sort_keys=False))
     for settings in (saved, wanted):
         settings.get("train", {}).pop("steps", None)
@@ -427,6 +447,52 @@ def summarize_compression(specs: list[RunSpec], root: Path) -> dict:
     return settings
 
 
+def summarize_combined(specs: list[RunSpec], root: Path) -> dict:
+    """Entropy, held-out accuracy and length of DCPO, ICR and DCPO + ICR (issue: entropy held at
+    its target while the length falls, accuracy within 2 points of each alone)."""
+    settings: dict[str, dict] = {}
+    for spec in specs:
+        run_dir = spec.run_dir(root)
+        rows = metrics_of(run_dir)
+        evaluation = json.loads((run_dir / EVAL_DIR / "metrics.json").read_text())
+        entropy = entropy_series(rows)
+        record = {
+            "second_half_entropy": mean(entropy[len(entropy) // 2 :]),
+            "eval_accuracy": evaluation[f"avg@{evaluation['num_samples']}"],
+            "eval_length": evaluation["length"]["mean"],
+            "train_length_first3": mean(series(rows, "length/mean")[:3]),
+            "train_length_last5": mean(series(rows, "length/mean")[-5:]),
+        }
+        if spec.target is not None:
+            record["relative_error"] = record["second_half_entropy"] / spec.target - 1
+        entry = settings.setdefault(spec.name, {"target": spec.target, "seeds": {}})
+        entry["seeds"][spec.seed] = record
+    for entry in settings.values():
+        seeds = list(entry["seeds"].values())
+        for key in seeds[0]:
+            entry[f"mean_{key}"] = mean([s[key] for s in seeds])
+            entry[f"spread_{key}"] = spread([s[key] for s in seeds])
+    both = settings.get("dcpo+icr")
+    dcpo = settings.get(f"dcpo-H{EXPLORATION_TARGET}-pi")
+    icr = settings.get("icr-recipe")
+    if both and dcpo and icr:
+        error = both["mean_relative_error"]
+        shorter = 1 - both["mean_eval_length"] / dcpo["mean_eval_length"]
+        gaps = {
+            "vs_dcpo": both["mean_eval_accuracy"] - dcpo["mean_eval_accuracy"],
+            "vs_icr": both["mean_eval_accuracy"] - icr["mean_eval_accuracy"],
+        }
+        settings["goal"] = {
+            "relative_error": error,
+            "shorter_than_dcpo": shorter,
+            "accuracy_gaps": gaps,
+            "goal_met": abs(error) <= TOLERANCE["pi"]
+            and shorter > 0
+            and all(abs(g) <= 0.02 for g in gaps.values()),
+        }
+    return settings
+
+
 def fmt(value: object, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
@@ -496,6 +562,33 @@ def markdown(experiment: str, summary: dict) -> str:
             f"Best held-out accuracy at target {shape['best_target']}; rises then falls: "
             f"{'yes' if shape['rises_then_falls'] else 'no'} (± is the standard deviation over seeds)"
         )
+    elif experiment == "combined":
+        lines = [
+            "| setting | target | second-half entropy | held-out avg@n | held-out length | "
+            "train length first 3 → last 5 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, entry in summary.items():
+            if name == "goal":
+                continue
+            lines.append(
+                f"| {name} | {fmt(entry['target'])} | {fmt(entry['mean_second_half_entropy'])} ± "
+                f"{fmt(entry['spread_second_half_entropy'])} | {fmt(entry['mean_eval_accuracy'])} ± "
+                f"{fmt(entry['spread_eval_accuracy'])} | {fmt(entry['mean_eval_length'], 1)} | "
+                f"{fmt(entry['mean_train_length_first3'], 1)} → "
+                f"{fmt(entry['mean_train_length_last5'], 1)} |"
+            )
+        if "goal" in summary:
+            goal = summary["goal"]
+            lines.append("")
+            lines.append(
+                f"DCPO + ICR: entropy {goal['relative_error']:+.1%} from its target, held-out "
+                f"answers {goal['shorter_than_dcpo']:+.1%} shorter than DCPO alone, accuracy "
+                f"{goal['accuracy_gaps']['vs_dcpo']:+.3f} vs DCPO and "
+                f"{goal['accuracy_gaps']['vs_icr']:+.3f} vs ICR; goal (within ±5%, shorter, "
+                f"within 2 points of each) met: {'yes' if goal['goal_met'] else 'no'} "
+                "(± is the standard deviation over seeds)"
+            )
     else:
         lines = [
             "| setting | held-out avg@n | held-out length | train length first 3 → last 5 | "
@@ -568,6 +661,21 @@ def claims(experiment: str, summary: dict) -> list[dict]:
                         round(goal["dcpo_pass_at_k"], 4),
                         round(goal["grpo_pass_at_k"], 4),
                     ],
+                },
+                "met": bool(goal["goal_met"]),
+            }
+        )
+    elif experiment == "combined" and "goal" in summary:
+        goal = summary["goal"]
+        rows.append(
+            {
+                "claim": "combined: DCPO + ICR holds the entropy target while compressing",
+                "goal": "entropy within ±5% of the target, held-out answers shorter than DCPO "
+                "alone, accuracy within 2 points of DCPO alone and of ICR alone",
+                "value": {
+                    "relative_error": round(goal["relative_error"], 4),
+                    "shorter_than_dcpo": round(goal["shorter_than_dcpo"], 4),
+                    "accuracy_gaps": {k: round(v, 4) for k, v in goal["accuracy_gaps"].items()},
                 },
                 "met": bool(goal["goal_met"]),
             }
@@ -691,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--experiment",
-        choices=["entropy", "sweep", "exploration", "compression", "all"],
+        choices=["entropy", "sweep", "exploration", "compression", "combined", "all"],
         default="all",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -718,6 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": sweep_specs,
         "exploration": exploration_specs,
         "compression": compression_specs,
+        "combined": combined_specs,
     }
     experiments = list(all_of) if args.experiment == "all" else [args.experiment]
     chosen = re.compile(args.only) if args.only else None
@@ -731,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     to_evaluate = [
         s
         for e in experiments
-        if e in ("sweep", "exploration", "compression")
+        if e in ("sweep", "exploration", "compression", "combined")
         for s in specs_of[e](args.seeds)
     ]
     to_evaluate = list(dict.fromkeys(to_evaluate))
@@ -767,6 +876,8 @@ def main(argv: list[str] | None = None) -> int:
             figures.append(sweep_figure(summary, args.out))
         elif experiment == "exploration":
             summary = summarize_exploration(specs, root, evaluations[0])
+        elif experiment == "combined":
+            summary = summarize_combined(specs, root)
         else:
             summary = summarize_compression(specs, root)
         record = {
