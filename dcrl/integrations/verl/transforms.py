@@ -28,17 +28,10 @@ from dcrl.core.advantages import broadcast_to_tokens, grpo_advantages
 from dcrl.core.control import ControlDecision
 from dcrl.core.logprobs import sampled_token_nll
 from dcrl.core.masking import masked_mean
-from dcrl.core.regularizers import (
-    aepo_mix_batch,
-    aepo_num_reinforce,
-    aepo_select_positives,
-    correct_indicator,
-    dcpo_alpha,
-    dcpo_rho,
-    dcpo_token_advantages,
-    icr_bonus,
-)
+from dcrl.core.regularizers import aepo_mix_batch, icr_bonus
 from dcrl.core.shaping import overlong_penalty
+from dcrl.targets.aepo import num_tempered_prompts, reinforce_rows
+from dcrl.targets.dcpo import dcpo_mix
 
 TEMPERED_AGENT = "dcrl_tempered_agent"  # the agent loop that samples AEPO's tempered rows
 TEMPERATURE_KEY = "dcrl_temperature"  # its per-row sampling temperature (non-tensor column)
@@ -140,33 +133,16 @@ def dcpo_advantages(
     advantages = grpo_advantages(
         scores, group_index(batch.non_tensor_batch["uid"]), std=config.advantage_std
     )  # (N,)
-    correct = correct_indicator(scores, config.correct_threshold)  # (N,)
-    if config.use_rho:
-        rho = dcpo_rho(
-            batch.batch[TEMPERED_LOGPROBS_KEY].float(),
-            batch.batch["old_log_probs"].float(),
-            mask,
-            max_rho=config.max_rho,
-        )  # (N, L)
-    else:
-        rho = mask.float()
-    alpha = dcpo_alpha(
-        config.target_entropy,
-        decision.previous_entropy,
-        correct,
-        config.alpha_cap,
-        weight=decision.weight,
+    at_temperature = batch.batch[TEMPERED_LOGPROBS_KEY].float() if config.use_rho else None
+    token_advantages, metrics = dcpo_mix(
+        advantages,
+        scores,
+        mask,
+        batch.batch["old_log_probs"].float(),
+        at_temperature,
+        decision,
+        config,
     )
-    token_advantages = dcpo_token_advantages(advantages, correct, rho, alpha, mask)
-
-    valid = mask.bool()
-    correct_tokens = valid & correct[:, None]
-    metrics = {
-        "control/alpha": alpha,
-        "dcpo/rho_mean": float(rho[correct_tokens].mean()) if correct_tokens.any() else 1.0,
-        "dcpo/rho_max": float(rho[valid].max()) if valid.any() else 1.0,
-        "dcpo/correct_frac": float(correct.float().mean()),
-    }
     return token_advantages, metrics
 
 
@@ -177,9 +153,8 @@ def aepo_num_tempered_prompts(
     num_prompts: int, decision: ControlDecision, config: AEPOConfig
 ) -> int:
     """How many of the step's prompts AEPO re-samples at T: the first quarter (code), scaled up
-    by a controller weight w > 1 (dcrl's pi with weight_max), as in `dcrl.algorithms.aepo`."""
-    scale = max(1.0, decision.weight or 0.0)
-    return min(num_prompts, max(1, int(num_prompts * config.tempered_fraction * scale)))
+    by a controller weight w > 1 (dcrl's pi with weight_max), as `dcrl.targets.aepo` does."""
+    return num_tempered_prompts(num_prompts, decision, config)
 
 
 def aepo_tempered_requests(
@@ -237,19 +212,12 @@ def aepo_splice(
         scores, group_index(batch.non_tensor_batch["uid"]), std=config.advantage_std
     )  # (N,)
     tempered_scores = sequence_scores(tempered.batch[reward_key]).float()  # (M,)
-    positive = aepo_select_positives(
+    positive_index, num_reinforce = reinforce_rows(
         tempered_scores,
         group_index(tempered.non_tensor_batch["uid"]),
-        config.positive_threshold,
+        decision,
+        config,
         config.advantage_std,
-        include_all_correct_groups=config.include_all_correct_groups,
-    )
-    positive_index = positive.nonzero().flatten()
-    num_reinforce = aepo_num_reinforce(
-        len(positive_index),
-        entropy_above_target=decision.entropy_above_target,
-        max_samples=config.max_reinforce,
-        weight=decision.weight,
     )
     num_reinforce = min(num_reinforce, len(batch))
 
