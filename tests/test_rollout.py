@@ -204,12 +204,14 @@ def test_generation_restores_train_or_eval_mode(backend):
     backend.model.train()
 
 
-def test_lora_policy_generates_through_peft():
+@pytest.mark.parametrize("decoding", ["generate", "loop"])
+def test_lora_policy_generates_through_peft(decoding):
     model, tokenizer = load_policy("tiny", lora={"rank": 2})
     base_greedy = HFRolloutBackend(model.get_base_model(), tokenizer)
     with model.disable_adapter():
         expected = base_greedy.generate(PROMPTS, 1, 0.0, 1.0, 6)
-    batch = get_rollout_backend("hf", model, tokenizer).generate(PROMPTS, 1, 0.0, 1.0, 6)
+    backend = get_rollout_backend("hf", model, tokenizer, decoding=decoding)
+    batch = backend.generate(PROMPTS, 1, 0.0, 1.0, 6)
     assert torch.equal(batch.response_ids, expected.response_ids)  # LoRA B = 0 at start
     assert model.training
 
