@@ -551,16 +551,18 @@ def test_inverse_cdf_sampling_frequencies_match_the_probabilities():
     assert frequencies[1] == 0 and frequencies[4] == 0
 
 
-def test_preallocated_cache_layer_matches_transformers_dynamic_layer():
-    """Writes, repeat_interleave and a row selection (reordered, repeated, fewer rows) give the
-    keys and values transformers' concatenating DynamicLayer holds."""
+def test_in_place_cache_layer_matches_transformers_dynamic_layer():
+    """Writes (growing the buffer several times), repeat_interleave and a row selection
+    (reordered, repeated, fewer rows) give the keys and values transformers' concatenating
+    DynamicLayer holds."""
     from transformers.cache_utils import DynamicLayer
 
-    from dcrl.rollout.hf import _PreallocatedLayer
+    from dcrl.rollout.hf import _InPlaceLayer
 
     torch.manual_seed(0)
-    ours, theirs = _PreallocatedLayer(capacity=9), DynamicLayer()
-    steps = [(2, 5), (4, 1), (4, 1), (3, 1), (3, 1)]  # (rows, new positions) per call
+    ours, theirs = _InPlaceLayer(max_length=10, min_growth=1), DynamicLayer()
+    steps = [(2, 3), (4, 1), (4, 2), (3, 1), (3, 1), (3, 2)]  # (rows, new positions) per call
+    capacities = []
     for call, (rows, width) in enumerate(steps):
         if call == 1:
             ours.batch_repeat_interleave(2), theirs.batch_repeat_interleave(2)
@@ -571,6 +573,9 @@ def test_preallocated_cache_layer_matches_transformers_dynamic_layer():
         got, want = ours.update(keys, values), theirs.update(keys, values)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
         assert ours.get_seq_length() == theirs.get_seq_length()
+        capacities.append(ours.key_buffer.shape[2])
+    # first write: 3 + min_growth; then doubling (4 → 8), then capped at max_length
+    assert capacities == [4, 4, 8, 8, 8, 10]
 
 
 def test_unknown_decoding_is_named(policy):

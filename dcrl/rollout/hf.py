@@ -12,7 +12,7 @@ Two decoders give that distribution (`HFRolloutBackend(decoding=...)`):
      the n identical copies);
   2. finished rows leave the batch and the cache (`generate` runs every row until the longest
      ends, so a batch whose lengths vary computes up to max_new_tokens for every row);
-  3. the cache is written in place into a buffer sized for max_new_tokens (`DynamicCache`
+  3. the cache is written in place into a buffer that doubles when full (`DynamicCache`
      concatenates, copying the whole cache at every token);
   4. the next token is drawn by inverse CDF in float64 (one uniform per row) instead of
      `torch.multinomial` (one exponential per vocabulary entry: 50 ms a token for 32 rows of a
@@ -282,7 +282,7 @@ class HFRolloutBackend(RolloutBackend):
         if temperature != 0 and top_p < 1.0:
             warpers.append(TopPLogitsWarper(top_p))
 
-        cache = _preallocated_cache(self.model, prompt_ids.shape[1] + max_new_tokens)
+        cache = _in_place_cache(self.model, prompt_ids.shape[1] + max_new_tokens)
         # transformers 5.24 renamed past_key_values to cache (the old name warns).
         forward_arguments = inspect.signature(self._transformers_model.forward).parameters
         cache_argument = "cache" if "cache" in forward_arguments else "past_key_values"
@@ -318,7 +318,7 @@ class HFRolloutBackend(RolloutBackend):
             if not bool(running.all()):
                 # Finished rows leave the batch (cache, mask, positions): each finished row among
                 # the first `kept` is overwritten by a running row from the tail, so only those
-                # rows move in the cache (`_PreallocatedLayer.batch_select_indices`).
+                # rows move in the cache (`_InPlaceLayer.batch_select_indices`).
                 kept = int(running.sum())
                 order = torch.arange(kept, device=device)  # (kept,): source row of each row
                 holes = (~running[:kept]).nonzero().flatten()
@@ -356,21 +356,28 @@ def _sample_inverse_cdf(probs: torch.Tensor) -> torch.Tensor:
     return tokens.flatten()
 
 
-class _PreallocatedLayer(DynamicLayer):
-    """A `DynamicLayer` whose keys and values live in a buffer of `capacity` positions, written in
-    place: a new token costs one write instead of a copy of the whole cache (`torch.cat`)."""
+class _InPlaceLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys and values are written in place into a buffer: a new token
+    costs one write instead of a copy of the whole cache (`torch.cat`). A full buffer is
+    reallocated with room for twice its positions (at least `min_growth` more, at most
+    `max_length`), so memory stays within about twice what is filled, as with `DynamicCache`.
 
-    def __init__(self, capacity: int) -> None:
+    Args:
+        max_length: the most positions the cache will hold (prompt + max_new_tokens).
+        min_growth: the fewest positions a reallocation adds.
+    """
+
+    def __init__(self, max_length: int, min_growth: int = 64) -> None:
         super().__init__()
-        self.capacity = capacity
+        self.max_length = max_length
+        self.min_growth = min_growth
         self.length = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
-        batch, heads, _, key_dim = key_states.shape
-        shape = (batch, heads, self.capacity)
-        self.key_buffer = key_states.new_empty((*shape, key_dim))  # (B, H, capacity, D)
-        self.value_buffer = value_states.new_empty((*shape, value_states.shape[-1]))
+        batch, heads = key_states.shape[:2]
+        self.key_buffer = key_states.new_empty((batch, heads, 0, key_states.shape[-1]))
+        self.value_buffer = value_states.new_empty((batch, heads, 0, value_states.shape[-1]))
         self.is_initialized = True
 
     def update(
@@ -379,12 +386,28 @@ class _PreallocatedLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[-2]
-        assert end <= self.capacity, "the cache was sized for fewer tokens"
+        assert end <= self.max_length, "the cache was sized for fewer tokens"
+        capacity = self.key_buffer.shape[2]
+        if end > capacity:
+            self._reallocate(min(self.max_length, max(end, 2 * capacity, end + self.min_growth)))
         self.key_buffer[:, :, self.length : end] = key_states
         self.value_buffer[:, :, self.length : end] = value_states
         self.length = end
         self._views()
         return self.keys, self.values
+
+    def _reallocate(self, capacity: int, rows: torch.Tensor | None = None) -> None:
+        """New buffers of `capacity` positions holding the filled positions of `rows` (a
+        LongTensor of row numbers, repeats allowed; None keeps every row)."""
+        buffers = []
+        for buffer in (self.key_buffer, self.value_buffer):
+            filled = buffer[:, :, : self.length] if rows is None else buffer[rows, :, : self.length]
+            batch, heads, _, dim = filled.shape
+            grown = filled.new_empty((batch, heads, capacity, dim))  # (B', H, capacity, D)
+            grown[:, :, : self.length] = filled
+            buffers.append(grown)
+        self.key_buffer, self.value_buffer = buffers
+        self._views()
 
     def _views(self) -> None:
         self.keys = self.key_buffer[:, :, : self.length]  # (B, H, length, D)
@@ -395,9 +418,8 @@ class _PreallocatedLayer(DynamicLayer):
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.length:
-            self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
-            self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
-            self._views()
+            rows = torch.arange(self.key_buffer.shape[0], device=self.device)
+            self._reallocate(self.key_buffer.shape[2], rows.repeat_interleave(repeats))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep rows `indices` (B',), in that order, B' ≤ B. Only the rows whose source differs
@@ -412,11 +434,11 @@ class _PreallocatedLayer(DynamicLayer):
             self._views()
 
 
-def _preallocated_cache(model: torch.nn.Module, capacity: int) -> DynamicCache:
-    """A DynamicCache for `model` whose full-attention layers write in place into buffers of
-    `capacity` positions; models with other layer kinds (sliding windows, linear attention) keep
-    transformers' own layers."""
+def _in_place_cache(model: torch.nn.Module, max_length: int) -> DynamicCache:
+    """A DynamicCache for `model` whose full-attention layers write in place (`_InPlaceLayer`,
+    at most `max_length` positions); models with other layer kinds (sliding windows, linear
+    attention) keep transformers' own layers."""
     cache = DynamicCache(config=model.config)
     if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [_PreallocatedLayer(capacity) for _ in cache.layers]
+        cache.layers = [_InPlaceLayer(max_length) for _ in cache.layers]
     return cache
