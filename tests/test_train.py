@@ -395,3 +395,11 @@ def test_length_sorted_micro_batches_take_the_rollout_order_step(tmp_path, monke
         torch.testing.assert_close(g_sorted, g_plain, atol=1e-12, rtol=1e-9)
     for name in ("loss/policy", "entropy/sampled_nll", "entropy/full", "loss/clipfrac_low"):
         assert metrics_sorted[name] == pytest.approx(metrics_plain[name], rel=1e-9, abs=1e-12)
+
+
+def test_rollout_decoding_option_reaches_the_backend_and_is_checked(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path / "run", "grpo", "rollout.decoding=loop"))
+    assert trainer.backend.decoding == "loop"
+    trainer.train_step()  # a step samples through the loop
+    with pytest.raises(ValueError, match="decoding=loop"):
+        tiny_config(tmp_path / "other", "grpo", "rollout.backend=vllm", "rollout.decoding=loop")

@@ -88,8 +88,20 @@ class RolloutConfig:
     top_p: float = field(0.99, help="Nucleus sampling threshold (the papers use 0.99).")
     max_new_tokens: int = field(2048, help="Maximum response length in tokens.")
     batch_size: int = field(64, help="Prompts generated together in one backend call.")
+    decoding: Literal["generate", "loop"] = field(
+        "generate",
+        help="hf backend only. generate: transformers' generate (the reference, default, so "
+        "seeded runs keep their samples); loop: dcrl's decoding loop, the same sampling "
+        "distribution with one prefill per prompt and finished rows leaving the batch (faster; "
+        "a seed draws other samples; bench/step_vs_trl.py).",
+    )
 
     def validate(self) -> None:
+        if self.decoding == "loop" and self.backend != "hf":
+            raise ValueError(
+                f"decoding=loop is the hf backend's decoder; with backend={self.backend} set "
+                "decoding=generate"
+            )
         if not self.temperature > 0:
             raise ValueError(
                 f"temperature must be > 0 for training, got {self.temperature}: at 0 every "

@@ -119,8 +119,11 @@ class Trainer:
             gradient_checkpointing=mc.gradient_checkpointing,
             device=_resolve_device(mc.device),
         )
+        rollout_options = {"batch_size": config.rollout.batch_size}
+        if config.rollout.backend == "hf":
+            rollout_options["decoding"] = config.rollout.decoding
         self.backend = get_rollout_backend(
-            config.rollout.backend, self.model, self.tokenizer, batch_size=config.rollout.batch_size
+            config.rollout.backend, self.model, self.tokenizer, **rollout_options
         )
 
         def format_problem(problem: Any) -> str:
