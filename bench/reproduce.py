@@ -753,7 +753,7 @@ def entropy_figure(specs: list[RunSpec], root: Path, summary: dict, out: Path) -
                 axis.fill_between(steps, low, high, color=color, alpha=0.2)
             axis.set_title(f"{algorithm}, {controller} (band ±{TOLERANCE[controller]:.0%})")
             axis.set_xlabel("step")
-            axis.set_ylabel("entropy (sampled NLL, nats/token)")
+            axis.set_ylabel("policy entropy (on-policy NLL, nats/token)")
             axis.legend(fontsize=7)
     fig.tight_layout()
     name = "entropy_vs_target.png"

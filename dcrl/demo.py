@@ -172,7 +172,9 @@ def run_demo(settings: DemoSettings) -> Path:
     print_table("held-out evaluation (T = 1)", EVAL_COLUMNS, rows)
     control_columns, control_rows = entropy_control_table(run_dirs)
     print_table(
-        "entropy control (sampled-token entropy, nats/token)", control_columns, control_rows
+        "entropy control (the policy's sampled-token entropy, nats/token)",
+        control_columns,
+        control_rows,
     )
     write_table(
         control_columns,

@@ -223,9 +223,11 @@ SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("eval_length", "eval len"),
 ]
 
-_FINAL_METRICS = {
+# Each column takes the first metric the run logged: H(nll) is the policy's own sampled-token NLL
+# (AEPO's tempered rows left out), or the whole batch's in logs written before it existed.
+_FINAL_METRICS: dict[str, str | tuple[str, ...]] = {
     "accuracy": "reward/accuracy",
-    "entropy_nll": "entropy/sampled_nll",
+    "entropy_nll": ("entropy/on_policy_nll", "entropy/sampled_nll"),
     "entropy_full": "entropy/full",
     "temperature": "control/temperature",
     "length": "length/mean",
@@ -246,7 +248,10 @@ def summary_table(runs: list[Run], *, by_group: bool = False) -> tuple[Columns, 
     per_run = []
     for run in runs:
         row: dict[str, Any] = {"run": run.label, "steps": int(run.steps[-1])}
-        row.update({key: run.final(metric) for key, metric in _FINAL_METRICS.items()})
+        for key, metrics in _FINAL_METRICS.items():
+            names = (metrics,) if isinstance(metrics, str) else metrics
+            logged = [name for name in names if run.has(name)]
+            row[key] = run.final(logged[0]) if logged else None
         evaluation = run.evals.get(eval_name) if eval_name is not None else None
         if evaluation is not None:
             n = evaluation["settings"]["n"]
