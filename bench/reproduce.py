@@ -493,6 +493,11 @@ def summarize_combined(specs: list[RunSpec], root: Path) -> dict:
     return settings
 
 
+def escape_cell(text: str) -> str:
+    """Text for a markdown table cell: a literal | would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def fmt(value: object, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
@@ -513,7 +518,7 @@ def markdown(experiment: str, summary: dict) -> str:
                 f"{fmt(entry['mean_second_half_mean'])} ± {fmt(entry['mean_second_half_std'])} | "
                 f"{'drop ' if key == 'entropy_drop' else ''}{entry['mean_' + key]:+.1%} "
                 f"(seeds ± {entry['spread_' + key]:.1%}) | "
-                f"{entry['goal']} | {'yes' if entry['goal_met'] else 'no'} |"
+                f"{escape_cell(entry['goal'])} | {'yes' if entry['goal_met'] else 'no'} |"
             )
         lines.append("")
         lines.append(
