@@ -43,8 +43,8 @@ format: $(PY)
 bench: $(PY)
 	$(PY) bench/core_memory.py
 	$(PY) bench/faults.py
-	$(PY) bench/step_vs_trl.py --model tiny-overthink --repetitions 9 --threads 1
-	$(PY) bench/step_vs_trl.py --model smollm2-135m --repetitions 9 --threads 1
+	$(PY) bench/step_vs_trl.py --model tiny-overthink --repetitions 9 --threads 2
+	$(PY) bench/step_vs_trl.py --model smollm2-135m --repetitions 9 --threads 2
 
 reproduce: $(PY)
 	$(PY) bench/reproduce.py
