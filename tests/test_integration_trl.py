@@ -29,6 +29,7 @@ from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig  # noqa: E402
 
 from dcrl.algorithms import StepContext, make_algorithm  # noqa: E402
+from dcrl.algorithms.composed import ComposedConfig  # noqa: E402
 from dcrl.errors import UserError  # noqa: E402
 from dcrl.integrations.trl import STATE_FILE, DCRLGRPOTrainer  # noqa: E402
 from dcrl.models.loading import load_policy  # noqa: E402
@@ -312,3 +313,22 @@ def test_data_parallel_ranks_agree(tmp_path):
         last = [rank["local_entropy_windows"][-1] for rank in ranks]
         pooled = (last[0][0] + last[1][0]) / (last[0][1] + last[1][1])
         assert ranks[0]["controller"]["state"]["previous_entropy"] == pytest.approx(pooled)
+
+
+def test_a_composed_run_of_dcpo_and_icr_trains_in_trl(tmp_path):
+    """Target distributions compose inside TRL as in `dcrl train`: DCPO's controller and ICR's
+    bonus both act, the controller updates every step, and every parameter moves."""
+    algorithm = ComposedConfig(
+        name="composed", targets=[{"name": "dcpo", "controller": "pi"}, "icr"]
+    )
+    trainer = make_trainer(algorithm, tmp_path)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+
+    unchanged = [n for n, p in trainer.model.named_parameters() if torch.equal(p, before[n])]
+    assert unchanged == []
+    steps = [record for record in trainer.state.log_history if "entropy/sampled_nll" in record]
+    assert len(steps) == 2
+    assert all(isinstance(record.get("control/alpha"), float) for record in steps)
+    assert any(record.get("icr/num_selected", 0) > 0 for record in steps)
+    assert steps[1]["control/previous_entropy"] == steps[0]["entropy/sampled_nll"]

@@ -71,7 +71,9 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         f"dcrl.integrations.trl needs TRL 1.16 ({error}); install it with pip install 'dcrl[trl]'"
     ) from error
 
-SUPPORTED_ALGORITHMS = ("grpo", "aepo", "dcpo", "icr")
+# composed: GRPO plus target distributions (dcrl.targets); they change advantages and rows, not
+# the loss, so TRL's loss applies as for the presets.
+SUPPORTED_ALGORITHMS = ("grpo", "aepo", "dcpo", "icr", "composed")
 STATE_FILE = "dcrl_algorithm_state.json"  # the algorithm's state_dict, in each TRL checkpoint
 
 
@@ -81,8 +83,8 @@ class DCRLGRPOTrainer(GRPOTrainer):
     Args:
         *args, **kwargs: those of `trl.GRPOTrainer` (model, reward_funcs, args, train_dataset, ...).
         algorithm: a dcrl algorithm config (`AEPOConfig(...)`, `DCPOConfig(...)`,
-            `ICRConfig(...)`, dcrl's `GRPOConfig()`) or a name for its defaults (one of
-            SUPPORTED_ALGORITHMS).
+            `ICRConfig(...)`, dcrl's `GRPOConfig()`, `ComposedConfig(targets=[...])`) or a name
+            for its defaults (one of SUPPORTED_ALGORITHMS).
     """
 
     def __init__(self, *args: Any, algorithm: AlgorithmConfig | str, **kwargs: Any) -> None:
