@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -144,24 +144,10 @@ def entropy_figure(runs: list[Run], colors: dict[str, str], smooth: int) -> Figu
             )
 
     panels = [
-        (POLICY_NLL, "entropy: the policy's sampled-token NLL (nats/token)"),
+        ("entropy/on_policy_nll", "entropy: the policy's sampled-token NLL (nats/token)"),
         ("entropy/full", "entropy: full vocabulary (nats/token)"),
     ]
-    return _panels_figure(
-        [_with_policy_nll(run) for run in runs], colors, panels, smooth, draw_targets
-    )
-
-
-POLICY_NLL = "entropy/on_policy_nll"
-
-
-def _with_policy_nll(run: Run) -> Run:
-    """The run with entropy/on_policy_nll (the NLL of the policy's own samples, AEPO's tempered
-    rows left out); a log written before it existed lends its sampled_nll, the same number for
-    every algorithm but AEPO."""
-    if run.has(POLICY_NLL) or not run.has("entropy/sampled_nll"):
-        return run
-    return replace(run, metrics={**run.metrics, POLICY_NLL: run.metrics["entropy/sampled_nll"]})
+    return _panels_figure(runs, colors, panels, smooth, draw_targets)
 
 
 def pass_at_k_figure(runs: list[Run], colors: dict[str, str]) -> Figure | None:

@@ -109,6 +109,10 @@ def _read_metrics(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         name: np.array([by_step[step].get(name, math.nan) for step in steps], dtype=np.float64)
         for name in names
     }
+    # The policy's own sampled-token NLL (AEPO's tempered rows left out); a log written before it
+    # existed lends its sampled_nll, the same number for every algorithm but AEPO.
+    if "entropy/on_policy_nll" not in metrics and "entropy/sampled_nll" in metrics:
+        metrics["entropy/on_policy_nll"] = metrics["entropy/sampled_nll"]
     return steps, metrics
 
 
@@ -223,11 +227,10 @@ SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("eval_length", "eval len"),
 ]
 
-# Each column takes the first metric the run logged: H(nll) is the policy's own sampled-token NLL
-# (AEPO's tempered rows left out), or the whole batch's in logs written before it existed.
-_FINAL_METRICS: dict[str, str | tuple[str, ...]] = {
+# H(nll): the policy's own sampled-token NLL (AEPO's tempered rows left out; see _read_metrics).
+_FINAL_METRICS = {
     "accuracy": "reward/accuracy",
-    "entropy_nll": ("entropy/on_policy_nll", "entropy/sampled_nll"),
+    "entropy_nll": "entropy/on_policy_nll",
     "entropy_full": "entropy/full",
     "temperature": "control/temperature",
     "length": "length/mean",
@@ -248,10 +251,7 @@ def summary_table(runs: list[Run], *, by_group: bool = False) -> tuple[Columns, 
     per_run = []
     for run in runs:
         row: dict[str, Any] = {"run": run.label, "steps": int(run.steps[-1])}
-        for key, metrics in _FINAL_METRICS.items():
-            names = (metrics,) if isinstance(metrics, str) else metrics
-            logged = [name for name in names if run.has(name)]
-            row[key] = run.final(logged[0]) if logged else None
+        row.update({key: run.final(metric) for key, metric in _FINAL_METRICS.items()})
         evaluation = run.evals.get(eval_name) if eval_name is not None else None
         if evaluation is not None:
             n = evaluation["settings"]["n"]

@@ -453,14 +453,11 @@ class Trainer:
                     nll_sum += float(token_nll.sum())
                     # Rows an algorithm drew from another distribution (AEPO's tempered
                     # REINFORCE rows) are left out of the policy's own entropy estimate.
-                    regularizer_rows = micro.extras.get("is_reinforce")
-                    if regularizer_rows is not None:
-                        on_policy = (~regularizer_rows.bool()).float().unsqueeze(-1)
-                        on_policy_nll_sum += float((token_nll * on_policy).sum())
-                        on_policy_tokens += float((micro_mask * on_policy).sum())
-                    else:
-                        on_policy_nll_sum += float(token_nll.sum())
-                        on_policy_tokens += n_tok
+                    own_mask = micro_mask
+                    if "is_reinforce" in micro.extras:
+                        own_mask = micro_mask * (~micro.extras["is_reinforce"]).unsqueeze(-1)
+                    on_policy_nll_sum += float((token_nll * own_mask).sum())
+                    on_policy_tokens += float(own_mask.sum())
                     entropy_sum += float((entropy.detach() * micro_mask).sum())
                     for name, value in metrics.items():
                         sums[name] = sums.get(name, 0.0) + float(value) * n_tok
