@@ -97,6 +97,39 @@ def test_accumulator_lengths_and_correlation_by_hand():
         half_done.metrics()
 
 
+def test_accumulator_metrics_by_group_by_hand():
+    grouped = EvalAccumulator(["a", "b", "c"], groups=["plain", "trap", "plain"], group_key="kind")
+    plain = EvalAccumulator(["a", "b", "c"])
+    for accumulator in (grouped, plain):
+        accumulator.add_samples("a", [1.0, 0.0], [10, 20], [False, True])
+        accumulator.add_samples("b", [0.0, 0.0], [30, 50], [True, False])
+        accumulator.add_samples("c", [1.0, 1.0], [6, 8], [False, False])
+        for problem_id, reward in (("a", 1.0), ("b", 0.0), ("c", 0.0)):
+            accumulator.add_greedy(problem_id, reward, 5)
+    metrics = grouped.metrics()
+    by_group = metrics.pop("by_group")
+    assert metrics == plain.metrics()  # the overall numbers do not change
+    assert by_group["key"] == "kind" and list(by_group["groups"]) == ["plain", "trap"]
+    kinds = by_group["groups"]
+    # plain: a (1 of 2 correct) and c (2 of 2): avg 3/4, pass@2 = (1 + 1)/2
+    assert (kinds["plain"]["num_problems"], kinds["plain"]["avg@2"]) == (2, 0.75)
+    assert kinds["plain"]["pass@k"] == {"1": 0.75, "2": 1.0}
+    assert kinds["plain"]["reward_mean"] == 0.75
+    assert kinds["plain"]["length"]["mean"] == (10 + 20 + 6 + 8) / 4
+    assert kinds["plain"]["length"]["truncated_frac"] == 0.25
+    assert kinds["plain"]["greedy_accuracy"] == 0.5
+    # a: the shorter answer is correct (corr −1); c: no spread in correctness (0)
+    assert kinds["plain"]["length_accuracy_correlation"]["group"] == pytest.approx(-0.5, abs=1e-6)
+    # trap: b, never correct
+    assert kinds["trap"]["pass@k"] == {"1": 0.0, "2": 0.0} and kinds["trap"]["avg@2"] == 0.0
+    assert (
+        kinds["trap"]["length"]["mean"] == 40.0 and kinds["trap"]["length"]["correct_mean"] is None
+    )
+    assert kinds["trap"]["greedy_accuracy"] == 0.0
+    with pytest.raises(ValueError, match="one each"):
+        EvalAccumulator(["a", "b"], groups=["plain"])
+
+
 # -- evaluate ----------------------------------------------------------------------------------
 def test_evaluate_metrics_match_its_records(policy, problems, tmp_path):
     result = run_eval(policy, problems, tmp_path, samples_per_call=4)
@@ -125,6 +158,25 @@ def test_evaluate_metrics_match_its_records(policy, problems, tmp_path):
     assert saved["avg@6"] == result.metrics["avg@6"]
     per_problem = [json.loads(line) for line in (tmp_path / "per_problem.jsonl").open()]
     assert [row["num_correct"] for row in per_problem] == [sum(row) for row in correct]
+
+
+def test_evaluate_groups_by_a_meta_key(policy, problems, tmp_path):
+    labeled = [
+        Problem(p.prompt, p.answer, p.id, {**p.meta, "kind": ("plain", "trap")[i % 2]})
+        for i, p in enumerate(problems)
+    ]
+    result = run_eval(policy, labeled, tmp_path, group_by="kind")
+    samples = [r for r in read_records(tmp_path) if r["kind"] == "sample"]
+    groups = result.metrics["by_group"]["groups"]
+    for label, members in (("plain", labeled[0::2]), ("trap", labeled[1::2])):
+        correct = [[r["correct"] for r in samples if r["problem_id"] == p.id] for p in members]
+        assert groups[label]["num_problems"] == len(members)
+        assert groups[label]["pass@k"]["2"] == pytest.approx(pass_at_k_by_enumeration(correct, 2))
+        flat = [c for row in correct for c in row]
+        assert groups[label]["avg@6"] == pytest.approx(sum(flat) / len(flat))
+    assert json.loads((tmp_path / "metrics.json").read_text())["by_group"]["key"] == "kind"
+    with pytest.raises(ValueError, match="no meta"):
+        run_eval(policy, problems, tmp_path / "unlabeled", group_by="kind")
 
 
 def test_interrupted_evaluation_resumes_to_the_same_metrics(policy, problems, tmp_path):

@@ -86,6 +86,11 @@ def eval_command(
         True, "--save-responses/--no-save-responses", help="Keep response texts in samples.jsonl."
     ),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads; 0 keeps the default."),
+    group_by: str | None = typer.Option(
+        None,
+        "--group-by",
+        help="Also report the metrics per value of this problem meta key (e.g. kind).",
+    ),
 ) -> None:
     """Evaluate models: avg@n, unbiased pass@k, greedy accuracy, lengths, correlation.
 
@@ -169,6 +174,7 @@ def eval_command(
                     save_responses=save_responses,
                     model_label=label,
                     data_label=eval_data.label,
+                    group_by=group_by,
                     on_progress=lambda done, total, task_id=task_id: progress.update(
                         task_id, completed=done, total=total
                     ),

@@ -229,6 +229,7 @@ def evaluate(
     save_responses: bool = True,
     model_label: str | None = None,
     data_label: str = "problems",
+    group_by: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Sample n answers per problem, grade them and compute avg@n, pass@k and length metrics.
@@ -251,6 +252,8 @@ def evaluate(
         backend, dtype, device: how a model given by name is loaded and sampled ("hf"/"vllm").
         save_responses: keep response texts in the records (off for very large n).
         model_label, data_label: how the model and data are named in the settings.
+        group_by: a meta key every problem has (e.g. "kind"): the metrics are also reported per
+            value of `problem.meta[group_by]`, under "by_group" (`dcrl.eval.metrics`).
         on_progress: called as on_progress(calls_done, calls_total) after each generate call.
 
     Returns:
@@ -269,6 +272,15 @@ def evaluate(
             "must be >= 1"
         )
     samples_per_call = min(samples_per_call, n)
+    groups = None
+    if group_by is not None:
+        unlabeled = [p.id for p in problems if group_by not in p.meta]
+        if unlabeled:
+            raise ValueError(
+                f"group_by={group_by!r}: {len(unlabeled)} problem(s) have no meta[{group_by!r}] "
+                f"(first: {unlabeled[0]!r}); group by a key every problem has"
+            )
+        groups = [p.meta[group_by] for p in problems]
     reward_fn = get_reward_fn(reward_fn)
     check_reward_fn(reward_fn, problems[0].meta)
     rollout, model_description = _build_backend(
@@ -301,10 +313,13 @@ def evaluate(
             "\n".join(p.id for p in problems).encode()
         ).hexdigest(),
         "greedy": greedy,
+        "group_by": group_by,
         "correct_threshold": CORRECT_THRESHOLD,
         "dcrl_version": dcrl.__version__,
     }
-    accumulator = EvalAccumulator([p.id for p in problems])
+    accumulator = EvalAccumulator(
+        [p.id for p in problems], groups=groups, group_key=group_by or "group"
+    )
     complete_units: set[tuple[str, str, int]] = set()
     records_file = None
     resumed_samples = 0  # records (sampled and greedy) reused from an earlier call
