@@ -28,6 +28,8 @@ from dcrl.train import checkpoint as ckpt
 from dcrl.train.config import RunConfig, load_run_config
 from dcrl.train.data import ProblemSampler
 from dcrl.train.forward import score_responses
+from dcrl.train.resume_check import apply_checkpoint, read_checkpoint, run_identity
+from dcrl.train.run_lock import RunLock, releases_lock_on_error
 from dcrl.train.sinks import ConsoleSink, JsonlSink, MetricSink, TensorBoardSink, WandbSink
 
 # Policy losses whose result depends on which rows share a micro-batch (a token selection made
@@ -92,6 +94,7 @@ def length_sorted_chunks(response_mask: torch.Tensor, size: int) -> list[torch.T
 class Trainer:
     """Post-trains a causal LM with one of dcrl's algorithms. `fit()` runs the configured steps."""
 
+    @releases_lock_on_error
     def __init__(self, config: RunConfig, *, resume: bool = False) -> None:
         from dcrl.models import load_policy
         from dcrl.rollout import get_rollout_backend
@@ -103,13 +106,17 @@ class Trainer:
         torch.manual_seed(config.train.seed)
 
         # Everything checkable without the model is checked first: a bad input fails in seconds.
+        self.problems, template, self.reward_fn = _load_data(config)
+        # One writer per run directory, taken before anything in it is written (run_lock.py).
+        self.run_lock = RunLock(self.run_dir).acquire()
         if not resume and ckpt.latest_checkpoint(self.run_dir) is not None:
             raise FileExistsError(
                 f"run directory {self.run_dir} already holds checkpoints: continue it with "
                 f"`dcrl train --resume {self.run_dir}`, or set log.output_dir to a new directory"
             )
-        self.problems, template, self.reward_fn = _load_data(config)
-        _prepare_run_dir(self.run_dir, yaml.safe_dump(to_dict(config), sort_keys=False))
+        config_text = yaml.safe_dump(to_dict(config), sort_keys=False)
+        if not resume:  # a resume writes it once the checkpoint is checked (resume_check.py)
+            _prepare_run_dir(self.run_dir, config_text)
 
         mc = config.model
         self.model, self.tokenizer = load_policy(
@@ -157,16 +164,15 @@ class Trainer:
         self.step = 0
         self.bad_steps = 0  # consecutive steps with a skipped (non-finite) update
         if resume:
-            path = ckpt.latest_checkpoint(self.run_dir)
-            if path is None:
-                raise FileNotFoundError(
-                    f"nothing to resume in {self.run_dir}: it has no complete checkpoint"
-                )
-            state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
-            self.step = int(state["step"])
-            self.bad_steps = int(state.get("bad_steps", 0))
-            self.sampler.load_state_dict(state["sampler"])
-            self.algorithm.load_state_dict(state["algorithm"])
+            contents = read_checkpoint(
+                self.run_dir, config, self.model, self.algorithm, self.sampler
+            )
+            apply_checkpoint(
+                contents, self.model, self.optimizer, self.scheduler, self.algorithm, self.sampler
+            )
+            self.step = int(contents.state["step"])
+            self.bad_steps = int(contents.state.get("bad_steps", 0))
+            _prepare_run_dir(self.run_dir, config_text)
         self.history: list[dict[str, float]] = []
 
     @classmethod
@@ -208,10 +214,11 @@ class Trainer:
                     raise TrainingDiverged(self._diverged_message())
                 if (tc.save_every and self.step % tc.save_every == 0) or self.step == tc.steps:
                     self.save()
+            self.export_policy(self.run_dir / "policy")
         finally:
             for sink in sinks:
                 sink.close()
-        self.export_policy(self.run_dir / "policy")
+            self.run_lock.release()
         return self.history
 
     @property
@@ -249,6 +256,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "algorithm": self.algorithm.state_dict(),
             "bad_steps": self.bad_steps,
+            "run": run_identity(self.config),
         }
         try:
             return ckpt.save_checkpoint(
