@@ -1,0 +1,211 @@
+"""compression: GRPO, LP-F, ICR and LP-F + ICR: held-out accuracy and length, training length,
+and the per-group length-accuracy correlation over training.
+
+Goals, per testbed:
+- overthink: ICR >= 25% shorter held-out answers than GRPO, accuracy within 2 points.
+- explore: the same, and LP-F's per-group length-accuracy correlation ends (mean over the
+  second half of training) above ICR's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .common import (
+    RunSpec,
+    Testbed,
+    add_seed_statistics,
+    eval_metrics,
+    fmt,
+    held_out,
+    mean,
+    metrics_of,
+    series,
+    yes_no,
+)
+
+NAME = "compression"
+CLAIM_PREFIXES = ("compression",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """lp_f_max_length, lp_f_buffer: LP-F (DAPO's soft overlong penalty) ramps from
+    max_length − buffer to max_length tokens.
+    shorter, accuracy_points: ICR's goal against GRPO.
+    lp_f_correlation_goal: also require LP-F's correlation to end above ICR's."""
+
+    lp_f_max_length: int
+    lp_f_buffer: int
+    shorter: float = 0.25
+    accuracy_points: float = 0.02
+    lp_f_correlation_goal: bool = False
+    placeholders: tuple[str, ...] = ()
+
+
+SETTINGS = {
+    # A concise level-3 answer is about 20 tokens; the policy starts near 27.
+    "overthink": Settings(lp_f_max_length=32, lp_f_buffer=16),
+    "explore": Settings(
+        lp_f_max_length=48,  # PLACEHOLDER: from the explore policy's answer lengths
+        lp_f_buffer=16,  # PLACEHOLDER
+        lp_f_correlation_goal=True,
+        placeholders=("lp_f_max_length", "lp_f_buffer"),
+    ),
+}
+
+
+def specs(seeds: list[int], testbed: Testbed) -> list[RunSpec]:
+    settings = SETTINGS[testbed.name]
+    length, buffer = settings.lp_f_max_length, settings.lp_f_buffer
+    lpf = ("algorithm.name=lp_f", f"algorithm.max_length={length}", f"algorithm.buffer={buffer}")
+    runs = []
+    for seed in seeds:
+        runs += [
+            RunSpec("grpo", "grpo", seed),
+            RunSpec("lp_f", "grpo", seed, lpf),
+            RunSpec("icr", "icr", seed, ("algorithm.lp_f=false",)),
+            RunSpec(
+                "lp_f+icr",
+                "icr",
+                seed,
+                (
+                    "algorithm.lp_f=true",
+                    f"algorithm.lp_f_max_length={length}",
+                    f"algorithm.lp_f_buffer={buffer}",
+                ),
+            ),
+        ]
+    return runs
+
+
+def evaluated(specs: list[RunSpec], testbed: Testbed) -> list[RunSpec]:
+    return specs
+
+
+def uses_pretrained(testbed: Testbed) -> bool:
+    return False
+
+
+def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: dict | None) -> dict:
+    settings_of = SETTINGS[testbed.name]
+    settings: dict[str, dict] = {}
+    for spec in specs:
+        rows = metrics_of(spec.run_dir(root))
+        evaluation = eval_metrics(spec, root)
+        entry = settings.setdefault(spec.name, {"seeds": {}})
+        corr = series(rows, "corr/length_acc_group")
+        scores = held_out(evaluation, testbed)
+        entry["seeds"][spec.seed] = {
+            "eval_accuracy": scores["avg_at_n"],
+            "eval_length": scores["length"],
+            "train_length_last5": mean(series(rows, "length/mean")[-5:]),
+            "train_length_first3": mean(series(rows, "length/mean")[:3]),
+            "corr_group_first_half": mean(corr[: len(corr) // 2]),
+            "corr_group_second_half": mean(corr[len(corr) // 2 :]),
+        }
+        for kind in testbed.kinds:
+            entry["seeds"][spec.seed][f"eval_accuracy_{kind}"] = scores[f"avg_at_n_{kind}"]
+            entry["seeds"][spec.seed][f"eval_length_{kind}"] = scores[f"length_{kind}"]
+    for entry in settings.values():
+        add_seed_statistics(entry, with_spread=False)
+    if "icr" in settings and "grpo" in settings:
+        grpo, icr = settings["grpo"], settings["icr"]
+        shorter = 1 - icr["mean_eval_length"] / grpo["mean_eval_length"]
+        gap = icr["mean_eval_accuracy"] - grpo["mean_eval_accuracy"]
+        goal = {
+            "icr_shorter_than_grpo": shorter,
+            "icr_minus_grpo_accuracy": gap,
+            "goal_met": shorter >= settings_of.shorter and gap >= -settings_of.accuracy_points,
+        }
+        if settings_of.lp_f_correlation_goal and "lp_f" in settings:
+            lp_f_end = settings["lp_f"]["mean_corr_group_second_half"]
+            icr_end = icr["mean_corr_group_second_half"]
+            goal.update(
+                {
+                    "lp_f_corr_end": lp_f_end,
+                    "icr_corr_end": icr_end,
+                    "lp_f_corr_above_icr": lp_f_end > icr_end,
+                }
+            )
+        settings["goal"] = goal
+    return settings
+
+
+def markdown(summary: dict, testbed: Testbed) -> str:
+    settings_of = SETTINGS[testbed.name]
+    kinds = testbed.kinds
+    lines = [
+        "| setting | held-out avg@n | held-out length | train length first 3 → last 5 | "
+        "corr (group) 1st half → 2nd half |"
+        + "".join(f" {kind} avg@n | {kind} length |" for kind in kinds),
+        "|---|---|---|---|---|" + "---|---|" * len(kinds),
+    ]
+    for name, entry in summary.items():
+        if name == "goal":
+            continue
+        lines.append(
+            f"| {name} | {fmt(entry['mean_eval_accuracy'])} | {fmt(entry['mean_eval_length'], 1)} | "
+            f"{fmt(entry['mean_train_length_first3'], 1)} → {fmt(entry['mean_train_length_last5'], 1)} | "
+            f"{fmt(entry['mean_corr_group_first_half'])} → {fmt(entry['mean_corr_group_second_half'])} |"
+            + "".join(
+                f" {fmt(entry[f'mean_eval_accuracy_{kind}'])} | "
+                f"{fmt(entry[f'mean_eval_length_{kind}'], 1)} |"
+                for kind in kinds
+            )
+        )
+    if "goal" in summary:
+        goal = summary["goal"]
+        lines.append("")
+        lines.append(
+            f"ICR vs GRPO: {goal['icr_shorter_than_grpo']:+.1%} shorter, accuracy "
+            f"{goal['icr_minus_grpo_accuracy']:+.3f}; goal (≥ {settings_of.shorter:.0%} shorter, "
+            f"within {settings_of.accuracy_points * 100:g} points) met: "
+            f"{'yes' if goal['goal_met'] else 'no'}"
+        )
+        if "lp_f_corr_above_icr" in goal:
+            lines.append("")
+            lines.append(
+                f"Per-group length-accuracy correlation over the second half: LP-F "
+                f"{fmt(goal['lp_f_corr_end'])}, ICR {fmt(goal['icr_corr_end'])}; goal (LP-F's "
+                f"above ICR's) met: {yes_no(goal['lp_f_corr_above_icr'])}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def claims(summary: dict, testbed: Testbed) -> list[dict]:
+    settings_of = SETTINGS[testbed.name]
+    if "goal" not in summary:
+        return []
+    goal = summary["goal"]
+    rows = [
+        {
+            "claim": "compression: ICR is shorter than GRPO at the same accuracy",
+            "goal": f">= {settings_of.shorter:.0%} shorter held-out answers, accuracy within "
+            f"{settings_of.accuracy_points * 100:g} points",
+            "value": {
+                "shorter": round(goal["icr_shorter_than_grpo"], 4),
+                "accuracy_difference": round(goal["icr_minus_grpo_accuracy"], 4),
+            },
+            "met": bool(goal["goal_met"]),
+        }
+    ]
+    if "lp_f_corr_above_icr" in goal:
+        rows.append(
+            {
+                "claim": "compression: LP-F's per-group length-accuracy correlation ends above "
+                "ICR's",
+                "goal": "mean corr/length_acc_group over the second half of training: LP-F's > "
+                "ICR's (means of seeds)",
+                "value": [round(goal["lp_f_corr_end"], 4), round(goal["icr_corr_end"], 4)],
+                "met": bool(goal["lp_f_corr_above_icr"]),
+            }
+        )
+    return rows
+
+
+def figures(
+    specs: list[RunSpec], root: Path, summary: dict, out: Path, testbed: Testbed
+) -> list[str]:
+    return []  # the report's length, correlation and Pareto figures show it

@@ -1,0 +1,235 @@
+"""exploration: entropy-controlled runs (dcrl's PI controller) against GRPO on the held-out
+split: avg@n and the pass@k curve with the seed spread, and the pretrained policy's for
+reference; per kind of problem too on a testbed with kinds.
+
+Goals, per testbed:
+- overthink: DCPO at the middle target >= GRPO on avg@n and pass@16.
+- explore: DCPO and AEPO, each at its best target (the sweep's), >= GRPO on avg@n and pass@16
+  (overall; the per-kind numbers are in the table and the rows' values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .common import RunSpec, Testbed, by_kind, controlled, eval_metrics, fmt, mean, spread, yes_no
+
+NAME = "exploration"
+CLAIM_PREFIXES = ("exploration",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """algorithms: (algorithm, target) pairs, in the testbed's units.
+    best_targets: the targets are each algorithm's best (the claim says so).
+    flat_goals: the summary's "goals" is the one algorithm's comparison itself (the layout of
+        the overthink results, bench/results/exploration.json), not a dict by algorithm."""
+
+    algorithms: tuple[tuple[str, float], ...]
+    best_targets: bool = False
+    flat_goals: bool = False
+    placeholders: tuple[str, ...] = ()
+
+
+SETTINGS = {
+    "overthink": Settings(algorithms=(("dcpo", 0.15),), flat_goals=True),
+    "explore": Settings(
+        algorithms=(("dcpo", 0.95), ("aepo", 0.95)),  # PLACEHOLDER: each one's best (sweep)
+        best_targets=True,
+        placeholders=("algorithms",),
+    ),
+}
+
+
+def specs(seeds: list[int], testbed: Testbed) -> list[RunSpec]:
+    runs = [RunSpec("grpo", "grpo", s) for s in seeds]
+    for algorithm, target in SETTINGS[testbed.name].algorithms:
+        runs += [controlled(testbed, algorithm, target, "pi", s) for s in seeds]
+    return runs
+
+
+def evaluated(specs: list[RunSpec], testbed: Testbed) -> list[RunSpec]:
+    return specs
+
+
+def uses_pretrained(testbed: Testbed) -> bool:
+    return True
+
+
+def curve(metrics: dict) -> dict:
+    return {
+        "pass_at_k": metrics["pass@k"],
+        "avg_at_n": next(v for k, v in metrics.items() if k.startswith("avg@")),
+    }
+
+
+def over_seeds(seeds: list[dict]) -> dict:
+    """Mean and spread over seeds of {"pass_at_k", "avg_at_n"} records."""
+    ks = seeds[0]["pass_at_k"].keys()
+    return {
+        "pass_at_k": {k: mean([s["pass_at_k"][k] for s in seeds]) for k in ks},
+        "pass_at_k_spread": {k: spread([s["pass_at_k"][k] for s in seeds]) for k in ks},
+        "avg_at_n": mean([s["avg_at_n"] for s in seeds]),
+        "avg_at_n_spread": spread([s["avg_at_n"] for s in seeds]),
+    }
+
+
+def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: dict | None) -> dict:
+    settings = SETTINGS[testbed.name]
+    assert pretrained is not None, "exploration compares against the pretrained policy"
+    curves: dict[str, dict] = {"pretrained": {"pass_at_k": pretrained["pass@k"], "avg_at_n": None}}
+    for spec in specs:
+        metrics = eval_metrics(spec, root)
+        entry = curves.setdefault(spec.name.split("-")[0], {"seeds": {}})
+        record = curve(metrics)
+        if testbed.group_by is not None:
+            record["by_kind"] = {k: curve(v) for k, v in by_kind(metrics, testbed).items()}
+        entry["seeds"][spec.seed] = record
+    curves["pretrained"]["avg_at_n"] = curve(pretrained)["avg_at_n"]
+    if testbed.group_by is not None:
+        curves["pretrained"]["by_kind"] = {
+            k: curve(v) for k, v in by_kind(pretrained, testbed).items()
+        }
+    for entry in curves.values():
+        if "seeds" in entry:
+            seeds = list(entry["seeds"].values())
+            entry.update(over_seeds(seeds))
+            if testbed.group_by is not None:
+                entry["by_kind"] = {
+                    kind: over_seeds([s["by_kind"][kind] for s in seeds])
+                    for kind in seeds[0]["by_kind"]
+                }
+    grpo = curves.get("grpo")
+    goals: dict = {}
+    if grpo is not None:
+        ks = [int(k) for k in grpo["pass_at_k"]]
+        k_goal = str(16 if 16 in ks else max(ks))  # pass@16, or the largest k of a quick run
+        for algorithm, target in settings.algorithms:
+            if algorithm in curves:
+                goals[algorithm] = compare(algorithm, curves[algorithm], grpo, k_goal)
+                if settings.best_targets:
+                    goals[algorithm]["target"] = testbed.target_label(target)
+    if settings.flat_goals:
+        goals = next(iter(goals.values()), {})
+    return {"curves": curves, "goals": goals}
+
+
+def compare(algorithm: str, entry: dict, grpo: dict, k: str) -> dict:
+    """The algorithm's avg@n and pass@k against GRPO's (means of seeds), and per kind."""
+    goal = {
+        "k": k,
+        f"{algorithm}_pass_at_k": entry["pass_at_k"][k],
+        "grpo_pass_at_k": grpo["pass_at_k"][k],
+        f"{algorithm}_avg_at_n": entry["avg_at_n"],
+        "grpo_avg_at_n": grpo["avg_at_n"],
+        "goal_met": entry["pass_at_k"][k] >= grpo["pass_at_k"][k]
+        and entry["avg_at_n"] >= grpo["avg_at_n"],
+    }
+    if "by_kind" in entry:
+        goal["by_kind"] = {
+            kind: {
+                f"{algorithm}_avg_at_n": values["avg_at_n"],
+                "grpo_avg_at_n": grpo["by_kind"][kind]["avg_at_n"],
+                f"{algorithm}_pass_at_k": values["pass_at_k"][k],
+                "grpo_pass_at_k": grpo["by_kind"][kind]["pass_at_k"][k],
+            }
+            for kind, values in entry["by_kind"].items()
+        }
+    return goal
+
+
+def goals_by_algorithm(summary: dict, testbed: Testbed) -> dict[str, dict]:
+    goals = summary["goals"]
+    if SETTINGS[testbed.name].flat_goals:
+        algorithm = SETTINGS[testbed.name].algorithms[0][0]
+        return {algorithm: goals} if goals else {}
+    return goals
+
+
+def with_spread(value: float | None, value_spread: float | None) -> str:
+    return fmt(value) + (f" ± {fmt(value_spread)}" if value_spread is not None else "")
+
+
+def markdown(summary: dict, testbed: Testbed) -> str:
+    curves = summary["curves"]
+    ks = list(curves["grpo"]["pass_at_k"])
+    lines = ["| model | avg@n | " + " | ".join(f"pass@{k}" for k in ks) + " |"]
+    lines.append("|---|---|" + "---|" * len(ks))
+    for label, entry in curves.items():
+        spreads = entry.get("pass_at_k_spread", {})
+        values = " | ".join(
+            fmt(entry["pass_at_k"].get(k)) + (f" ± {fmt(spreads[k])}" if k in spreads else "")
+            for k in ks
+        )
+        avg = fmt(entry["avg_at_n"]) + (
+            f" ± {fmt(entry['avg_at_n_spread'])}" if "avg_at_n_spread" in entry else ""
+        )
+        lines.append(f"| {label} | {avg} | {values} |")
+    goals = goals_by_algorithm(summary, testbed)
+    if testbed.group_by is not None:
+        k = next(iter(goals.values()))["k"] if goals else ks[-1]
+        lines += ["", f"| model | {testbed.group_by} | avg@n | pass@{k} |", "|---|---|---|---|"]
+        for label, entry in curves.items():
+            for kind, values in entry.get("by_kind", {}).items():
+                lines.append(
+                    f"| {label} | {kind} | "
+                    f"{with_spread(values['avg_at_n'], values.get('avg_at_n_spread'))} | "
+                    f"{with_spread(values['pass_at_k'][k], values.get('pass_at_k_spread', {}).get(k))} |"
+                )
+    for algorithm, goal in goals.items():
+        name = algorithm.upper()
+        at = f" at {goal['target']}" if "target" in goal else ""
+        lines.append("")
+        lines.append(
+            f"{name}{at} vs GRPO: avg@n {fmt(goal[f'{algorithm}_avg_at_n'])} vs "
+            f"{fmt(goal['grpo_avg_at_n'])}, pass@{goal['k']} {fmt(goal[f'{algorithm}_pass_at_k'])} "
+            f"vs {fmt(goal['grpo_pass_at_k'])}; goal ({name} >= GRPO on both) met: "
+            f"{yes_no(goal['goal_met'])} (± is the standard deviation over seeds)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def claims(summary: dict, testbed: Testbed) -> list[dict]:
+    rows = []
+    for algorithm, goal in goals_by_algorithm(summary, testbed).items():
+        at = f" at its best target {goal['target']}" if "target" in goal else ""
+        value: dict = {
+            "avg_at_n": [
+                round(goal[f"{algorithm}_avg_at_n"], 4),
+                round(goal["grpo_avg_at_n"], 4),
+            ],
+            f"pass_at_{goal['k']}": [
+                round(goal[f"{algorithm}_pass_at_k"], 4),
+                round(goal["grpo_pass_at_k"], 4),
+            ],
+        }
+        if "by_kind" in goal:
+            value["by_kind"] = {
+                kind: {
+                    "avg_at_n": [
+                        round(v[f"{algorithm}_avg_at_n"], 4),
+                        round(v["grpo_avg_at_n"], 4),
+                    ],
+                    f"pass_at_{goal['k']}": [
+                        round(v[f"{algorithm}_pass_at_k"], 4),
+                        round(v["grpo_pass_at_k"], 4),
+                    ],
+                }
+                for kind, v in goal["by_kind"].items()
+            }
+        rows.append(
+            {
+                "claim": f"exploration: {algorithm.upper()}{at} >= GRPO on the held-out split",
+                "goal": f"avg@n and pass@{goal['k']} >= GRPO's (means of seeds)",
+                "value": value,
+                "met": bool(goal["goal_met"]),
+            }
+        )
+    return rows
+
+
+def figures(
+    specs: list[RunSpec], root: Path, summary: dict, out: Path, testbed: Testbed
+) -> list[str]:
+    return []  # the report's pass@k figure shows the curves
