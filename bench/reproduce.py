@@ -238,7 +238,7 @@ def write_results(
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -261,7 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run directories (large; default: the testbed's, runs/bench/…)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     testbed = TESTBEDS[args.testbed]
     root = args.runs or testbed.runs
     out = args.out or testbed.results

@@ -1,0 +1,291 @@
+"""bench/experiments on synthetic runs (no training): the explore testbed's goals computed from
+hand-made entropy curves and held-out metrics — RMS tracking error against its hand value, the
+bang-bang comparison, AEPO's heating, GRPO's trap pass@16, the sweep's interior peak and its
+margin over GRPO, per-kind exploration rows, LP-F's correlation, the combined goal — and the
+driver's claims bookkeeping and arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.experiments import EXPERIMENTS, combined, compression, entropy, exploration, sweep
+from bench.experiments.common import EVAL_DIR, TESTBEDS, RunSpec, rms_relative_error
+from bench.reproduce import build_parser, write_claims, write_results
+
+# The explore testbed with a known starting entropy: targets 1.25x, 0.95x, 0.45x are 0.25,
+# 0.19, 0.09 nats.
+EXPLORE = dataclasses.replace(TESTBEDS["explore"], start_entropy=0.2)
+
+
+def write_log(root: Path, spec: RunSpec, entropies: list[float], **series: list[float]) -> None:
+    run_dir = spec.run_dir(root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for step, value in enumerate(entropies, start=1):
+        row = {"step": step, "entropy/on_policy_nll": value, "reward/accuracy": 0.5}
+        row.update({key: values[step - 1] for key, values in series.items()})
+        rows.append(row)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def held_out_metrics(kinds: dict[str, tuple[float, float, float]]) -> dict:
+    """metrics.json with (avg@16, pass@16, mean length) per kind, overall their mean."""
+
+    def part(avg: float, pass16: float, length: float) -> dict:
+        return {
+            "avg@16": avg,
+            "pass@k": {"1": avg, "16": pass16},
+            "length": {"mean": length},
+        }
+
+    overall = [sum(values[i] for values in kinds.values()) / len(kinds) for i in range(3)]
+    metrics = {"num_problems": 8, "num_samples": 16, **part(*overall)}
+    metrics["by_group"] = {
+        "key": "kind",
+        "groups": {kind: {"num_problems": 4, **part(*values)} for kind, values in kinds.items()},
+    }
+    return metrics
+
+
+def write_eval(root: Path, spec: RunSpec, metrics: dict) -> None:
+    folder = spec.run_dir(root) / EVAL_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def same_kinds(avg: float, pass16: float, length: float = 20.0) -> dict:
+    return held_out_metrics({"plain": (avg, pass16, length), "trap": (avg, pass16, length)})
+
+
+def test_rms_relative_error_by_hand():
+    # second half: 1.1, 0.9, 1.0, 1.2 times the target
+    values = [0.5, 0.5, 0.5, 0.5, 0.22, 0.18, 0.2, 0.24]
+    assert rms_relative_error(values, 0.2) == pytest.approx(math.sqrt((0.01 + 0.01 + 0.04) / 4))
+
+
+def test_entropy_on_explore_rms_goals_heating_and_trap(tmp_path):
+    specs = entropy.specs([1, 2], EXPLORE)
+    assert {s.target for s in specs} == {None, 0.25, 0.19, 0.09}
+    start = [0.2, 0.2, 0.2, 0.2]
+    for spec in specs:
+        target = spec.target
+        if target is None:  # GRPO: 0.2 -> 0.1, a 50% drop
+            series = [0.2, 0.2, 0.2, 0.15, 0.12, 0.1, 0.1, 0.1]
+        elif spec.controller == "pi":  # 1.05, 0.95, 1, 1 times the target
+            series = start + [1.05 * target, 0.95 * target, target, target]
+        elif target == 0.09:  # bang-bang on the target: PI cannot beat an RMS of 0
+            series = start + [target] * 4
+        else:  # bang-bang stays at half the target
+            series = start + [0.5 * target] * 4
+        write_log(tmp_path, spec, series)
+        if spec.name == "grpo":
+            write_eval(
+                tmp_path,
+                spec,
+                held_out_metrics({"plain": (0.8, 0.95, 20), "trap": (0.1, 0.5, 20)}),
+            )
+    pretrained = held_out_metrics({"plain": (0.4, 0.9, 30), "trap": (0.2, 0.8, 30)})
+    assert entropy.evaluated(specs, EXPLORE) == [s for s in specs if s.name == "grpo"]
+
+    summary = entropy.summarize(specs, tmp_path, EXPLORE, pretrained)
+    pi = summary["dcpo-H1.25x-pi"]
+    assert pi["target"] == 0.25
+    assert pi["mean_rms_relative_error"] == pytest.approx(math.sqrt(2 * 0.05**2 / 4))
+    assert pi["goal_met"] is True
+    assert summary["dcpo-H1.25x-bang_bang"]["mean_rms_relative_error"] == pytest.approx(0.5)
+    assert summary["dcpo-H1.25x-bang_bang"]["goal_met"] is False
+    assert summary["aepo-H0.45x-pi"]["goal_met"] is False  # not below bang-bang's 0
+    assert summary["grpo"]["mean_entropy_drop"] == pytest.approx(0.5)
+    assert summary["heating"]["setting"] == "aepo-H1.25x-pi"
+    assert summary["heating"]["target_over_start"] == pytest.approx(1.25)
+    assert summary["heating"]["goal_met"] is True
+    trap = summary["held_out"]["trap_goal"]
+    assert (trap["grpo_pass_at_16"], trap["pretrained_pass_at_16"], trap["goal_met"]) == (
+        0.5,
+        0.8,
+        True,
+    )
+
+    rows = {row["claim"]: row for row in entropy.claims(summary, EXPLORE)}
+    assert rows["control: dcpo-H1.25x-pi holds its target 0.25"]["met"] is True
+    assert rows["control: aepo-H0.45x-pi holds its target 0.09"]["met"] is False
+    assert not any("bang_bang" in claim for claim in rows)
+    assert rows["control: aepo holds a target >= 20% above its starting entropy"]["met"] is True
+    assert rows["entropy: grpo collapses the entropy"]["value"] == 0.5
+    trap_row = (
+        "entropy: grpo's held-out pass@16 on trap problems falls below the pretrained policy's"
+    )
+    assert rows[trap_row]["value"] == [0.5, 0.8]
+    assert len(rows) == 1 + 6 + 1 + 1
+    table = entropy.markdown(summary, EXPLORE)
+    assert "| grpo | 0.450 | 0.725 |" in table  # held-out avg@n and pass@16, overall
+    assert "met: yes" in table
+
+
+def test_aepo_heating_fails_below_the_margin(tmp_path):
+    """A held target only 10% above AEPO's start does not count as heating."""
+    aepo_high = next(s for s in entropy.specs([1], EXPLORE) if s.name == "aepo-H1.25x-pi")
+    # AEPO starts at 0.23 here: 0.25 is only 1.09x its start
+    write_log(tmp_path, aepo_high, [0.23] * 4 + [0.25] * 4)
+    summary = entropy.summarize([aepo_high], tmp_path, EXPLORE, None)
+    assert summary["heating"]["target_over_start"] == pytest.approx(0.25 / 0.23)
+    assert summary["heating"]["goal_met"] is False
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "grpo", "interior", "beats"),
+    [
+        ((0.3, 0.5, 0.7, 0.6, 0.4), (0.49, 0.51), True, True),
+        ((0.3, 0.5, 0.7, 0.6, 0.4), (0.68, 0.72), True, False),  # within GRPO's spread
+        ((0.3, 0.4, 0.5, 0.6, 0.7), (0.49, 0.51), False, True),  # no interior peak
+    ],
+)
+def test_sweep_interior_peak_against_grpo(tmp_path, accuracies, grpo, interior, beats):
+    specs = sweep.specs([1, 2], EXPLORE)
+    settings = sweep.SETTINGS["explore"]
+    assert len(settings.targets) >= 5 and settings.algorithm == "aepo"
+    accuracy_of = dict(
+        zip((EXPLORE.target_value(t) for t in settings.targets), accuracies, strict=True)
+    )
+    for spec in specs:
+        if spec.target is None:
+            avg = grpo[spec.seed - 1]
+            write_log(tmp_path, spec, [0.2] * 8)
+        else:
+            avg = accuracy_of[spec.target] + (0.01 if spec.seed == 1 else -0.01)
+            write_log(tmp_path, spec, [0.2] * 4 + [spec.target] * 4)
+        write_eval(tmp_path, spec, same_kinds(avg, 0.9))
+    summary = sweep.summarize(specs, tmp_path, EXPLORE, None)
+    shape = summary["shape"]
+    assert shape["rises_then_falls"] is interior
+    assert shape["beats_grpo"] is beats
+    peak = max(accuracies)
+    assert shape["margin_over_grpo"] == pytest.approx(peak - sum(grpo) / 2)
+    assert shape["seed_spread"] == pytest.approx(max(0.01, (grpo[1] - grpo[0]) / 2))
+    assert list(summary["points"]) == ["0.45x", "0.7x", "0.95x", "1.25x", "1.6x"]
+    assert summary["points"]["0.95x"]["mean_avg_at_n_trap"] == pytest.approx(accuracies[2])
+    rows = sweep.claims(summary, EXPLORE)
+    assert [row["met"] for row in rows] == [interior, beats]
+    assert "trap avg@n" in sweep.markdown(summary, EXPLORE)
+
+
+def test_exploration_per_algorithm_and_kind(tmp_path):
+    specs = exploration.specs([1, 2], EXPLORE)
+    assert {s.name for s in specs} == {"grpo", "dcpo-H0.95x-pi", "aepo-H0.95x-pi"}
+    scores = {
+        "grpo": {"plain": (0.8, 0.9, 20), "trap": (0.2, 0.6, 20)},
+        "dcpo": {"plain": (0.8, 0.95, 25), "trap": (0.4, 0.9, 25)},  # better on both
+        "aepo": {"plain": (0.9, 0.8, 25), "trap": (0.3, 0.5, 25)},  # avg@n up, pass@16 down
+    }
+    for spec in specs:
+        write_eval(tmp_path, spec, held_out_metrics(scores[spec.name.split("-")[0]]))
+    pretrained = held_out_metrics({"plain": (0.4, 0.9, 30), "trap": (0.2, 0.8, 30)})
+    summary = exploration.summarize(specs, tmp_path, EXPLORE, pretrained)
+    goals = summary["goals"]
+    assert goals["dcpo"]["goal_met"] is True and goals["aepo"]["goal_met"] is False
+    assert goals["aepo"]["aepo_avg_at_n"] == pytest.approx(0.6)
+    assert goals["aepo"]["by_kind"]["trap"]["aepo_pass_at_k"] == 0.5
+    assert summary["curves"]["pretrained"]["by_kind"]["trap"]["avg_at_n"] == 0.2
+    rows = exploration.claims(summary, EXPLORE)
+    assert [row["claim"] for row in rows] == [
+        "exploration: DCPO at its best target 0.95x >= GRPO on the held-out split",
+        "exploration: AEPO at its best target 0.95x >= GRPO on the held-out split",
+    ]
+    assert rows[0]["value"]["by_kind"]["trap"]["pass_at_16"] == [0.9, 0.6]
+    table = exploration.markdown(summary, EXPLORE)
+    assert "| dcpo | trap | 0.400 ± 0.000 | 0.900 ± 0.000 |" in table
+    assert "| pretrained | plain | 0.400 | 0.900 |" in table
+
+
+def test_compression_lp_f_correlation_ends_above_icr(tmp_path):
+    specs = compression.specs([1], EXPLORE)
+    lengths = {"grpo": 30.0, "lp_f": 18.0, "icr": 21.0, "lp_f+icr": 17.0}
+    correlation = {"grpo": -0.2, "lp_f": 0.1, "icr": -0.05, "lp_f+icr": 0.0}
+    for spec in specs:
+        corr = [-0.3, -0.3, correlation[spec.name], correlation[spec.name]]
+        write_log(tmp_path, spec, [0.2] * 4, **{"corr/length_acc_group": corr})
+        write_eval(
+            tmp_path, spec, same_kinds(0.6 if spec.name != "icr" else 0.59, 0.9, lengths[spec.name])
+        )
+    summary = compression.summarize(specs, tmp_path, EXPLORE, None)
+    goal = summary["goal"]
+    assert goal["icr_shorter_than_grpo"] == pytest.approx(0.3)
+    assert (goal["lp_f_corr_end"], goal["icr_corr_end"]) == (0.1, -0.05)
+    rows = compression.claims(summary, EXPLORE)
+    assert [row["met"] for row in rows] == [True, True]
+    assert rows[1]["claim"].startswith("compression: LP-F's per-group")
+    assert any("max_length=48" in o for o in specs[1].overrides)
+
+
+@pytest.mark.parametrize(("composed_accuracy", "met"), [(0.69, True), (0.67, False)])
+def test_combined_rms_goal_against_the_better_of_the_two(tmp_path, composed_accuracy, met):
+    specs = combined.specs([1], EXPLORE)
+    target = EXPLORE.target_value(combined.SETTINGS["explore"].target)
+    accuracy = {"dcpo-H0.95x-pi": 0.6, "icr-recipe": 0.7, "dcpo+icr": composed_accuracy}
+    length = {"dcpo-H0.95x-pi": 30.0, "icr-recipe": 20.0, "dcpo+icr": 24.0}
+    for spec in specs:
+        write_log(tmp_path, spec, [0.2] * 4 + [target * 1.02] * 4)
+        write_eval(tmp_path, spec, same_kinds(accuracy[spec.name], 0.9, length[spec.name]))
+    summary = combined.summarize(specs, tmp_path, EXPLORE, None)
+    goal = summary["goal"]
+    assert goal["rms_relative_error"] == pytest.approx(0.02)
+    assert goal["shorter_than_dcpo"] == pytest.approx(0.2)
+    assert goal["goal_met"] is met
+    assert combined.claims(summary, EXPLORE)[0]["met"] is met
+    # a composed run trained at another target than the table's is refused
+    composed = next(s for s in specs if s.name == "dcpo+icr")
+    (composed.run_dir(tmp_path) / "config.yaml").write_text(
+        "algorithm:\n  targets:\n    - {name: dcpo, target_entropy: 0.15}\n"
+    )
+    with pytest.raises(ValueError, match="combined experiment's target"):
+        combined.summarize(specs, tmp_path, EXPLORE, None)
+
+
+def test_write_claims_replaces_only_the_experiments_rows(tmp_path):
+    path = tmp_path / "claims.json"
+    old = [
+        {"claim": "entropy: grpo collapses the entropy", "met": False},
+        {"claim": "control: dcpo holds", "met": False},
+        {"claim": "sweep: peak", "met": True},
+    ]
+    path.write_text(json.dumps(old))
+    write_claims(path, entropy.CLAIM_PREFIXES, [{"claim": "entropy: new", "met": True}], "cmd")
+    assert json.loads(path.read_text()) == [
+        {"claim": "sweep: peak", "met": True},
+        {"claim": "entropy: new", "met": True, "command": "cmd"},
+    ]
+
+
+def test_driver_writes_an_explore_record_with_its_placeholders(tmp_path):
+    specs = exploration.specs([4], EXPLORE)  # seeds the default does not use
+    for spec in specs:
+        write_eval(tmp_path, spec, same_kinds(0.5, 0.9))
+    out = tmp_path / "out"
+    out.mkdir()
+    pretrained = same_kinds(0.3, 0.8)
+    record = {"command": "python bench/reproduce.py", "seeds": [4], "steps": 8}
+    written = write_results("exploration", specs, tmp_path, out, EXPLORE, pretrained, record, [])
+    assert written["testbed"] == "explore"
+    assert "exploration.SETTINGS['explore'].algorithms" in written["placeholders"]
+    assert json.loads((out / "exploration.json").read_text())["seeds"] == [4]
+    assert (out / "exploration.md").read_text().startswith("<!-- made by: python bench")
+    assert [r["met"] for r in json.loads((out / "claims.json").read_text())] == [True, True]
+
+
+def test_arguments_and_registry():
+    args = build_parser().parse_args(["--testbed", "explore", "--seeds", "4", "5", "6"])
+    assert (args.testbed, args.seeds, args.out, args.runs) == ("explore", [4, 5, 6], None, None)
+    assert list(EXPERIMENTS) == ["entropy", "sweep", "exploration", "compression", "combined"]
+    for module in EXPERIMENTS.values():  # every experiment has constants for every testbed
+        assert set(module.SETTINGS) == set(TESTBEDS)
+        assert module.NAME in module.CLAIM_PREFIXES
+    overthink = TESTBEDS["overthink"]
+    assert overthink.recipe_path("dcpo-icr").name == "tiny-dcpo-icr.yaml"
+    assert EXPLORE.recipe_path("dcpo-icr").name == "explore-dcpo-icr.yaml"
+    names = [s.run_dir(Path("runs")).name for s in entropy.specs([5], overthink)[:3]]
+    assert names == ["grpo-seed5", "aepo-H0.22-bang_bang-seed5", "aepo-H0.22-pi-seed5"]
