@@ -34,9 +34,59 @@ class ConfigError(UserError, ValueError):
     """A configuration key or value is invalid; the message names the key and what is allowed."""
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str, **kwargs: Any) -> Any:  # noqa: A002
-    """A dataclass field with help text (shown by `--print-config` and the docs)."""
-    metadata = {"help": help}
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric setting: `build` checks them, the help text states them."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def contains(self, value: float) -> bool:
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+    def describe(self) -> str:
+        """'≥ 1', '> 0 and ≤ 1', ..."""
+        parts = [
+            f"{sign} {_number(bound)}"
+            for sign, bound in (("≥", self.ge), (">", self.gt), ("≤", self.le), ("<", self.lt))
+            if bound is not None
+        ]
+        return " and ".join(parts)
+
+
+def _number(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e16:
+        return f"{int(value):,}".replace(",", "_") if abs(value) >= 100_000 else str(int(value))
+    return f"{value:g}"
+
+
+def field(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,  # noqa: A002
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A dataclass field with help text (shown by `--print-config` and the docs) and, for a
+    number, its allowed range (`ge`/`gt`/`le`/`lt`): `build` refuses a value outside it, naming
+    the key, and the help text ends with "Allowed: ..." so the range is stated where it is set.
+    """
+    metadata: dict[str, Any] = {"help": help}
+    if any(bound is not None for bound in (ge, gt, le, lt)):
+        bounds = Range(ge=ge, gt=gt, le=le, lt=lt)
+        metadata["range"] = bounds
+        nullable = default is None
+        metadata["help"] = f"{help} Allowed: {bounds.describe()}{' (or null)' if nullable else ''}."
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=metadata, **kwargs)
     if isinstance(default, list | dict) or dataclasses.is_dataclass(default):
@@ -149,6 +199,12 @@ def build(cls: type[T], data: dict[str, Any] | None, *, prefix: str = "") -> T:
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
         kwargs[name] = _coerce(value, hints[name], key)
+        bounds = fields[name].metadata.get("range")
+        if bounds is not None and kwargs[name] is not None and not bounds.contains(kwargs[name]):
+            raise ConfigError(
+                f"{key} must be {bounds.describe()}, got {_number(kwargs[name])}: "
+                f"{fields[name].metadata['help']}"
+            )
     try:
         obj = cls(**kwargs)
     except TypeError as err:  # a required field is missing
@@ -157,7 +213,7 @@ def build(cls: type[T], data: dict[str, Any] | None, *, prefix: str = "") -> T:
     if callable(validate):
         try:
             validate()
-        except ValueError as err:  # the message starts with the field's name
+        except (ValueError, TypeError) as err:  # the message starts with the field's name
             raise ConfigError(f"{prefix + '.' if prefix else ''}{err}") from None
     return obj
 

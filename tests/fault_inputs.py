@@ -13,12 +13,17 @@ The reward functions below break the reward contract `fn(completion, answer, **m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import sys
+import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from tests.helpers import tiny_overrides
 
@@ -43,6 +48,15 @@ def returns_text(completion: str, answer: str, **meta: Any) -> Any:
 
 def takes_completion_only(completion: str) -> float:
     return 0.0
+
+
+def never_returns(completion: str, answer: str, **meta: Any) -> float:
+    while True:
+        time.sleep(0.01)
+
+
+def exits(completion: str, answer: str, **meta: Any) -> float:
+    sys.exit(0)
 
 
 @dataclass(frozen=True)
@@ -245,6 +259,57 @@ BAD_INPUTS = [
         lambda s: ["eval", "-m", "/no/such/model", "--data", "arith"],
         "/no/such/model",
     ),
+    # -- huge values: refused before anything is allocated, naming the bound
+    BadInput("group-of-a-million", _train("rollout.n=1000000"), "rollout.n must be ≥ 2 and ≤ 1024"),
+    BadInput("threads-a-million", _train("train.threads=1000000"), "train.threads must be"),
+    BadInput("seed-1e30", _train("train.seed=1e30"), "train.seed must be"),
+    BadInput("train_size-a-billion", _train("data.train_size=1000000000"), "data.train_size"),
+    # -- settings that would invert the objective
+    BadInput(
+        "icr-negative-bonus",
+        _train("algorithm.name=icr", "algorithm.bonus_total=-4"),
+        "algorithm.bonus_total",
+    ),
+    BadInput(
+        "kimi-negative-weight",
+        _train("algorithm.name=kimi", "algorithm.weight=-1"),
+        "algorithm.weight",
+    ),
+    BadInput(
+        "controller-option-typo",
+        _train(
+            "algorithm.name=dcpo", "algorithm.controller=pi", "algorithm.controller_options.gian=2"
+        ),
+        "algorithm.",
+    ),
+    BadInput(
+        "lp_f-buffer-past-max",
+        _train("algorithm.name=lp_f", "algorithm.max_length=10", "algorithm.buffer=20"),
+        "algorithm.buffer",
+    ),
+    BadInput(
+        "clip_cov-bounds-inverted",
+        _train("algorithm.name=clip_cov", "algorithm.clip_cov_lb=5", "algorithm.clip_cov_ub=1"),
+        "algorithm.clip_cov_lb",
+    ),
+    # -- user code: bounded in time, and no way to end dcrl silently
+    BadInput(
+        "reward-never-returns",
+        _train(
+            "data.reward=tests.fault_inputs:never_returns",
+            "data.reward_timeout_s=0.2",
+            "data.reward_max_timeouts=2",
+        ),
+        "never_returns did not return within 0.2 s",
+    ),
+    BadInput("reward-sys-exit", _reward("exits"), "exits called sys.exit(0)"),
+    BadInput(
+        "eval-reward-never-returns",
+        _eval("--reward", "tests.fault_inputs:never_returns", "--reward-timeout", "0.2"),
+        "never_returns did not return within 0.2 s",
+    ),
+    BadInput("eval-reward-sys-exit", _eval("--reward", "tests.fault_inputs:exits"), "sys.exit"),
+    BadInput("eval-max-new-tokens-zero", _eval("--max-new-tokens", "0"), "--max-new-tokens"),
     # -- theory
     BadInput(
         "theory-beta-zero",
@@ -252,3 +317,101 @@ BAD_INPUTS = [
         "beta=0.0",
     ),
 ]
+
+
+# -- a case per setting, generated from the config classes --------------------------------------
+# Every field of every config section, algorithm and target gets a value it must refuse: a number
+# outside its declared range (`dcrl.config.field(ge=..., le=...)`), a choice that is not one, a
+# value of the wrong type. A numeric setting without a declared range fails here, at import: a
+# new setting cannot be forgotten.
+def _outside(owner: str, name: str, tp: Any, meta: Any) -> str | None:
+    """A YAML value the setting `owner.name` of type `tp` must refuse, or None to skip it."""
+    options = [a for a in get_args(tp) if a is not type(None)]
+    inner = (
+        options[0]
+        if get_origin(tp) in (typing.Union, types.UnionType) and len(options) == 1
+        else tp
+    )
+    if inner in (int, float):
+        bounds = meta.get("range")
+        if bounds is None:
+            raise TypeError(
+                f"setting {owner}.{name} ({inner.__name__}) declares no range: give its field "
+                "ge/gt/le/lt (dcrl.config.field) so that out-of-range values are refused"
+            )
+        if bounds.ge is not None:
+            return str(bounds.ge - 1)
+        if bounds.gt is not None:
+            return str(bounds.gt)
+        return str((bounds.le if bounds.le is not None else bounds.lt) * 10 + 1)
+    if get_origin(inner) is Literal:
+        return "not-a-choice"
+    if inner is bool:
+        return "maybe"
+    if inner is str:
+        return "[1, 2]"
+    if get_origin(inner) is dict or dataclasses.is_dataclass(inner):
+        return "5"
+    if get_origin(inner) is list:
+        return "{a: 1}"
+    return None
+
+
+def _setting_cases() -> list[BadInput]:
+    from dcrl.algorithms import ALGORITHMS, get_algorithm_class
+    from dcrl.algorithms.base import AlgorithmConfig
+    from dcrl.targets import TARGETS, get_target_class
+    from dcrl.train.config import LoraConfig, RunConfig
+
+    sections: list[tuple[str, type, tuple[str, ...]]] = [
+        (
+            f.name,
+            f.type if isinstance(f.type, type) else typing.get_type_hints(RunConfig)[f.name],
+            (),
+        )
+        for f in dataclasses.fields(RunConfig)
+        if f.name != "algorithm"
+    ]
+    sections.append(("model.lora", LoraConfig, ()))
+    base = {f.name for f in dataclasses.fields(AlgorithmConfig)}
+    for name in sorted(ALGORITHMS):
+        sections.append(("algorithm", get_algorithm_class(name).config_class, (name,)))
+    cases = []
+    for prefix, cls, (algorithm, *_) in [(p, c, e or (None,)) for p, c, e in sections]:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if prefix == "algorithm" and (
+                f.name == "name" or (algorithm != "grpo" and f.name in base)
+            ):
+                continue  # algorithm.name has cases of its own; the shared PPO settings once
+            value = _outside(prefix, f.name, hints[f.name], f.metadata)
+            if value is None:
+                continue
+            extra = (f"algorithm.name={algorithm}",) if algorithm else ()
+            if prefix == "model.lora":
+                extra = ("model.lora.rank=2",) if f.name != "rank" else ()
+            key = f"{prefix}.{f.name}"
+            label = f"setting-{algorithm + '.' if algorithm else ''}{key}"
+            cases.append(BadInput(label, _train(*extra, f"{key}={value}"), key))
+    for target in sorted(TARGETS):
+        cls = get_target_class(target).config_class
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "name":
+                continue
+            value = _outside(f"targets.{target}", f.name, hints[f.name], f.metadata)
+            if value is None:
+                continue
+            entry = f"[{{name: {target}, {f.name}: {value}}}]"
+            cases.append(
+                BadInput(
+                    f"setting-target-{target}.{f.name}",
+                    _train("algorithm.name=composed", f"algorithm.targets={entry}"),
+                    f"algorithm.targets[0].{f.name}",
+                )
+            )
+    return cases
+
+
+SETTING_CASES = _setting_cases()
+BAD_INPUTS += SETTING_CASES

@@ -128,7 +128,7 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
             if settings_of.goal == "rms":
                 record["rms_relative_error"] = rms_relative_error(entropy, spec.target)
         for kind in testbed.kinds:
-            record[f"eval_accuracy_{kind}"] = scores[f"avg_at_n_{kind}"]
+            record[f"eval_accuracy_{kind}"] = scores.get(f"avg_at_n_{kind}")
         entry = settings.setdefault(spec.name, {"target": spec.target, "seeds": {}})
         entry["seeds"][spec.seed] = record
     for entry in settings.values():

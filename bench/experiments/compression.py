@@ -106,8 +106,8 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
             "corr_group_second_half": mean(corr[len(corr) // 2 :]),
         }
         for kind in testbed.kinds:
-            entry["seeds"][spec.seed][f"eval_accuracy_{kind}"] = scores[f"avg_at_n_{kind}"]
-            entry["seeds"][spec.seed][f"eval_length_{kind}"] = scores[f"length_{kind}"]
+            entry["seeds"][spec.seed][f"eval_accuracy_{kind}"] = scores.get(f"avg_at_n_{kind}")
+            entry["seeds"][spec.seed][f"eval_length_{kind}"] = scores.get(f"length_{kind}")
     for entry in settings.values():
         add_seed_statistics(entry, with_spread=False)
     if "icr" in settings and "grpo" in settings:

@@ -186,13 +186,14 @@ def summarize_held_out(
     add_seed_statistics(grpo)
     base = held_out(pretrained, testbed)
     key = f"pass_at_16_{trap}"
+    trained, before = grpo.get(f"mean_{key}"), base.get(key)  # None: no such problem evaluated
     return {
         "pretrained": base,
         "grpo": grpo,
         "trap_goal": {
-            "grpo_pass_at_16": grpo[f"mean_{key}"],
-            "pretrained_pass_at_16": base[key],
-            "goal_met": grpo[f"mean_{key}"] < base[key],
+            "grpo_pass_at_16": trained,
+            "pretrained_pass_at_16": before,
+            "goal_met": trained is not None and before is not None and trained < before,
         },
     }
 
@@ -355,8 +356,8 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
                 "falls below the pretrained policy's",
                 "goal": "GRPO's pass@16 (mean of seeds) < the pretrained policy's",
                 "value": [
-                    round(goal["grpo_pass_at_16"], 4),
-                    round(goal["pretrained_pass_at_16"], 4),
+                    None if value is None else round(value, 4)
+                    for value in (goal["grpo_pass_at_16"], goal["pretrained_pass_at_16"])
                 ],
                 "met": bool(goal["goal_met"]),
             }

@@ -29,15 +29,26 @@ class AlgorithmConfig:
     """PPO-clip update settings shared by all algorithms (defaults: papers.md §1.2 and §7)."""
 
     name: str = field("grpo", help="Algorithm name (see `dcrl algorithms`).")
-    clip_low: float = field(0.2, help="PPO ε_low: the ratio is clipped below at 1 − ε_low.")
+    clip_low: float = field(
+        0.2, ge=0, lt=1, help="PPO ε_low: the ratio is clipped below at 1 − ε_low."
+    )
     clip_high: float = field(
-        0.2, help="PPO ε_high: clipped above at 1 + ε_high (DAPO clip-higher uses 0.28)."
+        0.2,
+        ge=0,
+        le=100,
+        help="PPO ε_high: clipped above at 1 + ε_high (DAPO clip-higher uses 0.28).",
     )
     dual_clip: float | None = field(
-        3.0, help="Dual-clip constant c for negative advantages (Ye et al. 2020); null disables."
+        3.0,
+        gt=1,
+        le=1e6,
+        help="Dual-clip constant c for negative advantages (Ye et al. 2020); null disables.",
     )
     log_ratio_clamp: float | None = field(
-        None, help="Clamp log(π_θ/π_old) to ±this before exponentiating (the ICR code uses 20)."
+        None,
+        gt=0,
+        le=1000,
+        help="Clamp log(π_θ/π_old) to ±this before exponentiating (the ICR code uses 20).",
     )
     loss_agg_mode: AggMode = field(
         "token-mean",

@@ -19,10 +19,24 @@ class ClipCovConfig(AlgorithmConfig):
     policy_loss: Literal["ppo_clip", "clip_cov", "kl_cov"] = field(
         "clip_cov", help="The Clip-Cov policy loss."
     )
-    clip_cov_ratio: float = field(2e-4, help="Fraction of tokens detached (paper: 2e-4).")
-    clip_cov_lb: float = field(1.0, help="Lower covariance bound of the candidates (paper: 1).")
-    clip_cov_ub: float = field(5.0, help="Upper covariance bound of the candidates (paper: 5).")
+    clip_cov_ratio: float = field(
+        2e-4, gt=0, le=1, help="Fraction of tokens detached (paper: 2e-4)."
+    )
+    clip_cov_lb: float = field(
+        1.0, ge=-1e9, le=1e9, help="Lower covariance bound of the candidates (paper: 1)."
+    )
+    clip_cov_ub: float = field(
+        5.0, ge=-1e9, le=1e9, help="Upper covariance bound of the candidates (paper: 5)."
+    )
 
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.clip_cov_lb < self.clip_cov_ub:
+            raise ValueError(
+                f"clip_cov_lb ({self.clip_cov_lb}) must be < clip_cov_ub ({self.clip_cov_ub}): "
+                "they bound the covariance of the candidate tokens"
+            )
 
 class ClipCov(Algorithm):
     name = "clip_cov"

@@ -22,8 +22,8 @@ from dcrl.core.regularizers import entropy_advantage
 
 @dataclass
 class EntropyAdvConfig(AlgorithmConfig):
-    alpha: float = field(0.4, help="α: entropy bonus scale (paper: 0.4).")
-    kappa: float = field(2.0, help="κ: the bonus is at most |Â|/κ (paper: 2).")
+    alpha: float = field(0.4, ge=0, le=100, help="α: entropy bonus scale (paper: 0.4).")
+    kappa: float = field(2.0, gt=0, le=1e6, help="κ: the bonus is at most |Â|/κ (paper: 2).")
 
 
 class EntropyAdv(Algorithm):

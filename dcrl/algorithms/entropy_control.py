@@ -22,7 +22,10 @@ class EntropyControlFields:
     the `validate` this one extends)."""
 
     target_entropy: float = field(
-        0.5, help="Target entropy 𝓗 in nats/token (papers: 0.25–1.0; 0.5 in the released scripts)."
+        0.5,
+        ge=0,
+        le=100,
+        help="Target entropy 𝓗 in nats/token (papers: 0.25–1.0; 0.5 in the released scripts).",
     )
     controller: Literal["bang_bang", "pi", "adaptive"] = field(
         "bang_bang",
@@ -31,13 +34,15 @@ class EntropyControlFields:
         "continuous T = clip(1 + (𝓗 − H)) (papers.md §2.5).",
     )
     temperature_high: float = field(
-        1.2, help="T when entropy is low (upper bound for pi/adaptive)."
+        1.2, gt=1, le=10, help="T when entropy is low (upper bound for pi/adaptive)."
     )
     temperature_low: float = field(
-        0.8, help="T when entropy is high (lower bound for pi/adaptive)."
+        0.8, gt=0, lt=1, help="T when entropy is high (lower bound for pi/adaptive)."
     )
     initial_entropy: float | None = field(
         0.0,
+        ge=0,
+        le=100,
         help="H_prev before the first step (0 in the AEPO/DCPO code, 0.5 in ICR's); null = the "
         "target, so that the first step neither heats nor cools.",
     )
@@ -48,6 +53,8 @@ class EntropyControlFields:
     )
     weight_max: float | None = field(
         None,
+        gt=0,
+        le=1000,
         help="pi only (dcrl extension): let the controller also set the regularizer's weight, up "
         "to this multiple of the algorithm's full weight (AEPO: max_reinforce rows; DCPO: the α "
         "cap), growing past 1 once T is saturated. null (default, the papers): T only.",

@@ -22,7 +22,10 @@ from dcrl.core.regularizers import entropy_reg_term
 @dataclass
 class EntropyRegConfig(AlgorithmConfig):
     coef: float = field(
-        0.01, help="Bonus coefficient (0.01 in the authors' script; code defaults 0.03 / 0.015)."
+        0.01,
+        ge=0,
+        le=100,
+        help="Bonus coefficient (0.01 in the authors' script; code defaults 0.03 / 0.015).",
     )
     form: Literal["sampled_nll", "true_entropy"] = field(
         "sampled_nll",

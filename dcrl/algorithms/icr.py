@@ -22,7 +22,9 @@ from dcrl.targets.icr import ICRSettings, ICRTarget
 class ICRConfig(ICRSettings, AlgorithmConfig):
     """The PPO settings of GRPO and the `icr` target's, in one section."""
 
-    log_ratio_clamp: float | None = field(20.0, help="The ICR code clamps log-ratios to ±20.")
+    log_ratio_clamp: float | None = field(
+        20.0, gt=0, le=1000, help="The ICR code clamps log-ratios to ±20."
+    )
 
 
 class ICR(Preset):

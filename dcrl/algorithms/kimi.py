@@ -17,7 +17,9 @@ from dcrl.core.shaping import kimi_length_reward
 
 @dataclass
 class KimiConfig(AlgorithmConfig):
-    weight: float = field(1.0, help="Weight of the length reward added to accuracy (ICR code: 1).")
+    weight: float = field(
+        1.0, ge=0, le=1e6, help="Weight of the length reward added to accuracy (ICR code: 1)."
+    )
 
 
 class Kimi(Algorithm):

@@ -19,9 +19,14 @@ class KLCovConfig(AlgorithmConfig):
         "kl_cov", help="The KL-Cov policy loss."
     )
     kl_cov_ratio: float = field(
-        2e-3, help="Fraction of tokens penalized (paper: 2e-3; the ICR code's copy: 2e-4)."
+        2e-3,
+        gt=0,
+        le=1,
+        help="Fraction of tokens penalized (paper: 2e-3; the ICR code's copy: 2e-4).",
     )
-    kl_coef: float = field(1.0, help="Penalty coefficient on |log π_θ − log π_old| (paper: 1).")
+    kl_coef: float = field(
+        1.0, ge=0, le=1e6, help="Penalty coefficient on |log π_θ − log π_old| (paper: 1)."
+    )
 
 
 class KLCov(Algorithm):

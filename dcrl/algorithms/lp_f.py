@@ -17,9 +17,24 @@ from dcrl.core.shaping import overlong_penalty
 
 @dataclass
 class LPFConfig(AlgorithmConfig):
-    max_length: int = field(8192, help="Length at which the penalty reaches −penalty (ICR: 8192).")
-    buffer: int = field(4096, help="The penalty ramps over the last this many tokens (ICR: 4096).")
-    penalty: float = field(1.0, help="Penalty at max_length.")
+    max_length: int = field(
+        8192, ge=1, le=100_000_000, help="Length at which the penalty reaches −penalty (ICR: 8192)."
+    )
+    buffer: int = field(
+        4096,
+        ge=1,
+        le=100_000_000,
+        help="The penalty ramps over the last this many tokens (ICR: 4096).",
+    )
+    penalty: float = field(1.0, ge=0, le=1e6, help="Penalty at max_length.")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.buffer > self.max_length:
+            raise ValueError(
+                f"buffer ({self.buffer}) must be ≤ max_length ({self.max_length}): the penalty "
+                "ramps over the last `buffer` tokens before max_length"
+            )
 
 
 class LPF(Algorithm):

@@ -17,8 +17,8 @@ from dcrl.core.shaping import shorter_better_reward
 
 @dataclass
 class ShorterBetterConfig(AlgorithmConfig):
-    alpha: float = field(1.0, help="Weight of correctness (paper: 1).")
-    beta: float = field(1e-3, help="Weight of |L − L_SOL| per token (paper: 1e-3).")
+    alpha: float = field(1.0, ge=0, le=1e6, help="Weight of correctness (paper: 1).")
+    beta: float = field(1e-3, ge=0, le=1e6, help="Weight of |L − L_SOL| per token (paper: 1e-3).")
 
 
 class ShorterBetter(Algorithm):

@@ -64,6 +64,12 @@ def eval_command(
     reward: str = typer.Option(
         "auto", "--reward", help="Grader: auto, math, exact, numeric or 'package.module:function'."
     ),
+    reward_timeout: float = typer.Option(
+        5.0,
+        "--reward-timeout",
+        help="Seconds one call of a 'package.module:function' reward may take (> 0); past it "
+        "the sample scores 0, and 3 in a row stop the evaluation.",
+    ),
     problem_key: str = typer.Option("problem", "--problem-key", help="File column of problems."),
     answer_key: str = typer.Option("answer", "--answer-key", help="File column of answers."),
     id_key: str | None = typer.Option(None, "--id-key", help="File column of unique ids."),
@@ -110,6 +116,22 @@ def eval_command(
     except ValueError as error:
         typer.secho(f"error: --{error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+    for flag, value, bad in (
+        ("--max-new-tokens", max_new_tokens, max_new_tokens is not None and max_new_tokens < 1),
+        ("--reward-timeout", reward_timeout, not 0 < reward_timeout <= 3600),
+    ):
+        if bad:
+            typer.secho(
+                f"error: {flag}={value} is out of range: give "
+                + (
+                    "a length ≥ 1 (or leave it out for the run's own)"
+                    if flag == "--max-new-tokens"
+                    else "seconds > 0 and ≤ 3600"
+                ),
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise typer.Exit(2)
     if threads > 0:
         torch.set_num_threads(threads)
     if device == "auto":
@@ -136,6 +158,7 @@ def eval_command(
                 id_key=id_key,
                 template=template,
                 reward=reward,
+                reward_timeout_s=reward_timeout,
             )
             run_max_new_tokens = ((run_config or {}).get("rollout") or {}).get("max_new_tokens")
             max_tokens = max_new_tokens or run_max_new_tokens or 512

@@ -120,6 +120,7 @@ def load_eval_data(
     id_key: str | None = None,
     template: str = "auto",
     reward: str = "auto",
+    reward_timeout_s: float = 5.0,
 ) -> EvalData:
     """Resolve `--data` (or a run's own task) into problems, template and grader (module doc).
 
@@ -130,6 +131,9 @@ def load_eval_data(
             200).
         problem_key, answer_key, id_key: the columns of a JSONL/Parquet file.
         template, reward: "auto" or an explicit template / reward name (module docstring).
+        reward_timeout_s: seconds one call of a user reward ('package.module:function') may
+            take; past it the sample scores 0, and 3 such calls in a row stop the evaluation
+            (dcrl/rewards/bounded.py).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
@@ -184,7 +188,17 @@ def load_eval_data(
         )
     return EvalData(
         problems=problems,
-        reward_fn=default_reward if reward == "auto" else get_reward_fn(reward),
+        reward_fn=default_reward if reward == "auto" else _bounded(reward, reward_timeout_s),
         template=default_template if template == "auto" else template,
         label=safe_name(label),
     )
+
+
+def _bounded(reward: str, timeout_s: float) -> RewardFn:
+    """The reward named `reward`; a user's ('package.module:function') under a time limit."""
+    from dcrl.rewards.bounded import BoundedReward
+
+    reward_fn = get_reward_fn(reward)
+    if ":" not in reward:
+        return reward_fn
+    return BoundedReward(reward_fn, timeout_s, setting="--reward-timeout")

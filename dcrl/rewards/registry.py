@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import math
@@ -141,7 +142,17 @@ def score_batch(
         zip(completions, answers, metas, strict=True)
     ):
         try:
-            reward = reward_fn(completion, answer, **meta)
+            # Its own copy: a function that changes the metadata cannot change what later
+            # samples of the group see.
+            reward = reward_fn(completion, answer, **copy.deepcopy(dict(meta)))
+        except RewardError:  # a BoundedReward that timed out too often: already explained
+            raise
+        except SystemExit as error:  # sys.exit() in a reward must not end dcrl silently
+            raise RewardError(
+                f"reward function {name} called sys.exit({error.code!r}) on sample {index} "
+                f"(answer {answer!r}): a reward must return a score, not end the program. Fix "
+                f"the function: the reward contract is {CONTRACT}."
+            ) from None
         except Exception as error:
             raise RewardError(
                 f"reward function {name} raised {type(error).__name__} on sample {index} "

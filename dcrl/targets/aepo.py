@@ -29,13 +29,22 @@ class AEPOSettings(EntropyControlFields):
     """AEPO's settings, shared by the `aepo` target and the `aepo` algorithm preset."""
 
     max_reinforce: int = field(
-        60, help="N_RF: most REINFORCE samples per step (halved above target); AEPO code: 60."
+        60,
+        ge=0,
+        le=1_000_000,
+        help="N_RF: most REINFORCE samples per step (halved above target); AEPO code: 60.",
     )
     tempered_fraction: float = field(
-        0.25, help="Fraction of the step's prompts re-sampled at temperature T (code: 1/4)."
+        0.25,
+        gt=0,
+        le=1,
+        help="Fraction of the step's prompts re-sampled at temperature T (code: 1/4).",
     )
     positive_threshold: float = field(
-        0.05, help="A tempered sample is positive when its GRPO advantage exceeds this (code)."
+        0.05,
+        ge=-100,
+        le=100,
+        help="A tempered sample is positive when its GRPO advantage exceeds this (code).",
     )
     include_all_correct_groups: bool = field(
         False,

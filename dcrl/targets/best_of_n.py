@@ -25,6 +25,8 @@ from dcrl.targets.base import StepDraft, Target, TargetConfig
 class BestOfNConfig(TargetConfig):
     weight: float = field(
         1.0,
+        ge=0,
+        le=1e6,
         help="Advantage added to each group's best response: REINFORCE with reward `weight` "
         "under the best-of-n law (1 is the size of a GRPO advantage).",
     )

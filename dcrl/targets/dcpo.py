@@ -26,12 +26,17 @@ class DCPOSettings(EntropyControlFields):
     """DCPO's settings, shared by the `dcpo` target and the `dcpo` algorithm preset."""
 
     target_entropy: float = field(
-        0.5, help="Target entropy 𝓗₀ (0.5 in the released script; 0.25 was best in the paper)."
+        0.5,
+        ge=0,
+        le=100,
+        help="Target entropy 𝓗₀ (0.5 in the released script; 0.25 was best in the paper).",
     )
-    alpha_cap: float = field(0.1, help="Cap on |𝓗₀ − H_prev| in α's numerator (code: 0.1).")
-    correct_threshold: float = field(0.05, help="c_i = 1[score > this] (code: 0.05).")
+    alpha_cap: float = field(
+        0.1, ge=0, le=100, help="Cap on |𝓗₀ − H_prev| in α's numerator (code: 0.1)."
+    )
+    correct_threshold: float = field(0.05, ge=0, lt=1, help="c_i = 1[score > this] (code: 0.05).")
     max_rho: float | None = field(
-        None, help="Clamp ρ from above; null = unclipped (code-faithful)."
+        None, gt=0, le=1e6, help="Clamp ρ from above; null = unclipped (code-faithful)."
     )
     use_rho: bool = field(
         True, help="false sets ρ ≡ 1 — the paper's ablation without double importance sampling."

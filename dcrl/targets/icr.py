@@ -26,7 +26,10 @@ class ICRSettings:
     """ICR's settings, shared by the `icr` target and the `icr` algorithm preset."""
 
     bonus_total: float = field(
-        128.0, help="C: total bonus mass per step, C/k per selected response (code: 128)."
+        128.0,
+        ge=0,
+        le=1e6,
+        help="C: total bonus mass per step, C/k per selected response (code: 128).",
     )
     mode: Literal["add", "replace", "multiply"] = field(
         "add", help="add (code): Â += C/k; replace: Â = C/k; multiply: Â ← (1 + C/k)·Â (ablations)."
@@ -43,8 +46,20 @@ class ICRSettings:
     lp_f: bool = field(
         True, help="Add the LP-F soft overlong penalty to the reward (the released scripts do)."
     )
-    lp_f_max_length: int = field(8192, help="LP-F: length at which the penalty reaches −1.")
-    lp_f_buffer: int = field(4096, help="LP-F: the penalty ramps over the last this many tokens.")
+    lp_f_max_length: int = field(
+        8192, ge=1, le=100_000_000, help="LP-F: length at which the penalty reaches −1."
+    )
+    lp_f_buffer: int = field(
+        4096, ge=1, le=100_000_000, help="LP-F: the penalty ramps over the last this many tokens."
+    )
+
+    def validate(self) -> None:
+        super().validate()  # type: ignore[misc]  # the config this is mixed into
+        if self.lp_f_buffer > self.lp_f_max_length:
+            raise ValueError(
+                f"lp_f_buffer ({self.lp_f_buffer}) must be ≤ lp_f_max_length "
+                f"({self.lp_f_max_length}): the penalty ramps over the last lp_f_buffer tokens"
+            )
 
 
 @dataclass

@@ -17,9 +17,9 @@ from dcrl.errors import one_line
 
 @dataclass
 class LoraConfig:
-    rank: int = field(16, help="LoRA rank r.")
-    alpha: float = field(32.0, help="LoRA scaling α.")
-    dropout: float = field(0.0, help="LoRA dropout.")
+    rank: int = field(16, ge=1, le=4096, help="LoRA rank r.")
+    alpha: float = field(32.0, gt=0, le=1e6, help="LoRA scaling α.")
+    dropout: float = field(0.0, ge=0, lt=1, help="LoRA dropout.")
     target_modules: list[str] = field(
         ["q_proj", "k_proj", "v_proj", "o_proj"], help="Module names that get adapters."
     )
@@ -54,7 +54,9 @@ class DataConfig:
     problem_key: str = field("problem", help="Column/field holding the problem text.")
     answer_key: str = field("answer", help="Column/field holding the ground-truth answer.")
     task_options: dict[str, Any] = field({}, help="Keyword options of the task (e.g. level).")
-    train_size: int = field(4096, help="Problems drawn for training (synthetic tasks).")
+    train_size: int = field(
+        4096, ge=1, le=1_000_000, help="Problems drawn for training (synthetic tasks)."
+    )
     template: str = field(
         "auto",
         help="Prompt template: auto (the task's own), boxed, plain, chat, or a format string "
@@ -64,6 +66,21 @@ class DataConfig:
         "auto",
         help="Reward function: auto (the task's verifier), math, exact, numeric, or "
         "'package.module:function'.",
+    )
+    reward_timeout_s: float = field(
+        5.0,
+        gt=0,
+        le=3600,
+        help="Seconds one call of a user reward ('package.module:function') may take, > 0 and "
+        "≤ 3600; past it the call is interrupted and the sample scores 0 (dcrl's own graders "
+        "bound themselves).",
+    )
+    reward_max_timeouts: int = field(
+        3,
+        ge=1,
+        le=1_000_000,
+        help="A user reward that times out on this many calls in a row (≥ 1) hangs: the run "
+        "stops with an error, its last checkpoint intact.",
     )
 
     def validate(self) -> None:
@@ -83,11 +100,15 @@ class DataConfig:
 @dataclass
 class RolloutConfig:
     backend: Literal["hf", "vllm"] = field("hf", help="Generation backend (vllm needs a GPU).")
-    n: int = field(5, help="Responses per prompt (the group size G).")
-    temperature: float = field(1.0, help="Sampling temperature of the training rollouts.")
-    top_p: float = field(0.99, help="Nucleus sampling threshold (the papers use 0.99).")
-    max_new_tokens: int = field(2048, help="Maximum response length in tokens.")
-    batch_size: int = field(64, help="Prompts generated together in one backend call.")
+    n: int = field(5, ge=2, le=1024, help="Responses per prompt (the group size G).")
+    temperature: float = field(
+        1.0, gt=0, le=100, help="Sampling temperature of the training rollouts."
+    )
+    top_p: float = field(0.99, gt=0, le=1, help="Nucleus sampling threshold (the papers use 0.99).")
+    max_new_tokens: int = field(2048, ge=1, le=1_048_576, help="Maximum response length in tokens.")
+    batch_size: int = field(
+        64, ge=1, le=65_536, help="Prompts generated together in one backend call."
+    )
     decoding: Literal["generate", "loop"] = field(
         "generate",
         help="hf backend only. generate: transformers' generate (the reference, default, so "
@@ -119,13 +140,22 @@ class RolloutConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = field(100, help="Rollout steps (each: sample, score, one PPO epoch).")
-    prompts_per_step: int = field(512, help="Prompts per rollout step (B).")
-    mini_batch_prompts: int = field(
-        128, help="Prompts per optimizer step; B / this optimizer steps per rollout step."
+    steps: int = field(
+        100, ge=1, le=10_000_000, help="Rollout steps (each: sample, score, one PPO epoch)."
     )
-    micro_batch_size: int = field(8, help="Sequences per forward/backward (gradient accumulation).")
-    ppo_epochs: int = field(1, help="Passes over the rollout batch (the papers use 1).")
+    prompts_per_step: int = field(512, ge=1, le=1_000_000, help="Prompts per rollout step (B).")
+    mini_batch_prompts: int = field(
+        128,
+        ge=1,
+        le=1_000_000,
+        help="Prompts per optimizer step; B / this optimizer steps per rollout step.",
+    )
+    micro_batch_size: int = field(
+        8, ge=1, le=1_000_000, help="Sequences per forward/backward (gradient accumulation)."
+    )
+    ppo_epochs: int = field(
+        1, ge=1, le=1000, help="Passes over the rollout batch (the papers use 1)."
+    )
     reuse_on_policy_logprobs: bool = field(
         True,
         help="With one optimizer step per rollout (mini_batch_prompts = prompts_per_step, one "
@@ -133,23 +163,35 @@ class TrainConfig:
         "the update's own log-probs, detached (the same numbers up to float rounding). false: "
         "always run the pass.",
     )
-    lr: float = field(1e-6, help="AdamW learning rate.")
-    weight_decay: float = field(0.01, help="AdamW weight decay.")
+    lr: float = field(1e-6, gt=0, le=10, help="AdamW learning rate.")
+    weight_decay: float = field(0.01, ge=0, le=1, help="AdamW weight decay.")
     betas: list[float] = field([0.9, 0.999], help="AdamW betas.")
-    grad_clip: float = field(1.0, help="Gradient-norm clip.")
-    warmup_steps: int = field(0, help="Linear warm-up of the learning rate, in optimizer steps.")
-    seed: int = field(1, help="Seed of data order, sampling and initialization.")
-    threads: int = field(0, help="torch CPU threads; 0 keeps torch's default.")
+    grad_clip: float = field(1.0, gt=0, le=1e9, help="Gradient-norm clip.")
+    warmup_steps: int = field(
+        0, ge=0, le=10_000_000, help="Linear warm-up of the learning rate, in optimizer steps."
+    )
+    seed: int = field(
+        1, ge=0, le=2**32 - 1, help="Seed of data order, sampling and initialization."
+    )
+    threads: int = field(0, ge=0, le=1024, help="torch CPU threads; 0 keeps torch's default.")
     logprob_chunk_size: int | None = field(
         None,
+        ge=1,
+        le=2**31 - 1,
         help="Token positions per block of the log-prob/entropy kernel; null (auto) sizes the "
         "block in bytes (16 MiB on CPU, 256 MiB on a GPU) whatever the vocabulary, which is "
         "faster than a fixed count at large V (bench/core_memory.py).",
     )
-    save_every: int = field(10, help="Checkpoint every this many steps (0: only at the end).")
-    keep_checkpoints: int = field(2, help="How many recent checkpoints to keep (0: all).")
+    save_every: int = field(
+        10, ge=0, le=10_000_000, help="Checkpoint every this many steps (0: only at the end)."
+    )
+    keep_checkpoints: int = field(
+        2, ge=0, le=1_000_000, help="How many recent checkpoints to keep (0: all)."
+    )
     max_bad_steps: int = field(
         3,
+        ge=1,
+        le=1_000_000,
         help="A step whose loss or gradient is NaN/inf is skipped (no update; counted in "
         "train/bad_steps); after this many in a row the run stops with an error, keeping its "
         "last good checkpoint. Low values stop a diverging run early; one bad step alone is "

@@ -177,3 +177,17 @@ def releases_lock_on_error(init: Callable[..., None]) -> Callable[..., None]:
 
     wrapped.__doc__, wrapped.__name__, wrapped.__wrapped__ = init.__doc__, init.__name__, init
     return wrapped
+
+
+def releases_lock_after(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a method that ends the object's writing (`Trainer.fit`): `self.run_lock` is
+    released when it returns or raises."""
+
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.run_lock.release()
+
+    wrapped.__doc__, wrapped.__name__, wrapped.__wrapped__ = method.__doc__, method.__name__, method
+    return wrapped

@@ -29,7 +29,7 @@ from dcrl.train.config import RunConfig, load_run_config
 from dcrl.train.data import ProblemSampler
 from dcrl.train.forward import score_responses
 from dcrl.train.resume_check import apply_checkpoint, read_checkpoint, run_identity
-from dcrl.train.run_lock import RunLock, releases_lock_on_error
+from dcrl.train.run_lock import RunLock, releases_lock_after, releases_lock_on_error
 from dcrl.train.sinks import ConsoleSink, JsonlSink, MetricSink, TensorBoardSink, WandbSink
 
 # Policy losses whose result depends on which rows share a micro-batch (a token selection made
@@ -186,6 +186,7 @@ class Trainer:
         return cls(config, resume=True)
 
     # -- the loop ------------------------------------------------------------------------------
+    @releases_lock_after
     def fit(self) -> list[dict[str, float]]:
         """Run the remaining steps; returns the metrics of the steps run in this call."""
         lc, tc = self.config.log, self.config.train
@@ -218,7 +219,6 @@ class Trainer:
         finally:
             for sink in sinks:
                 sink.close()
-            self.run_lock.release()
         return self.history
 
     @property
@@ -526,7 +526,7 @@ def _load_data(config: RunConfig) -> tuple[list[Any], str, Callable]:
             problems = load_problems(dc.path, problem_key=dc.problem_key, answer_key=dc.answer_key)
         except FileNotFoundError as error:
             raise ConfigError(f"data.path: {one_line(error)}; check the path") from None
-        reward = get_reward_fn("math" if dc.reward == "auto" else dc.reward)
+        reward = _user_reward(dc, get_reward_fn("math" if dc.reward == "auto" else dc.reward))
         template = "boxed" if dc.template == "auto" else dc.template
     else:
         if dc.task not in TASKS:
@@ -544,11 +544,20 @@ def _load_data(config: RunConfig) -> tuple[list[Any], str, Callable]:
         except (TypeError, ValueError) as error:
             raise ConfigError(f"data.task_options: {one_line(error)}") from None
         problems = task.problems("train", dc.train_size)
-        reward = task.verify if dc.reward == "auto" else get_reward_fn(dc.reward)
+        reward = task.verify if dc.reward == "auto" else _user_reward(dc, get_reward_fn(dc.reward))
         template = task.prompt_template if dc.template == "auto" else dc.template
     if problems:
         check_reward_fn(reward, problems[0].meta)
     return problems, template, reward
+
+
+def _user_reward(dc: Any, reward: Callable) -> Callable:
+    """A user reward ('package.module:function') under data.reward_timeout_s (rewards/bounded.py)."""
+    from dcrl.rewards.bounded import BoundedReward
+
+    if ":" not in dc.reward:
+        return reward
+    return BoundedReward(reward, dc.reward_timeout_s, dc.reward_max_timeouts)
 
 
 def _prepare_run_dir(run_dir: Path, config_text: str) -> None:
