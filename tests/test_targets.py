@@ -537,7 +537,7 @@ BAD_TARGETS = {
     "bad value": ("[{name: icr, mode: sum}]", r"algorithm\.targets\[0\]\.mode: 'sum' is not"),
     "failed validation": (
         "[{name: aepo, tempered_fraction: 2}]",
-        r"algorithm\.targets\[0\]\.tempered_fraction must be in \(0, 1\]",
+        r"algorithm\.targets\[0\]\.tempered_fraction must be > 0 and ≤ 1",
     ),
     "controller settings": (
         "[{name: dcpo, weight_max: 3}]",
