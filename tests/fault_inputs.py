@@ -87,6 +87,18 @@ def _with_file(name: str, text: str, make_args: Callable[[Path], list[str]]) -> 
     return args
 
 
+def _with_bytes(name: str, data: bytes, make_args: Callable[[Path], list[str]]) -> Callable:
+    """Write `data` to scratch/name, then build the arguments with `{file}` filled in."""
+
+    def args(scratch: Path) -> list[str]:
+        path = scratch / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return [arg.replace("{file}", str(path)) for arg in make_args(scratch)]
+
+    return args
+
+
 def _problems(*rows: dict[str, Any]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
@@ -193,6 +205,28 @@ BAD_INPUTS = [
             _train(*_FILE_TASK, "data.template=plain"),
         ),
         "row 2",
+    ),
+    BadInput(
+        "answer-nan",
+        _with_file("nan.jsonl", '{"problem": "1+1=", "answer": NaN}\n', _train(*_FILE_TASK)),
+        "nan.jsonl:1: field 'answer' (answer) is NaN",
+    ),
+    BadInput(
+        "answer-infinity",
+        _with_file("inf.jsonl", '{"problem": "1+1=", "answer": -Infinity}\n', _train(*_FILE_TASK)),
+        "inf.jsonl:1: field 'answer' (answer) is -Infinity",
+    ),
+    BadInput(
+        "jsonl-not-utf8",
+        _with_bytes(
+            "latin1.jsonl", b'{"problem": "caf\xe9", "answer": "1"}\n', _train(*_FILE_TASK)
+        ),
+        "latin1.jsonl:1: not UTF-8",
+    ),
+    BadInput(
+        "parquet-not-parquet",
+        _with_file("rows.parquet", "problem,answer\n1+1=,2\n", _train(*_FILE_TASK)),
+        "rows.parquet: not a readable Parquet file",
     ),
     # -- reward
     BadInput("reward-unknown-name", _train("data.reward=mathh"), "mathh"),

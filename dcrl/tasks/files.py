@@ -4,7 +4,9 @@ columns, research notes §1.1)."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +14,60 @@ from dcrl.rewards import RewardFn, get_reward_fn
 from dcrl.tasks.problem import Problem
 
 
+class WrittenNumber(float):
+    """A JSON number that remembers how the file wrote it (`written`): an answer `3.0` or `1e20`
+    becomes the text "3" or "100000000000000000000", not Python's "3.0" or "1e+20"."""
+
+    written: str
+
+    def __new__(cls, written: str | float) -> WrittenNumber:
+        written = written if isinstance(written, str) else repr(float(written))
+        number = super().__new__(cls, math.nan if written == "NaN" else float(written))
+        number.written = written
+        return number
+
+    def __getnewargs__(self) -> tuple[str]:  # copy and pickle keep the written form
+        return (self.written,)
+
+
+def _number_text(value: float, location: str, key: str, role: str) -> str:
+    """An answer/problem/id number as text: integral values as integers, others as written.
+
+    Raises:
+        ValueError: NaN or ±Infinity (no answer is graded against them).
+    """
+    written = getattr(value, "written", None) or repr(value)
+    try:
+        exact = Decimal(written)
+    except InvalidOperation:
+        exact = Decimal(repr(value))
+    if not exact.is_finite():
+        raise ValueError(
+            f"{location}: field {key!r} ({role}) is {written}, which is not a number an answer "
+            "can equal; write the value as text (in quotes) if it is meant literally, or fix the row."
+        )
+    if exact == exact.to_integral_value() and abs(exact.adjusted()) <= 4000:
+        return str(int(exact))
+    return written
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(location "file:line", row) for each non-blank line."""
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+    """(location "file:line", row) for each non-blank line; numbers keep their written form
+    (`WrittenNumber`)."""
+    with path.open("rb") as lines:
+        for line_number, raw in enumerate(lines, start=1):
             location = f"{path}:{line_number}"
             try:
-                row = json.loads(line)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{location}: not UTF-8 text (byte {error.start + 1} of the line); save the "
+                    "file as UTF-8."
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line, parse_float=WrittenNumber, parse_constant=WrittenNumber)
             except json.JSONDecodeError as error:
                 raise ValueError(
                     f"{location}: invalid JSON ({error.msg} at column {error.colno}); each line "
@@ -37,7 +84,13 @@ def _parquet_rows(path: Path, columns: list[str]) -> Iterator[tuple[str, dict[st
     """(location "file:row N", row) for each row (N counts from 1)."""
     import pyarrow.parquet as pq
 
-    parquet_file = pq.ParquetFile(path)
+    try:
+        parquet_file = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow's ArrowInvalid, OSError: not a Parquet file
+        raise ValueError(
+            f"{path}: not a readable Parquet file ({str(error).strip()[:200]}); give a .parquet "
+            "file, or a .jsonl file of one JSON object per line."
+        ) from None
     missing = [column for column in columns if column not in parquet_file.schema_arrow.names]
     if missing:
         raise ValueError(
@@ -62,8 +115,9 @@ def load_problems(
 ) -> list[Problem]:
     """Problems from a `.jsonl` file (one JSON object per line) or a `.parquet` file.
 
-    Columns other than the problem, answer, id and solution go to `Problem.meta`. An integer or
-    float answer is turned into text.
+    Columns other than the problem, answer, id and solution go to `Problem.meta`. A number in
+    the problem, answer or id is turned into text as written, an integral one as an integer
+    (`3.0` → "3", `1e20` → "100000000000000000000"); NaN and ±Infinity are refused.
 
     Args:
         path: the file.
@@ -117,7 +171,9 @@ def load_problems(
                     f"{location}: field {key!r} ({role}) is {type(value).__name__} {value!r}; "
                     "expected text or a number."
                 )
-            fields[role] = str(value)
+            fields[role] = (
+                _number_text(value, location, key, role) if isinstance(value, float) else str(value)
+            )
         if not fields["problem"].strip():
             raise ValueError(f"{location}: field {problem_key!r} (problem) is empty.")
         solution = row.get(solution_key) if solution_key is not None else None
