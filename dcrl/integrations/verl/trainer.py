@@ -3,16 +3,24 @@
 
     init_workers          wrap the rollout manager: after each training rollout, AEPO samples
                           its tempered groups in the same generation phase (dcrl's tempered
-                          agent loop), before verl puts the rollout replicas to sleep;
-    _compute_old_log_prob AEPO splices the correct tempered rows into the batch first, so the
-                          old-log-prob pass scores the mixed batch at T = 1; DCPO adds a second
-                          pass with the logits / T (`old_log_probs_at_temperature`); both read
-                          the controller's entropy signal from this pass;
+                          agent loop), before verl puts the rollout replicas to sleep; the
+                          request is padded to a multiple of the agent-loop workers and its
+                          columns (uid, ...) carried over (`transforms.generate_for_workers`);
+    _compute_old_log_prob AEPO scores the tempered rows (a colocated reward model runs here, with
+                          the replicas asleep) and splices the correct ones into the batch, so
+                          the old-log-prob pass scores the mixed batch at T = 1, and sets their
+                          rollout log-probs to π_old (no importance correction for AEPO's rows);
+                          DCPO adds a second pass with the logits / T
+                          (`old_log_probs_at_temperature`); both read the controller's entropy
+                          signal from this pass (so verl's rollout_correction.bypass_mode, which
+                          skips it, is refused);
     _update_actor         replace verl's advantages by AEPO's / DCPO's (dcrl.core, through
                           `transforms`), update, then feed the entropy to the controller and
                           log dcrl's metrics;
-    _save_checkpoint /    the controller's state goes into verl's checkpoint folder
-    _load_checkpoint      (global_step_N/dcrl_controller.json) and comes back on resume.
+    _save_checkpoint /    the controller's state goes into verl's step folder under
+    _load_checkpoint      default_local_dir (global_step_N/dcrl_controller.json), before verl
+                          writes latest_checkpointed_iteration.txt, and to default_hdfs_dir when
+                          set; it comes back from the folder verl resumes from.
 
 The algorithm and its settings come from verl's config block `algorithm.dcrl` (the fields of
 dcrl's AEPOConfig / DCPOConfig, `name: aepo | dcpo`), built by dcrl's own config classes.
@@ -75,6 +83,14 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
                 "sample the policy itself at T = 1 and temper only their regularizer, so set it to "
                 "1.0"
             )
+        correction = config.algorithm.get("rollout_correction", None) or {}
+        if correction.get("bypass_mode", False):
+            raise ValueError(
+                "error: algorithm.rollout_correction.bypass_mode=True skips verl's old-log-prob "
+                "pass, which is where dcrl's AEPO splice and DCPO's second pass at T run, so the "
+                "run would silently train plain GRPO; set algorithm.rollout_correction."
+                "bypass_mode=False (decoupled mode) with the dcrl recipe"
+            )
         algorithm_class = get_algorithm_class(name)
         self.dcrl_algorithm = algorithm_class(
             dcrl_settings(config.algorithm, algorithm_class.config_class)
@@ -92,7 +108,11 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
             self.async_rollout_manager = _TemperedRolloutManager(self.async_rollout_manager, self)
 
     def _generate_tempered(self, gen_batch: DataProto) -> None:
-        """AEPO: sample the first prompts' groups again at this step's temperature, score them."""
+        """AEPO: sample the first prompts' groups again at this step's temperature.
+
+        Runs inside verl's generation phase, while the rollout replicas are awake. Scoring waits
+        for `_score_tempered`: a colocated reward model runs only after verl has put the
+        replicas to sleep."""
         decision = self.dcrl_algorithm.controller.decide()
         group_size = self.config.actor_rollout_ref.rollout.n
         num_prompts = len(gen_batch) // group_size
@@ -100,14 +120,18 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
         requests = transforms.aepo_tempered_requests(
             gen_batch, num_tempered, group_size, decision.temperature
         )
-        tempered = self._inner_generate(requests)
-        if "rm_scores" not in tempered.batch:
-            tempered = tempered.union(self._compute_reward_colocate(tempered))
-        if "response_mask" not in tempered.batch:
-            from verl.trainer.ppo.ray_trainer import compute_response_mask
+        self._tempered = transforms.generate_for_workers(
+            self._inner_generate, requests, self._num_agent_workers()
+        )
 
-            tempered.batch["response_mask"] = compute_response_mask(tempered)
-        self._tempered = tempered
+    def _num_agent_workers(self) -> int:
+        """How many agent-loop workers verl's rollout manager splits a request batch over."""
+        manager = self.async_rollout_manager
+        inner = manager._inner if isinstance(manager, _TemperedRolloutManager) else manager
+        workers = getattr(inner, "agent_loop_workers", None)
+        if workers:
+            return len(workers)
+        return int(self.config.actor_rollout_ref.rollout.agent.num_workers)
 
     def _inner_generate(self, requests: DataProto) -> DataProto:
         manager = self.async_rollout_manager
@@ -116,14 +140,35 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
         output.meta_info.pop("timing", None)
         return output
 
+    def _score_tempered(self, tempered: DataProto) -> DataProto:
+        """The tempered rows' rewards and response mask, after verl's generation phase.
+
+        Rule-based rewards stream inside the agent loop (`rm_scores` already there); a reward
+        model is run here, with the rollout replicas asleep, as verl runs it for its own batch."""
+        if "rm_scores" not in tempered.batch:
+            if not getattr(self, "use_rm", False):
+                raise RuntimeError(
+                    "error: AEPO's tempered rows came back from verl's rollout without rm_scores "
+                    "and no reward model is enabled (reward.reward_model.enable=False); dcrl "
+                    "needs verl's agent loop to score them as it scores the on-policy rows: keep "
+                    "verl's reward loop workers (its default with a rule-based reward)"
+                )
+            tempered = tempered.union(self._compute_reward_colocate(tempered))
+        if "response_mask" not in tempered.batch:
+            from verl.trainer.ppo.ray_trainer import compute_response_mask
+
+            tempered.batch["response_mask"] = compute_response_mask(tempered)
+        return tempered
+
     # -- old log-probs ----------------------------------------------------------------------
     def _compute_old_log_prob(self, batch: DataProto):
         decision, metrics = self.dcrl_algorithm.decide()
         self._decision = decision
         self._step_metrics = dict(metrics)
         if self.dcrl_algorithm.name == "aepo" and self._tempered is not None:
+            tempered = self._score_tempered(self._tempered)
             spliced, aepo_metrics = transforms.aepo_splice(
-                batch, self._tempered, decision, self.dcrl_config
+                batch, tempered, decision, self.dcrl_config
             )
             self._tempered = None
             # fit() keeps its own reference to `batch`: update that object in place.
@@ -132,6 +177,11 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
             self._step_metrics.update(aepo_metrics)
 
         old_log_prob, mfu = super()._compute_old_log_prob(batch)
+        neutralized = transforms.neutralize_rollout_logprobs(
+            batch, old_log_prob.batch["old_log_probs"]
+        )
+        if neutralized:
+            self._step_metrics["aepo/rollout_logprobs_reset"] = float(neutralized)
         if self.dcrl_algorithm.name == "dcpo" and self.dcrl_config.use_rho:
             temperature_before = batch.meta_info.get("temperature", 1.0)
             batch.meta_info["temperature"] = decision.temperature  # the engine divides logits by it
@@ -172,32 +222,52 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
         return actor_output
 
     # -- checkpoints ------------------------------------------------------------------------
-    def _step_folder(self) -> str:
+    def _controller_path(self, for_resume: bool) -> str:
+        """Where the controller state of this step lives: verl's step folder under
+        `default_local_dir` when saving; when resuming, the folder verl resumes from (the
+        `resume_from_path` folder with resume_mode=resume_path)."""
         trainer_config = self.config.trainer
-        if trainer_config.resume_mode == "resume_path" and trainer_config.resume_from_path:
-            folder = os.path.dirname(os.path.normpath(trainer_config.resume_from_path))
+        if (
+            for_resume
+            and trainer_config.resume_mode == "resume_path"
+            and trainer_config.resume_from_path
+        ):
+            folder = str(trainer_config.resume_from_path)
         else:
-            folder = trainer_config.default_local_dir
+            folder = os.path.join(
+                str(trainer_config.default_local_dir), f"global_step_{self.global_steps}"
+            )
         if not os.path.isabs(folder):
             folder = os.path.join(os.getcwd(), folder)
-        return os.path.join(folder, f"global_step_{self.global_steps}")
+        return os.path.join(folder, CONTROLLER_FILE)
 
     def _save_checkpoint(self) -> None:
-        super()._save_checkpoint()
-        path = os.path.join(self._step_folder(), CONTROLLER_FILE)
+        # Written before verl's own save, which ends with latest_checkpointed_iteration.txt: a
+        # crash in between leaves the tracker on the previous, complete step.
+        path = self._controller_path(for_resume=False)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".tmp", "w") as handle:
             json.dump(self.dcrl_algorithm.state_dict(), handle)
         os.replace(path + ".tmp", path)
+        hdfs_dir = self.config.trainer.get("default_hdfs_dir", None)
+        if hdfs_dir:
+            from verl.utils import hdfs_io
+
+            remote = os.path.join(str(hdfs_dir), f"global_step_{self.global_steps}")
+            hdfs_io.makedirs(remote, exist_ok=True)
+            hdfs_io.copy(path, os.path.join(remote, CONTROLLER_FILE))
+        super()._save_checkpoint()
 
     def _load_checkpoint(self):
         result = super()._load_checkpoint()
         if self.global_steps > 0:
-            path = os.path.join(self._step_folder(), CONTROLLER_FILE)
+            path = self._controller_path(for_resume=True)
             if os.path.exists(path):
                 with open(path) as handle:
                     self.dcrl_algorithm.load_state_dict(json.load(handle))
             else:
                 print(
-                    f"dcrl: no {CONTROLLER_FILE} in {os.path.dirname(path)}; the controller starts afresh"
+                    f"dcrl: no {CONTROLLER_FILE} in {os.path.dirname(path)}; the controller "
+                    "starts afresh"
                 )
         return result

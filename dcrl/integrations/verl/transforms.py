@@ -180,6 +180,40 @@ def aepo_tempered_requests(
     return tempered
 
 
+def generate_for_workers(generate: Any, requests: Any, num_workers: int) -> Any:
+    """Run verl's rollout on `requests` and return one output row per request row, carrying the
+    request's own columns.
+
+    verl's agent-loop manager splits a request batch into `num_workers` equal chunks (DataProto
+    .chunk asserts that they are equal), and when rewards stream inside the agent loop its
+    post-processing keeps none of the request's non-tensor columns (uid, data_source, ...).
+    Here the request is padded to a multiple of `num_workers` with copies of its first rows, as
+    verl pads its own validation batches, the padding is dropped from the output, and every
+    request column the output lacks is copied in, row for row (the manager keeps row order).
+
+    Args:
+        generate: verl's `generate_sequences` (DataProto -> DataProto).
+        requests: the generation requests, R rows.
+        num_workers: the manager's agent-loop workers (rollout.agent.num_workers).
+
+    Returns:
+        The R output rows.
+    """
+    from verl.protocol import pad_dataproto_to_divisor, unpad_dataproto
+
+    padded, pad_size = pad_dataproto_to_divisor(requests, max(1, int(num_workers)))
+    output = unpad_dataproto(generate(padded), pad_size)
+    if len(output) != len(requests):
+        raise RuntimeError(
+            f"verl's rollout returned {len(output)} rows for {len(requests)} requests; dcrl's "
+            "tempered rollout needs one response per request (a single-turn agent loop)"
+        )
+    for key, column in requests.non_tensor_batch.items():
+        if key not in output.non_tensor_batch:
+            output.non_tensor_batch[key] = column.copy()
+    return output
+
+
 def aepo_splice(
     batch: Any, tempered: Any, decision: ControlDecision, config: AEPOConfig
 ) -> tuple[Any, dict[str, float]]:
@@ -257,6 +291,28 @@ def aepo_splice(
         tensors=tensors, non_tensors=non_tensors, meta_info=dict(batch.meta_info)
     )
     return spliced, metrics
+
+
+def neutralize_rollout_logprobs(batch: Any, old_log_probs: torch.Tensor) -> int:
+    """Set the rollout log-probs of AEPO's spliced rows to their old log-probs, in place.
+
+    verl keeps the sampler's log-probs (`rollout_log_probs`) for its rollout correction, which
+    reweights or rejects a row by π_old/π_rollout. A spliced row was sampled at AEPO's T, and
+    AEPO trains on it as a sample of its target π^T with no importance correction (papers.md
+    §2.2), so its ratio is made exactly 1. Returns how many rows changed (0 without the key or
+    without spliced rows).
+
+    Args:
+        batch: the spliced DataProto (`dcrl_is_reinforce` marks the spliced rows).
+        old_log_probs: (N, L) log π_old at T = 1 of the batch's rows.
+    """
+    if "rollout_log_probs" not in batch.batch or "dcrl_is_reinforce" not in batch.batch:
+        return 0
+    rows = batch.batch["dcrl_is_reinforce"].bool()
+    rollout = batch.batch["rollout_log_probs"].clone()
+    rollout[rows] = old_log_probs[rows].to(rollout.dtype)
+    batch.batch["rollout_log_probs"] = rollout
+    return int(rows.sum())
 
 
 # -------------------------------------------------------------------------------------- entropy
