@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import sys
 import time
 import types
@@ -351,6 +352,99 @@ BAD_INPUTS = [
         "beta=0.0",
     ),
 ]
+
+
+# -- model folders: a copy of the built-in tiny-arith, damaged -----------------------------------
+TINY_ARITH = Path(__file__).resolve().parents[1] / "dcrl" / "assets" / "tiny-arith"
+
+
+def _model(damage: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+    def args(scratch: Path) -> list[str]:
+        folder = scratch / "model"
+        shutil.copytree(TINY_ARITH, folder)
+        damage(folder)
+        return _train(f"model.name={folder}")(scratch)
+
+    return args
+
+
+def _cut(name: str, keep: float) -> Callable[[Path], None]:
+    def damage(folder: Path) -> None:
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: int(len(data) * keep)])
+
+    return damage
+
+
+def _rewrite_weights(change: Callable[[dict], dict]) -> Callable[[Path], None]:
+    def damage(folder: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        path = folder / "model.safetensors"
+        save_file(change(load_file(str(path))), str(path), metadata={"format": "pt"})
+
+    return damage
+
+
+def _half(weights: dict) -> dict:
+    return {k: weights[k] for k in sorted(weights)[: len(weights) // 2]}
+
+
+def _reshaped(weights: dict) -> dict:
+    import torch
+
+    name = next(k for k in sorted(weights) if k.endswith("q_proj.weight"))
+    return {**weights, name: torch.zeros(3, 3)}
+
+
+def _extra(weights: dict) -> dict:
+    import torch
+
+    return {**weights, "model.layers.99.extra.weight": torch.zeros(2)}
+
+
+def _bert(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["BertForMaskedLM"]
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _no_tokenizer(folder: Path) -> None:
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+
+
+MODEL_INPUTS = [
+    BadInput(
+        "model-weights-truncated", _model(_cut("model.safetensors", 0.5)), "model/model.safetensors"
+    ),
+    BadInput(
+        "model-weights-empty", _model(_cut("model.safetensors", 0.0)), "model/model.safetensors"
+    ),
+    BadInput(
+        "model-weights-garbage",
+        _model(lambda f: (f / "model.safetensors").write_bytes(b"\x07garbage" * 100)),
+        "model/model.safetensors",
+    ),
+    BadInput(
+        "model-weights-missing",
+        _model(lambda f: (f / "model.safetensors").unlink()),
+        "has no weights file",
+    ),
+    BadInput(
+        "model-config-not-json",
+        _model(lambda f: (f / "config.json").write_text("{model_type: llama")),
+        "model/config.json is not readable JSON",
+    ),
+    BadInput(
+        "model-half-the-weights", _model(_rewrite_weights(_half)), "are missing from its weights"
+    ),
+    BadInput("model-weights-wrong-shape", _model(_rewrite_weights(_reshaped)), "model"),
+    BadInput("model-unexpected-weights", _model(_rewrite_weights(_extra)), "fit no layer"),
+    BadInput("model-not-a-causal-lm", _model(_bert), "not a causal language model"),
+    BadInput("model-no-tokenizer", _model(_no_tokenizer), "has no tokenizer"),
+]
+BAD_INPUTS += MODEL_INPUTS
 
 
 # -- a case per setting, generated from the config classes --------------------------------------

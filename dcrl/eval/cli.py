@@ -97,6 +97,12 @@ def eval_command(
         "--group-by",
         help="Also report the metrics per value of this problem meta key (e.g. kind).",
     ),
+    strict_load: bool = typer.Option(
+        True,
+        "--strict-load/--no-strict-load",
+        help="Refuse a model directory that is not a causal LM or whose weights miss layers of "
+        "its architecture or hold others; --no-strict-load evaluates it anyway.",
+    ),
 ) -> None:
     """Evaluate models: avg@n, unbiased pass@k, greedy accuracy, lengths, correlation.
 
@@ -198,6 +204,7 @@ def eval_command(
                     model_label=label,
                     data_label=eval_data.label,
                     group_by=group_by,
+                    strict_load=strict_load,
                     on_progress=lambda done, total, task_id=task_id: progress.update(
                         task_id, completed=done, total=total
                     ),

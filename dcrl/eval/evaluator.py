@@ -179,7 +179,12 @@ def _check_resumable(out_dir: Path, settings: dict[str, Any]) -> None:
 
 
 def _build_backend(
-    model_or_path: Any, backend: str, problems_per_call: int, dtype: str, device: str
+    model_or_path: Any,
+    backend: str,
+    problems_per_call: int,
+    dtype: str,
+    device: str,
+    strict_load: bool = True,
 ) -> tuple[RolloutBackend, str]:
     """(rollout backend, model description) for a path/name, a (model, tokenizer) or a backend."""
     if isinstance(model_or_path, RolloutBackend):
@@ -196,9 +201,11 @@ def _build_backend(
 
         description = policy_directory(model_or_path)
         if backend == "vllm":  # the engine loads the weights itself: keep this copy off the GPU
-            model, tokenizer = load_policy(description, dtype=dtype, device="cpu")
+            model, tokenizer = load_policy(
+                description, dtype=dtype, device="cpu", strict=strict_load
+            )
             return get_rollout_backend("vllm", model, tokenizer, dtype=dtype), description
-        model, tokenizer = load_policy(description, dtype=dtype, device=device)
+        model, tokenizer = load_policy(description, dtype=dtype, device=device, strict=strict_load)
     else:
         raise TypeError(
             "model_or_path must be a model name or directory, a (model, tokenizer) pair or a "
@@ -231,6 +238,7 @@ def evaluate(
     data_label: str = "problems",
     group_by: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    strict_load: bool = True,
 ) -> EvalResult:
     """Sample n answers per problem, grade them and compute avg@n, pass@k and length metrics.
 
@@ -255,6 +263,8 @@ def evaluate(
         group_by: a meta key every problem has (e.g. "kind"): the metrics are also reported per
             value of `problem.meta[group_by]`, under "by_group" (`dcrl.eval.metrics`).
         on_progress: called as on_progress(calls_done, calls_total) after each generate call.
+        strict_load: refuse a model directory that is not a causal LM or whose weights do not
+            match its architecture (`dcrl.models.load_policy`'s `strict`).
 
     Returns:
         An EvalResult; its metrics are also written to out_dir/metrics.json.
@@ -284,7 +294,7 @@ def evaluate(
     reward_fn = get_reward_fn(reward_fn)
     check_reward_fn(reward_fn, problems[0].meta)
     rollout, model_description = _build_backend(
-        model_or_path, backend, problems_per_call, dtype, device
+        model_or_path, backend, problems_per_call, dtype, device, strict_load
     )
     # Check the prompts and sampling settings before anything is written to out_dir.
     tokenizer = getattr(rollout, "tokenizer", None)

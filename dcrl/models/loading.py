@@ -56,6 +56,7 @@ def load_policy(
     lora: LoraOptions | Mapping[str, Any] | None = None,
     gradient_checkpointing: bool = False,
     device: str | torch.device = "cpu",
+    strict: bool = True,
 ) -> tuple[torch.nn.Module, Any]:
     """Load a causal LM and its tokenizer, ready to train and to generate.
 
@@ -66,6 +67,9 @@ def load_policy(
             weights.
         gradient_checkpointing: recompute activations in the backward pass (less memory).
         device: where the model lives ("cpu", "cuda", "cuda:1", ...).
+        strict: refuse a model directory that is not a causal LM or whose weights files miss
+            weights of its architecture or hold others (dcrl.models.checks); False loads it,
+            the missing layers randomly initialized.
 
     Returns:
         (model in train mode — a peft model when `lora` is given —, tokenizer with a pad token and
@@ -77,17 +81,17 @@ def load_policy(
     if name == "tiny":
         model, tokenizer = build_tiny_model()
         model = model.to(TORCH_DTYPES[dtype])
-    else:
+    elif name == "smollm2-135m" or name in BUILTIN_CHECKPOINTS:
         if name == "smollm2-135m":
             source = smollm2_135m_directory()
-        elif name in BUILTIN_CHECKPOINTS:
-            source = builtin_checkpoint_directory(name)
         else:
-            source = _local_source(name)
+            source = builtin_checkpoint_directory(name)
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=TORCH_DTYPES[dtype], local_files_only=True
         )
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    else:  # a user's directory or cached hub id: checked (dcrl.models.checks)
+        model, tokenizer = _load_user_model(_local_source(name), dtype, strict)
 
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -126,6 +130,36 @@ def builtin_checkpoint_directory(name: str) -> str:
             f"--out {path} ...`)"
         )
     return str(path)
+
+
+def _load_user_model(source: str, dtype: str, strict: bool) -> tuple[PreTrainedModel, Any]:
+    """A user's model directory (or cached hub id), checked before and after loading
+    (dcrl.models.checks): a corrupt or foreign file is one ValueError naming it."""
+    from dcrl.models.checks import check_loading_info, check_model_directory
+
+    path = Path(source)
+    if path.is_dir():
+        check_model_directory(path, strict=strict)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            source, dtype=TORCH_DTYPES[dtype], local_files_only=True, output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise ValueError(
+            f"model {source!r} does not load ({first}): check that its config.json and weights "
+            "files belong together and are complete, or save the model again"
+        ) from None
+    check_loading_info(path, info, strict=strict)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except Exception as error:  # transformers raises many types for a broken tokenizer
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise ValueError(
+            f"the tokenizer of model {source!r} does not load ({first}): its tokenizer files "
+            "are missing or damaged; save the tokenizer there again (tokenizer.save_pretrained)"
+        ) from None
+    return model, tokenizer
 
 
 def _local_source(name: str) -> str:

@@ -39,6 +39,12 @@ class ModelConfig:
         "auto", help="Where the policy trains: auto (cuda when available, else cpu), cpu, cuda:0..."
     )
     gradient_checkpointing: bool = field(False, help="Trade compute for activation memory.")
+    strict_load: bool = field(
+        True,
+        help="Refuse a model directory that is not a causal LM (config.json's architectures) or "
+        "whose weights files miss weights of its architecture or hold others; false trains it "
+        "anyway, those layers randomly initialized.",
+    )
     lora: LoraConfig | None = field(None, help="LoRA adapters (peft); null trains all weights.")
 
     def validate(self) -> None:

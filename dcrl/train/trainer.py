@@ -125,6 +125,7 @@ class Trainer:
             lora=to_dict(mc.lora) if mc.lora is not None else None,
             gradient_checkpointing=mc.gradient_checkpointing,
             device=_resolve_device(mc.device),
+            strict=mc.strict_load,
         )
         rollout_options = {"batch_size": config.rollout.batch_size}
         if config.rollout.backend == "hf":
