@@ -98,6 +98,12 @@ def train(
         trainer.fit()
     except UserError as err:  # anything else is a bug in dcrl: keep its traceback
         fail(err)
+    except Exception as err:  # a failed write of the logs (disk full) is not a bug
+        from dcrl.train.disk import is_write_failure, write_failed
+
+        if not is_write_failure(err):
+            raise
+        fail(write_failed(err, "the run's logs", trainer.run_dir, None, trainer._resume_hint()))
     typer.echo(f"run directory: {trainer.run_dir}")
 
 

@@ -64,6 +64,29 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    try:
+        _write_checkpoint_files(tmp, step, model, optimizer, scheduler, trainer_state)
+    except Exception:  # a failed write (disk full): free its space, keep the previous checkpoint
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_text_atomic(root / "latest", name)
+    complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+    for old in complete[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_checkpoint_files(
+    tmp: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainer_state: dict[str, Any],
+) -> None:
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if len(trainable) == len(list(model.parameters())):
         save_model(model, str(tmp / "model.safetensors"))
@@ -81,14 +104,6 @@ def save_checkpoint(
     write_text_atomic(
         tmp / "trainer_state.json", json.dumps({"step": step, **trainer_state}, indent=1)
     )
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    write_text_atomic(root / "latest", name)
-    complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
-    for old in complete[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -27,6 +27,7 @@ from dcrl.tasks import format_prompt
 from dcrl.train import checkpoint as ckpt
 from dcrl.train.config import RunConfig, load_run_config
 from dcrl.train.data import ProblemSampler
+from dcrl.train.disk import export_policy_atomically, is_write_failure, model_bytes, write_failed
 from dcrl.train.forward import score_responses
 from dcrl.train.resume_check import apply_checkpoint, read_checkpoint, run_identity
 from dcrl.train.run_lock import RunLock, releases_lock_after, releases_lock_on_error
@@ -269,16 +270,33 @@ class Trainer:
                 state,
                 keep=self.config.train.keep_checkpoints,
             )
-        except OSError as error:
+        except Exception as error:  # a full disk is not always an OSError (dcrl.train.disk)
+            needed = model_bytes(self.model) + 2 * sum(
+                p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad
+            )
+            if not (isinstance(error, OSError) or is_write_failure(error, self.run_dir, needed)):
+                raise
             raise CheckpointError(
-                f"could not write the checkpoint of step {self.step} under "
-                f"{self.run_dir / ckpt.CHECKPOINTS} ({one_line(error)}); {self._resume_hint()}"
-            ) from error
+                one_line(
+                    write_failed(
+                        error,
+                        f"the checkpoint of step {self.step}",
+                        self.run_dir / ckpt.CHECKPOINTS / f"step_{self.step:06d}",
+                        needed,
+                        self._resume_hint(),
+                    )
+                )
+            ) from None
 
     def export_policy(self, out_dir: Path) -> None:
-        """Save the trained policy as a Hugging Face directory (`dcrl eval --model` reads it)."""
-        self.model.save_pretrained(out_dir)
-        self.tokenizer.save_pretrained(out_dir)
+        """Save the trained policy as a Hugging Face directory (`dcrl eval --model` reads it),
+        atomically: never a folder without weights (dcrl.train.disk)."""
+        export_policy_atomically(
+            self.model,
+            self.tokenizer,
+            out_dir,
+            f"{self._resume_hint()} (it exports the policy at the end)",
+        )
 
     def rollout_seed(self, salt: int) -> int:
         return (self.config.train.seed * 1_000_003 + self.step * 101 + salt) % (2**31)
