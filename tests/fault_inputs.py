@@ -100,6 +100,36 @@ def _with_bytes(name: str, data: bytes, make_args: Callable[[Path], list[str]]) 
     return args
 
 
+def _run_dir(
+    *,
+    config: str = "algorithm:\n  name: grpo\ntrain:\n  seed: 1\n",
+    metrics_line_2: str = '{"step": 2, "reward/accuracy": 0.5}',
+    command: str = "report",
+    out: str = "report",
+) -> Callable[[Path], list[str]]:
+    """A hand-made run directory scratch/run (config.yaml, three metrics lines), then `dcrl
+    report` of it (or `compare`, or `eval` of its policy) with --out under scratch."""
+
+    def args(scratch: Path) -> list[str]:
+        run = scratch / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(config)
+        (run / "metrics.jsonl").write_text(
+            '{"step": 1, "reward/accuracy": 0.25}\n'
+            + metrics_line_2
+            + '\n{"step": 3, "reward/accuracy": 0.75}\n'
+        )
+        (scratch / "a-file").write_text("x")
+        target = out if out.startswith("/") else str(scratch / out)
+        if command == "compare":
+            return ["compare", str(run)]
+        if command == "eval":
+            return ["eval", "-m", str(run), "--limit", "2", "--n", "2", "--out", target]
+        return ["report", str(run), "--out", target]
+
+    return args
+
+
 def _problems(*rows: dict[str, Any]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
@@ -345,6 +375,31 @@ BAD_INPUTS = [
     ),
     BadInput("eval-reward-sys-exit", _eval("--reward", "tests.fault_inputs:exits"), "sys.exit"),
     BadInput("eval-max-new-tokens-zero", _eval("--max-new-tokens", "0"), "--max-new-tokens"),
+    # -- report and eval of damaged runs, unwritable outputs
+    BadInput(
+        "report-row-nested-200000-deep",
+        _run_dir(metrics_line_2='{"step": 2, "x": ' + "[" * 200_000 + "]" * 200_000 + "}"),
+        "run/metrics.jsonl:2",
+    ),
+    BadInput("report-broken-config", _run_dir(config="train: [1\n"), "run/config.yaml"),
+    BadInput(
+        "compare-broken-config", _run_dir(config="train: [1\n", command="compare"), "config.yaml"
+    ),
+    BadInput(
+        "eval-run-with-broken-config",
+        _run_dir(config="train: [1\n", command="eval"),
+        "run/config.yaml is not valid YAML",
+    ),
+    BadInput("report-out-is-a-file", _run_dir(out="a-file"), "--out"),
+    BadInput("report-out-read-only", _run_dir(out="/sys/dcrl-report"), "--out /sys/dcrl-report"),
+    BadInput(
+        "eval-out-is-a-file",
+        lambda s: (
+            (s.mkdir(parents=True, exist_ok=True), (s / "f").write_text("x"))
+            and _eval("--out", str(s / "f"))(s)
+        ),
+        "give --out a writable directory",
+    ),
     # -- theory
     BadInput(
         "theory-beta-zero",

@@ -210,7 +210,15 @@ def eval_command(
                     ),
                 )
         except (UserError, ValueError, TypeError, OSError, ImportError) as error:
-            typer.secho(f"error ({model_spec}): {one_line(error)}", fg=typer.colors.RED, err=True)
+            hint = (
+                f"; {error.filename} cannot be written: give --out a writable directory (not a "
+                "file)"
+                if isinstance(error, OSError) and getattr(error, "filename", None)
+                else ""
+            )
+            typer.secho(
+                f"error ({model_spec}): {one_line(error)}{hint}", fg=typer.colors.RED, err=True
+            )
             raise typer.Exit(2) from None
         typer.echo(f"{label}: {out_dir / METRICS_FILE}")
         rows.append(eval_row(label, result.metrics))

@@ -55,7 +55,14 @@ def read_run_config(model: str | Path) -> dict[str, Any] | None:
     config_path = Path(model) / "config.yaml"
     if not config_path.is_file():
         return None
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first = (str(error).strip().splitlines() or ["?"])[0][:200]
+        raise ValueError(
+            f"{config_path} is not valid YAML ({first}): restore the config.yaml `dcrl train` "
+            "wrote there"
+        ) from None
     if not isinstance(config, dict):
         raise ValueError(f"{config_path} is not a mapping: is this a dcrl run directory?")
     return config

@@ -31,12 +31,21 @@ def report_command(
     Entropy, controller, accuracy, length, correlation, pass@k and Pareto figures with a summary
     table, in OUT/report.html and OUT/figures/.
     """
+    from dcrl.errors import one_line
     from dcrl.report.build import build_report
 
     try:
         report_path = build_report(run_dirs, out, smooth=smooth, title=title)
     except ValueError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {one_line(error)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    except OSError as error:  # --out names a file, a read-only folder, a full disk
+        typer.secho(
+            f"error: --out {out}: cannot write the report there ({one_line(error)}); choose a "
+            "writable directory for --out",
+            fg=typer.colors.RED,
+            err=True,
+        )
         raise typer.Exit(2) from None
     typer.echo(f"report: {report_path}")
 

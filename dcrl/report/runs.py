@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from dcrl.errors import one_line
 from dcrl.eval.table import Columns, format_value
 from dcrl.train.sinks import read_metrics_log
 
@@ -89,12 +90,27 @@ def setting_of(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def _as_float(value: float | None) -> float:
+    """A logged value as a float: None (a NaN/inf the sink wrote as null) and integers too large
+    for a float (10**400 in a hand-edited log) become NaN."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
+
+
 def _read_metrics(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(steps (S,), {metric: (S,) values}) from metrics.jsonl; a later line for a step wins."""
     by_step: dict[int, dict[str, float]] = {}
     for _, record in read_metrics_log(path):
         by_step[record["step"]] = {
-            name: float("nan") if value is None else float(value)
+            name: _as_float(value)
             for name, value in record.items()
             if name != "step" and (value is None or isinstance(value, int | float))
         }
@@ -129,13 +145,25 @@ def load_run(run_dir: str | Path) -> Run:
         )
     config: dict[str, Any] = {}
     if (path / "config.yaml").is_file():
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+        try:
+            config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"{path / 'config.yaml'} is not valid YAML ({_first_line(error)}): restore "
+                "the config.yaml `dcrl train` wrote there"
+            ) from None
         if not isinstance(config, dict):
             raise ValueError(f"{path / 'config.yaml'} is not a mapping of settings")
     steps, metrics = _read_metrics(metrics_path)
     evals = {}
     for eval_metrics in sorted(path.glob("eval*/metrics.json")):
-        evals[eval_metrics.parent.name] = json.loads(eval_metrics.read_text(encoding="utf-8"))
+        try:
+            evals[eval_metrics.parent.name] = json.loads(eval_metrics.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as error:
+            raise ValueError(
+                f"{eval_metrics} is not readable JSON ({one_line(error)[:200]}): run that "
+                "evaluation again, or delete its folder"
+            ) from None
     seed = (config.get("train") or {}).get("seed")
     return Run(
         path=path,

@@ -84,18 +84,27 @@ def read_metrics_log(path: Path) -> list[tuple[str, dict[str, Any]]]:
     Raises:
         MetricsLogError: a damaged line other than the last, naming the file and line.
     """
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise MetricsLogError(
+            f"{path} is not UTF-8 text (byte {error.start + 1}): it is damaged; restore it or "
+            "delete the damaged lines"
+        ) from None
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as error:
+        except (ValueError, RecursionError) as error:  # bad JSON, a 5,000-digit number, nesting
             if number == len(lines):
                 break
+            reason = getattr(error, "msg", None) or (
+                "nested too deeply" if isinstance(error, RecursionError) else str(error)[:120]
+            )
             raise MetricsLogError(
-                f"{path}:{number}: not a JSON record ({error.msg}); the metrics log is damaged "
+                f"{path}:{number}: not a JSON record ({reason}); the metrics log is damaged "
                 "before its last line: repair or delete that line"
             ) from None
         if not isinstance(record, dict) or not isinstance(record.get("step"), int):
