@@ -15,6 +15,19 @@ checkpoints"); at the end: the metrics (timings aside) and the final weights equ
 uninterrupted run's ("identical resumes"). A process that exits on its own with "Traceback" in
 its stderr counts as a traceback; one that outlives its time limit as a hang.
 
+Two more campaigns (GRPO):
+
+- concurrent writers: two `dcrl train` into one run directory started together, a second one
+  started while the first trains, and a `--resume` of a run still training. Exactly one writer
+  may run: every other process must end in exit 2 and one `error:` line, and the run that
+  finishes must equal the uninterrupted one; both finishing, or a finished run that differs,
+  counts as a lost run.
+- disk full: `dcrl train` under a real file size limit (`ulimit -f`) that fails the run at start
+  (config.yaml), at its first checkpoint's weights (safetensors) or at its optimizer state
+  (torch.save). Each must end in exit 2 and one `error:` line naming a path of the run, leave no
+  half-written checkpoint or policy folder, and finish without the limit (resumed, or started
+  again when no checkpoint was written) equal to the uninterrupted run; otherwise a lost run.
+
     python bench/faults.py                 # about 10-15 minutes on 2 CPU cores
     python bench/faults.py --runs 1 --skip-corpus  # a quick look
 
@@ -259,6 +272,113 @@ def campaign(
     return results, durations
 
 
+def same_as_reference(run_dir: Path, reference: Path) -> bool:
+    return [without_timings(r) for r in read_records(run_dir)] == [
+        without_timings(r) for r in read_records(reference)
+    ] and same_final_weights(run_dir, reference)
+
+
+def one_error_line(code: int, said: str, names: str = "") -> bool:
+    errors = [line for line in said.splitlines() if line.startswith("error")]
+    return code == 2 and len(errors) == 1 and names in errors[0] and "Traceback" not in said
+
+
+def concurrent_writers(
+    work: Path, reference: Path, duration: float, rng: random.Random, tally: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Two writers of one run directory; exactly one may run (see the module docstring)."""
+    outcomes = []
+    for kind in ("started together", "second during training", "resume during training"):
+        run_dir = work / f"concurrent-{kind.replace(' ', '-')}"
+        first = dcrl(*train_args("grpo", run_dir))
+        if kind != "started together":
+            while not (run_dir / "metrics.jsonl").is_file() and first.poll() is None:
+                time.sleep(0.01)  # it has taken the lock and trains
+            time.sleep(rng.uniform(0.0, 0.3) * duration)
+        second_args = (
+            ["train", "--resume", str(run_dir)]
+            if kind == "resume during training"
+            else train_args("grpo", run_dir)
+        )
+        second = dcrl(*second_args)
+        codes_said = [finish(first, tally), finish(second, tally)]
+        finished = [code == 0 for code, _ in codes_said]
+        refused = [one_error_line(code, said) for code, said in codes_said]
+        intact = sum(finished) == 1 and sum(refused) == 1 and same_as_reference(run_dir, reference)
+        if not intact:
+            tally["lost_runs"] += 1
+            for code, said in codes_said:
+                print(f"  concurrent ({kind}): exit {code}\n{said[-1500:]}", flush=True)
+        refusal = next((said for (code, said), r in zip(codes_said, refused, strict=True) if r), "")
+        outcomes.append(
+            {
+                "kind": kind,
+                "exit_codes": [code for code, _ in codes_said],
+                "one_finished_intact": intact,
+                "refusal": [line for line in refusal.splitlines() if line.startswith("error")][:1],
+            }
+        )
+        print(f"  concurrent writers, {kind}: one run, intact: {intact}", flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return outcomes
+
+
+# (what fails, file size limit in KiB): the tiny model's weights are 3.3 MiB, its optimizer state
+# 6.5 MiB, config.yaml about 2 KiB.
+DISK_LIMITS = (("config.yaml at start", 1), ("checkpoint weights", 2048), ("optimizer state", 4096))
+
+
+def disk_full(work: Path, reference: Path, tally: dict[str, int]) -> list[dict[str, Any]]:
+    """Runs under a real `ulimit -f` (see the module docstring)."""
+    outcomes = []
+    for what, limit_kib in DISK_LIMITS:
+        run_dir = work / f"disk-full-{limit_kib}"
+        command = f"ulimit -f {limit_kib}; exec {sys.executable} -m dcrl.cli " + " ".join(
+            f"'{arg}'" for arg in train_args("grpo", run_dir)
+        )
+        process = subprocess.Popen(
+            ["/bin/bash", "-c", command],
+            cwd=SOURCE,
+            env={**ENV, "PYTHONPATH": str(SOURCE)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        code, said = finish(process, tally)
+        handled = one_error_line(code, said, str(run_dir))
+        root = run_dir / "checkpoints"
+        torn = (root.is_dir() and any(p.name.startswith(".tmp-") for p in root.iterdir())) or (
+            (run_dir / "policy").exists()
+            and not (run_dir / "policy" / "model.safetensors").exists()
+        )
+        resumable = (root / "latest").is_file()
+        again = dcrl("train", "--resume", str(run_dir)) if resumable else None
+        if again is None:
+            again = dcrl(*train_args("grpo", run_dir))
+        again_code, again_said = finish(again, tally)
+        intact = again_code == 0 and not torn and same_as_reference(run_dir, reference)
+        if not intact:
+            tally["lost_runs"] += 1
+            print(f"  disk full ({what}): then exit {again_code}\n{again_said[-1500:]}", flush=True)
+        if not handled:
+            print(f"  disk full ({what}): exit {code}\n{said[-1500:]}", flush=True)
+        errors = [line for line in said.splitlines() if line.startswith("error")]
+        outcomes.append(
+            {
+                "fails": what,
+                "ulimit_f_kib": limit_kib,
+                "exit_code": code,
+                "one_error_naming_the_run": handled,
+                "no_torn_files": not torn,
+                "finished_intact_after": intact,
+                "error": errors[:1],
+            }
+        )
+        print(f"  disk full, {what}: one error: {handled}; intact after: {intact}", flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return outcomes
+
+
 def bad_input_corpus(work: Path, tally: dict[str, int]) -> list[dict[str, Any]]:
     """Every case of tests/fault_inputs.py as a real process: exit 2, one error line naming it."""
     outcomes = []
@@ -338,12 +458,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="Killed runs per family.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the kill moments.")
-    parser.add_argument("--skip-corpus", action="store_true", help="Only the kill campaign.")
+    parser.add_argument(
+        "--skip-corpus", action="store_true", help="No bad-input corpus and no fault tests."
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
-    tally = {"tracebacks": 0, "hangs": 0, "lost_logs": 0, "lost_checkpoints": 0}
+    tally = {"tracebacks": 0, "hangs": 0, "lost_logs": 0, "lost_checkpoints": 0, "lost_runs": 0}
     started = time.monotonic()
     global SOURCE
     with tempfile.TemporaryDirectory(prefix="dcrl-faults-") as scratch:
@@ -351,6 +473,9 @@ def main() -> None:
         SOURCE, commit = snapshot(work / "source")
         print(f"campaign on commit {commit[:10]} (a snapshot in {SOURCE})", flush=True)
         results, durations = campaign(args.runs, work, rng, tally)
+        reference = work / "grpo-reference"
+        concurrent = concurrent_writers(work, reference, durations["grpo"], rng, tally)
+        full = disk_full(work, reference, tally)
         corpus = [] if args.skip_corpus else bad_input_corpus(work, tally)
         tests = {} if args.skip_corpus else fault_tests(tally)
     kills = [k for r in results for k in r["kills"] if k["killed"]]
@@ -362,6 +487,11 @@ def main() -> None:
             for kind in ("training", "checkpoint write", "resume start-up")
         },
         "identical_resumes": sum(r["identical"] for r in results),
+        "concurrent_trials": len(concurrent),
+        "concurrent_one_intact_run": sum(o["one_finished_intact"] for o in concurrent),
+        "disk_full_trials": len(full),
+        "disk_full_one_error": sum(o["one_error_naming_the_run"] for o in full),
+        "disk_full_intact_after": sum(o["finished_intact_after"] for o in full),
         "inputs_tried": len(corpus),
         "inputs_handled": sum(o["ok"] for o in corpus),
         **tally,
@@ -379,6 +509,8 @@ def main() -> None:
         },
         "uninterrupted_seconds": durations,
         "runs": results,
+        "concurrent_writers": concurrent,
+        "disk_full": full,
         "bad_inputs": corpus,
         "fault_tests": tests,
     }

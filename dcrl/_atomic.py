@@ -16,10 +16,15 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Replace the content of `path` with `text` (UTF-8), atomically."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:  # a failed write (disk full): no stray temporary file
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
     os.replace(temporary, path)
     with contextlib.suppress(OSError):  # not every file system lets a directory be synced
         directory = os.open(path.parent, os.O_RDONLY)
