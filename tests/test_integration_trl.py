@@ -52,6 +52,13 @@ ALGORITHM_METRICS = {
 }
 
 
+# DCPO + ICR composed (configs/tiny-dcpo-icr.yaml's pairing): the mix and the bonus in one step.
+DCPO_ICR = ComposedConfig(
+    name="composed", targets=[{"name": "dcpo"}, {"name": "icr", "bonus_total": 8.0}]
+)
+CONFIGS: dict[str, Any] = {"aepo": "aepo", "dcpo": "dcpo", "icr": "icr", "dcpo+icr": DCPO_ICR}
+
+
 def arithmetic_reward(completions: list[str], answer: list[str], **kwargs: Any) -> list[float]:
     """1.0 for a correct final answer. tiny-arith solves about 60% of these problems when
     sampling, so most groups have both correct and wrong completions."""
@@ -146,6 +153,12 @@ def test_controller_state_is_saved_in_trl_checkpoints_and_restored_on_resume(tmp
         ("clip_cov", {}, "algorithm='clip_cov'"),
         ("dcpo", {"scale_rewards": "batch"}, "scale_rewards"),
         ("aepo", {"beta": 0.04}, "beta"),
+        # By what the targets do: AEPO's row replacement inside a composition is refused too.
+        (
+            ComposedConfig(name="composed", targets=["icr", "aepo"]),
+            {"beta": 0.04},
+            r"beta with algorithm composed: its row-replacing target \(aepo\)",
+        ),
     ],
 )
 def test_unsupported_settings_are_refused_with_the_fix(algorithm, overrides, named, tmp_path):
@@ -181,9 +194,9 @@ def padded_to(values: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(values, (0, width - values.shape[1]))
 
 
-@pytest.mark.parametrize("algorithm", ["aepo", "dcpo", "icr"])
+@pytest.mark.parametrize("algorithm", ["aepo", "dcpo", "icr", "dcpo+icr"])
 def test_trl_path_matches_dcrl_advantages_and_loss(algorithm, tmp_path):
-    trainer = make_trainer(algorithm, tmp_path)
+    trainer = make_trainer(CONFIGS[algorithm], tmp_path)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by TRL's loop, which we bypass
     seen: dict[str, Any] = {}
@@ -206,8 +219,14 @@ def test_trl_path_matches_dcrl_advantages_and_loss(algorithm, tmp_path):
     model = trainer.model
     ctx = StepContext(step=1, rollout=lambda *args: seen["tempered"], score=dcrl_score(model))
     expected, metrics = reference.prepare(seen["batch"], seen["scores"], ctx)
-    acting = {"aepo": "control/num_reinforce", "dcpo": "control/alpha", "icr": "icr/num_selected"}
-    assert metrics[acting[algorithm]] > 0  # the batch exercises the algorithm's own term
+    acting = {
+        "aepo": ["control/num_reinforce"],
+        "dcpo": ["control/alpha"],
+        "icr": ["icr/num_selected"],
+        "dcpo+icr": ["control/alpha", "icr/num_selected"],
+    }
+    for name in acting[algorithm]:
+        assert metrics[name] > 0  # the batch exercises the algorithm's own term
     mask = expected.response_mask.float()
     width = mask.shape[1]
     advantages = padded_to(output["advantages"], width)
@@ -217,7 +236,7 @@ def test_trl_path_matches_dcrl_advantages_and_loss(algorithm, tmp_path):
         expected.input_ids[:, -width:] * mask.long(),
     )
 
-    if algorithm == "dcpo":
+    if "dcpo" in algorithm:
         # ρ = exp(ℓ^T − ℓ^1) comes from log-probs of two float32 forward implementations (TRL's
         # fused LM head at T = 1 vs dcrl's logits path), so the token advantages α·c·ρ inherit
         # their difference: |Δρ| ≤ ρ·(|Δℓ^T| + |Δℓ^1|) to first order. Measure |Δℓ| and
@@ -294,11 +313,11 @@ def test_data_parallel_ranks_agree(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"),
-        *(str(REPO / "tests" / "trl_ddp_worker.py"), str(tmp_path), "aepo", "dcpo"),
+        *(str(REPO / "tests" / "trl_ddp_worker.py"), str(tmp_path), "aepo", "dcpo", "dcpo+icr"),
     ]
-    run = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    for algorithm in ("aepo", "dcpo"):
+    for algorithm in ("aepo", "dcpo", "dcpo+icr"):
         ranks = [json.loads((tmp_path / f"{algorithm}-rank{r}.json").read_text()) for r in (0, 1)]
         assert ranks[0]["num_processes"] == 2
         assert "MULTI_CPU" in ranks[0]["distributed_type"] and ranks[0]["backend"] == "gloo"

@@ -1,6 +1,6 @@
 """Worker of tests/test_integration_trl.py::test_data_parallel_ranks_agree (not a test module).
 
-Run as `torchrun --standalone --nproc_per_node 2 tests/trl_ddp_worker.py OUT_DIR aepo dcpo`: each rank
+Run as `torchrun --standalone --nproc_per_node 2 tests/trl_ddp_worker.py OUT_DIR aepo dcpo dcpo+icr`: each rank
 trains the tiny model for two steps per algorithm (PI controller) with DCRLGRPOTrainer (accelerate MULTI_CPU over
 gloo) and writes OUT_DIR/<algorithm>-rank<r>.json: a digest of its weights, the temperatures its
 controller decided, its controller state, and the entropy window of its own rows before the
@@ -23,7 +23,9 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from dcrl.algorithms.aepo import AEPOConfig  # noqa: E402
+from dcrl.algorithms.composed import ComposedConfig  # noqa: E402
 from dcrl.algorithms.dcpo import DCPOConfig  # noqa: E402
+from dcrl.train.step import targets_of  # noqa: E402
 from tests.test_integration_trl import GROUP_SIZE, make_trainer  # noqa: E402
 
 # The PI controller with a target near tiny-arith's entropy (~0.1 nats) sets T inside (0.8, 1.2)
@@ -31,6 +33,11 @@ from tests.test_integration_trl import GROUP_SIZE, make_trainer  # noqa: E402
 CONFIGS = {
     "aepo": AEPOConfig(controller="pi", target_entropy=0.15),
     "dcpo": DCPOConfig(controller="pi", target_entropy=0.15),
+    # DCPO + ICR composed: the controller is the dcpo target's.
+    "dcpo+icr": ComposedConfig(
+        name="composed",
+        targets=[{"name": "dcpo", "controller": "pi", "target_entropy": 0.15}, "icr"],
+    ),
 }
 
 
@@ -41,7 +48,8 @@ def train_and_record(algorithm: str, out_dir: Path) -> dict[str, Any]:
     )
     temperatures: list[float] = []
     local_windows: list[list[float]] = []
-    controller = trainer.algorithm.controller
+    (controlled,) = [t for t in targets_of(trainer.algorithm) if t.controls_entropy]
+    controller = controlled.controller
     decide, update = controller.decide, trainer._update_controller
 
     def recording_decide():
@@ -65,7 +73,7 @@ def train_and_record(algorithm: str, out_dir: Path) -> dict[str, Any]:
         "num_processes": trainer.accelerator.num_processes,
         "weights_sha256": digest.hexdigest(),
         "temperatures": temperatures,
-        "controller": trainer.algorithm.state_dict()["controller"],
+        "controller": controlled.state_dict()["controller"],
         "local_entropy_windows": local_windows,
     }
 

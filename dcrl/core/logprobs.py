@@ -326,3 +326,61 @@ def sampled_token_nll(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
         A scalar: −masked_mean(logprobs); 0 when the mask is empty.
     """
     return -masked_mean(logprobs, mask)
+
+
+# The entropy signals a controller reads, in the order of `entropy_sums`' entries.
+ENTROPY_SIGNALS = ("entropy/sampled_nll", "entropy/on_policy_nll", "entropy/full")
+
+
+def entropy_sums(
+    logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    is_reinforce: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The sums behind the entropy signals of one batch (or micro-batch, or one process's rows),
+    to be added up over batches and processes before `entropy_signals` divides them.
+
+    Every trainer measures the signals with this one function: dcrl's trainer over its
+    micro-batches, the TRL adapter over a generation's updates and its processes, the verl
+    adapter on its old-log-prob pass.
+
+    Args:
+        logprobs: (N, L) log-probs of the sampled tokens at T = 1 (no grad needed).
+        mask: (N, L) 1 on valid response tokens.
+        is_reinforce: (N,) bool, rows drawn from another distribution than the policy's (AEPO's
+            tempered REINFORCE rows), left out of the on-policy NLL; None: no such rows.
+        entropy: (N, L) full-vocabulary entropy, or None (its sum is then 0).
+
+    Returns:
+        (5,) float64: Σ NLL, tokens, Σ NLL of the on-policy rows, their tokens, Σ entropy.
+    """
+    mask = mask.to(torch.float64)
+    nll = -logprobs.detach().to(torch.float64) * mask
+    own = mask
+    if is_reinforce is not None:
+        own = mask * (~is_reinforce.bool()).to(torch.float64)[:, None]
+    entropy_sum = (
+        (entropy.detach().to(torch.float64) * mask).sum()
+        if entropy is not None
+        else torch.zeros((), dtype=torch.float64, device=mask.device)
+    )
+    return torch.stack([nll.sum(), mask.sum(), (nll * own).sum(), own.sum(), entropy_sum])
+
+
+def entropy_signals(sums: torch.Tensor) -> dict[str, float]:
+    """The entropy signals from `entropy_sums` (summed over whatever the trainer measured).
+
+    "entropy/sampled_nll": −mean log π(o_t) over all valid tokens (`sampled_token_nll`, the
+    papers' `actor/entropy_loss`); "entropy/on_policy_nll": the same without the REINFORCE rows
+    drawn from another distribution; "entropy/full": the full-vocabulary entropy, token mean
+    (0 when it was not measured). Each is 0 when it has no tokens.
+    """
+    nll, tokens, own_nll, own_tokens, entropy = (float(value) for value in sums.tolist())
+    return dict(
+        zip(
+            ENTROPY_SIGNALS,
+            (nll / max(tokens, 1.0), own_nll / max(own_tokens, 1.0), entropy / max(tokens, 1.0)),
+            strict=True,
+        )
+    )

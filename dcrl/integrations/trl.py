@@ -59,6 +59,7 @@ from dcrl.core.advantages import group_ids
 from dcrl.core.logprobs import logprobs_and_entropy
 from dcrl.errors import UserError
 from dcrl.rollout.base import RolloutBatch
+from dcrl.train import step as step_protocol
 
 try:
     from accelerate.utils import gather_object, pad_across_processes
@@ -131,7 +132,7 @@ class DCRLGRPOTrainer(GRPOTrainer):
             # detached training log-probs): prepare's no-grad T = 1 pass is skipped too.
             on_policy="old_per_token_logps" not in output,
         )
-        train_batch, metrics = self.algorithm.prepare(batch, self._scores(), ctx)
+        train_batch, metrics = step_protocol.prepare(self.algorithm, batch, self._scores(), ctx)
         self._log_metrics(metrics)
         return self._local_inputs(output, train_batch)
 
@@ -380,14 +381,10 @@ class DCRLGRPOTrainer(GRPOTrainer):
         finally:
             self._captured = None
         if self.model.training:
-            mask = inputs["completion_mask"].float()  # (B, T)
-            on_policy = mask
-            if "is_reinforce" in inputs:  # AEPO's tempered rows are not the policy's own samples
-                on_policy = mask * (~inputs["is_reinforce"].bool()).float()[:, None]
-            nll = -logprobs * mask
-            stats = [nll.sum(), mask.sum(), (nll * on_policy).sum(), on_policy.sum()]
-            stats.append((entropy * mask).sum())
-            window = torch.stack(stats).double()
+            # AEPO's tempered rows (is_reinforce) are not the policy's own samples.
+            window = step_protocol.measure_entropy(
+                logprobs, inputs["completion_mask"], inputs, entropy
+            )
             self._entropy_window = self._entropy_window.to(window.device) + window
             if (self._step + 1) % (self.args.steps_per_generation * self.num_iterations) == 0:
                 self._update_controller()  # the generation batch is used up
@@ -395,15 +392,8 @@ class DCRLGRPOTrainer(GRPOTrainer):
 
     def _update_controller(self) -> None:
         """All-reduce the window's (sums, counts), log the entropies, update the controller."""
-        totals = self.accelerator.reduce(self._entropy_window, reduction="sum").tolist()
-        nll, tokens, on_policy_nll, on_policy_tokens, entropy = totals
-        metrics = {
-            "entropy/sampled_nll": nll / max(tokens, 1.0),
-            "entropy/on_policy_nll": on_policy_nll / max(on_policy_tokens, 1.0),
-            "entropy/full": entropy / max(tokens, 1.0),
-        }
-        self.algorithm.after_update(metrics)
-        self._log_metrics(metrics)
+        totals = self.accelerator.reduce(self._entropy_window, reduction="sum")
+        self._log_metrics(step_protocol.after_update(self.algorithm, totals))
         self._entropy_window = torch.zeros_like(self._entropy_window)
 
     def _log_metrics(self, metrics: dict[str, float]) -> None:
@@ -473,17 +463,21 @@ def _check_trainer_settings(trainer: DCRLGRPOTrainer) -> None:
             "not supported by DCRLGRPOTrainer yet; use plain text prompts",
         ),
     }
-    if trainer.algorithm.name == "aepo":
+    # By what a target does, not its name: a row-replacing target (stage "replace", e.g. aepo,
+    # alone or in a composition) samples extra groups and swaps them in.
+    replacing = ", ".join(t.name for t in step_protocol.row_replacing_targets(trainer.algorithm))
+    if replacing:
         refused["use_vllm / rollout_func / use_transformers_continuous_batching"] = (
             trainer.use_vllm
             or trainer.rollout_func is not None
             or trainer.use_transformers_continuous_batching,
-            "AEPO samples its tempered groups with transformers' generate; turn these off",
+            f"its row-replacing target ({replacing}) samples extra groups with transformers' "
+            "generate; turn these off",
         )
         refused["beta"] = (
             trainer.beta != 0.0,
-            "AEPO swaps rows in after the reference log-probs are taken; set beta=0.0 (the "
-            "papers train without a KL term)",
+            f"its row-replacing target ({replacing}) swaps rows in after the reference "
+            "log-probs are taken; set beta=0.0 (the papers train without a KL term)",
         )
     for setting, (is_refused, fix) in refused.items():
         if is_refused:

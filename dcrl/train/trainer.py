@@ -25,6 +25,7 @@ from dcrl.core.stats import length_accuracy_correlation, length_summary
 from dcrl.errors import UserError, one_line
 from dcrl.tasks import format_prompt
 from dcrl.train import checkpoint as ckpt
+from dcrl.train import step as step_protocol
 from dcrl.train.config import RunConfig, load_run_config
 from dcrl.train.data import ProblemSampler
 from dcrl.train.disk import export_policy_atomically, is_write_failure, model_bytes, write_failed
@@ -334,7 +335,7 @@ class Trainer:
         ctx = StepContext(
             step=self.step, rollout=extra_rollout, score=self.old_logprobs, on_policy=on_policy
         )
-        train_batch, algo_metrics = self.algorithm.prepare(batch, scores, ctx)
+        train_batch, algo_metrics = step_protocol.prepare(self.algorithm, batch, scores, ctx)
         t_prepare = time.perf_counter()
         update_metrics = self.update(train_batch)
         t_update = time.perf_counter()
@@ -434,8 +435,7 @@ class Trainer:
         rows_per_minibatch = math.ceil(len(batch) / num_minibatches)
         sums: dict[str, float] = {}
         tokens_seen = 0.0
-        nll_sum = entropy_sum = 0.0
-        on_policy_nll_sum = on_policy_tokens = 0.0
+        entropy_window = torch.zeros(5, dtype=torch.float64)  # step_protocol.measure_entropy
         grad_norms = []
         losses = []
         skipped = 0
@@ -473,19 +473,13 @@ class Trainer:
                     loss, metrics = self.algorithm.loss(micro, logprobs, entropy, counts)
                     loss.backward()
                     mb_loss += float(loss.detach())
-                    micro_mask = micro.response_mask.float()
-                    n_tok = float(micro_mask.sum())
+                    n_tok = float(micro.response_mask.sum())
                     tokens_seen += n_tok
-                    token_nll = -(logprobs.detach() * micro_mask)
-                    nll_sum += float(token_nll.sum())
                     # Rows an algorithm drew from another distribution (AEPO's tempered
                     # REINFORCE rows) are left out of the policy's own entropy estimate.
-                    own_mask = micro_mask
-                    if "is_reinforce" in micro.extras:
-                        own_mask = micro_mask * (~micro.extras["is_reinforce"]).unsqueeze(-1)
-                    on_policy_nll_sum += float((token_nll * own_mask).sum())
-                    on_policy_tokens += float(own_mask.sum())
-                    entropy_sum += float((entropy.detach() * micro_mask).sum())
+                    entropy_window += step_protocol.measure_entropy(
+                        logprobs, micro.response_mask, micro.extras, entropy
+                    ).cpu()
                     for name, value in metrics.items():
                         sums[name] = sums.get(name, 0.0) + float(value) * n_tok
                 grad_norm = float(
@@ -504,9 +498,7 @@ class Trainer:
             {
                 "loss/policy": sum(losses) / len(losses),
                 "loss/grad_norm": sum(grad_norms) / len(grad_norms),
-                "entropy/sampled_nll": nll_sum / denom,
-                "entropy/on_policy_nll": on_policy_nll_sum / max(on_policy_tokens, 1.0),
-                "entropy/full": entropy_sum / denom,
+                **step_protocol.entropy_signals(entropy_window),
                 "train/optimizer_steps": float(len(losses) - skipped),
                 "train/skipped_updates": float(skipped),
             }

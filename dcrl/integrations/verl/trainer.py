@@ -33,15 +33,42 @@ import json
 import os
 from typing import Any
 
+import torch
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
-from dcrl.algorithms import get_algorithm_class
+from dcrl.algorithms import StepContext, get_algorithm_class
+from dcrl.algorithms.composed import Composed
 from dcrl.integrations.verl import transforms
 from dcrl.integrations.verl.register import dcrl_settings
+from dcrl.targets.aepo import AEPOTarget
+from dcrl.train import step as step_protocol
 
 CONTROLLER_FILE = "dcrl_controller.json"
-RECIPE_ALGORITHMS = ("aepo", "dcpo")
+RECIPE_ALGORITHMS = ("aepo", "dcpo", "icr", "composed")
+
+
+def _row_replacer(algorithm: Composed) -> AEPOTarget | None:
+    """The algorithm's row-replacing target, if any; refuses what the verl recipe cannot run."""
+    replacing = step_protocol.row_replacing_targets(algorithm)
+    if not replacing:
+        return None
+    (target,) = replacing  # dcrl.targets allows at most one
+    if not isinstance(target, AEPOTarget):
+        raise ValueError(
+            f"error: algorithm.dcrl: target {target.name!r} replaces rows (stage 'replace'); the "
+            "dcrl verl trainer splices rows for the built-in aepo target only; train it with "
+            "`dcrl train` or the TRL adapter"
+        )
+    others = [t.name for t in step_protocol.targets_of(algorithm) if t is not target]
+    if others:
+        raise ValueError(
+            f"error: algorithm.dcrl.targets: {target.name!r} replaces rows and is composed with "
+            f"{', '.join(others)}; the dcrl verl trainer runs a row-replacing target alone (its "
+            "rows are spliced in before verl's old-log-prob pass); compose them with `dcrl "
+            "train` or the TRL adapter, or drop one"
+        )
+    return target
 
 
 class _TemperedRolloutManager:
@@ -71,10 +98,24 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
         super().__init__(config, *args, **kwargs)
         block = config.algorithm.get("dcrl", None) or {}
         name = block.get("name", None)
-        if name not in RECIPE_ALGORITHMS:
+        try:
+            algorithm_class = get_algorithm_class(str(name))
+        except (KeyError, ValueError) as error:
             raise ValueError(
-                f"algorithm.dcrl.name must be one of {RECIPE_ALGORITHMS} for the dcrl verl "
-                f"trainer, got {name!r}; ICR (dcrl_icr) and GRPO run on verl's own trainer"
+                f"error: algorithm.dcrl.name={name!r}: {error}; the dcrl verl trainer runs "
+                f"{', '.join(RECIPE_ALGORITHMS)}"
+            ) from None
+        if not issubclass(algorithm_class, Composed):
+            raise ValueError(
+                f"error: algorithm.dcrl.name={name!r} is not a composition of targets; the dcrl "
+                f"verl trainer runs {', '.join(RECIPE_ALGORITHMS)} (GRPO itself runs on verl's "
+                "own trainer, with algorithm.adv_estimator=dcrl_grpo)"
+            )
+        if config.algorithm.get("use_kl_in_reward", False):
+            raise ValueError(
+                "error: algorithm.use_kl_in_reward=True: dcrl's targets compute their advantages "
+                "from the sequence scores, before any KL penalty; set it to False (the papers "
+                "train without KL), or use the actor's KL loss"
             )
         rollout_temperature = config.actor_rollout_ref.rollout.temperature
         if rollout_temperature != 1.0:
@@ -91,12 +132,15 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
                 "run would silently train plain GRPO; set algorithm.rollout_correction."
                 "bypass_mode=False (decoupled mode) with the dcrl recipe"
             )
-        algorithm_class = get_algorithm_class(name)
         self.dcrl_algorithm = algorithm_class(
             dcrl_settings(config.algorithm, algorithm_class.config_class)
         )
         self.dcrl_config = self.dcrl_algorithm.config
-        self._decision = self.dcrl_algorithm.controller.decide()
+        # By what the targets do: a row-replacing one (stage "replace") needs its extra samples
+        # drawn in verl's generation phase and spliced in before the old-log-prob pass.
+        self._replacer = _row_replacer(self.dcrl_algorithm)
+        names = [target.name for target in step_protocol.targets_of(self.dcrl_algorithm)]
+        print(f"dcrl: DcrlRayPPOTrainer runs {name} (targets: {', '.join(names) or 'none'})")
         self._tempered: DataProto | None = None
         self._entropy: dict[str, float] = {}
         self._step_metrics: dict[str, float] = {}
@@ -104,7 +148,7 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
     # -- rollout ----------------------------------------------------------------------------
     def init_workers(self) -> None:
         super().init_workers()
-        if self.dcrl_algorithm.name == "aepo":
+        if self._replacer is not None:
             self.async_rollout_manager = _TemperedRolloutManager(self.async_rollout_manager, self)
 
     def _generate_tempered(self, gen_batch: DataProto) -> None:
@@ -113,10 +157,13 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
         Runs inside verl's generation phase, while the rollout replicas are awake. Scoring waits
         for `_score_tempered`: a colocated reward model runs only after verl has put the
         replicas to sleep."""
-        decision = self.dcrl_algorithm.controller.decide()
+        assert self._replacer is not None
+        decision = self._replacer.controller.decide()
         group_size = self.config.actor_rollout_ref.rollout.n
         num_prompts = len(gen_batch) // group_size
-        num_tempered = transforms.aepo_num_tempered_prompts(num_prompts, decision, self.dcrl_config)
+        num_tempered = transforms.aepo_num_tempered_prompts(
+            num_prompts, decision, self._replacer.config
+        )
         requests = transforms.aepo_tempered_requests(
             gen_batch, num_tempered, group_size, decision.temperature
         )
@@ -160,21 +207,25 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
             tempered.batch["response_mask"] = compute_response_mask(tempered)
         return tempered
 
-    # -- old log-probs ----------------------------------------------------------------------
+    # -- old log-probs: the step protocol -------------------------------------------------
     def _compute_old_log_prob(self, batch: DataProto):
-        decision, metrics = self.dcrl_algorithm.decide()
-        self._decision = decision
-        self._step_metrics = dict(metrics)
-        if self.dcrl_algorithm.name == "aepo" and self._tempered is not None:
+        self._step_metrics = {}
+        if self._replacer is not None and self._tempered is not None:
+            # AEPO: the tempered rows replace some on-policy rows before the pass at T = 1.
+            decision, metrics = self._replacer.decide()
             tempered = self._score_tempered(self._tempered)
             spliced, aepo_metrics = transforms.aepo_splice(
-                batch, tempered, decision, self.dcrl_config
+                batch,
+                tempered,
+                decision,
+                self._replacer.config,
+                advantage_std=self._replacer.base.advantage_std,
             )
             self._tempered = None
             # fit() keeps its own reference to `batch`: update that object in place.
             batch.batch = spliced.batch
             batch.non_tensor_batch = spliced.non_tensor_batch
-            self._step_metrics.update(aepo_metrics)
+            self._step_metrics.update({**metrics, **aepo_metrics})
 
         old_log_prob, mfu = super()._compute_old_log_prob(batch)
         neutralized = transforms.neutralize_rollout_logprobs(
@@ -182,42 +233,69 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
         )
         if neutralized:
             self._step_metrics["aepo/rollout_logprobs_reset"] = float(neutralized)
-        if self.dcrl_algorithm.name == "dcpo" and self.dcrl_config.use_rho:
-            temperature_before = batch.meta_info.get("temperature", 1.0)
-            batch.meta_info["temperature"] = decision.temperature  # the engine divides logits by it
-            try:
-                tempered, _ = super()._compute_old_log_prob(batch)
-            finally:
-                batch.meta_info["temperature"] = temperature_before
-            old_log_prob.batch[transforms.TEMPERED_LOGPROBS_KEY] = tempered.batch["old_log_probs"]
-
-        measured = DataProto.from_dict(
-            tensors={
-                "old_log_probs": old_log_prob.batch["old_log_probs"],
-                "response_mask": batch.batch["response_mask"],
-                **(
-                    {"dcrl_is_reinforce": batch.batch["dcrl_is_reinforce"]}
-                    if "dcrl_is_reinforce" in batch.batch
-                    else {}
-                ),
-            }
+        is_reinforce = batch.batch.get("dcrl_is_reinforce", None)
+        self._entropy_sums = step_protocol.measure_entropy(
+            old_log_prob.batch["old_log_probs"],
+            batch.batch["response_mask"],
+            {"is_reinforce": is_reinforce} if is_reinforce is not None else None,
+            old_log_prob.batch["entropys"],
         )
-        self._entropy = transforms.entropy_signals(measured, old_log_prob.batch["entropys"])
+        self._entropy = step_protocol.entropy_signals(self._entropy_sums)
+        if self._replacer is None:
+            # Every other composition (dcpo, icr, dcpo + icr, ...): dcrl's step protocol on this
+            # batch, its scoring passes served by verl's actor.
+            advantages, metrics = self._prepare(batch, old_log_prob.batch["old_log_probs"])
+            batch.batch[transforms.ADVANTAGES_KEY] = advantages
+            self._step_metrics.update(metrics)
         return old_log_prob, mfu
+
+    def _prepare(
+        self, batch: DataProto, old_log_probs: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """`step_protocol.prepare` on verl's batch: (N, L) advantages and the step's metrics."""
+        rollout = transforms.rollout_batch(batch, self._pad_token_id())
+        scores = transforms.sequence_scores(batch.batch["rm_scores"]).float()
+        passes = {1.0: old_log_probs}
+
+        def score(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
+            transforms.check_same_rows(rollout, input_ids, attention_mask)
+            if with_entropy:
+                raise ValueError(
+                    "error: a target asked for the full entropy of a scoring pass; the dcrl verl "
+                    "trainer serves log-probs only (the entropy comes from verl's own pass)"
+                )
+            if temperature not in passes:
+                temperature_before = batch.meta_info.get("temperature", 1.0)
+                batch.meta_info["temperature"] = temperature  # the engine divides logits by it
+                try:
+                    tempered, _ = RayPPOTrainer._compute_old_log_prob(self, batch)
+                finally:
+                    batch.meta_info["temperature"] = temperature_before
+                passes[temperature] = tempered.batch["old_log_probs"]
+            return passes[temperature].float() * response_mask, None
+
+        def no_rollout(*args: Any, **kwargs: Any):
+            raise ValueError(
+                "error: a target asked for extra samples mid-step; in verl only a row-replacing "
+                "target (stage 'replace', aepo) gets them, drawn in verl's generation phase"
+            )
+
+        step = getattr(self, "global_steps", 0)
+        ctx = StepContext(step=step, rollout=no_rollout, score=score)
+        train_batch, metrics = step_protocol.prepare(self.dcrl_algorithm, rollout, scores, ctx)
+        return train_batch.advantages, metrics
+
+    def _pad_token_id(self) -> int:
+        tokenizer = getattr(self, "tokenizer", None)
+        pad = getattr(tokenizer, "pad_token_id", None)
+        return 0 if pad is None else int(pad)
 
     # -- update -----------------------------------------------------------------------------
     def _update_actor(self, batch: DataProto) -> DataProto:
-        if self.dcrl_algorithm.name == "aepo" and transforms.AEPO_ADVANTAGES_KEY in batch.batch:
-            batch.batch["advantages"] = batch.batch[transforms.AEPO_ADVANTAGES_KEY]
-        elif self.dcrl_algorithm.name == "dcpo":
-            advantages, dcpo_metrics = transforms.dcpo_advantages(
-                batch, self._decision, self.dcrl_config
-            )
-            batch.batch["advantages"] = advantages
-            self._step_metrics.update(dcpo_metrics)
-
+        if transforms.ADVANTAGES_KEY in batch.batch:
+            batch.batch["advantages"] = batch.batch[transforms.ADVANTAGES_KEY]
         actor_output = super()._update_actor(batch)
-        self.dcrl_algorithm.after_update(self._entropy)
+        self._entropy = step_protocol.after_update(self.dcrl_algorithm, self._entropy_sums)
         actor_output.meta_info["metrics"].update({**self._step_metrics, **self._entropy})
         return actor_output
 
@@ -265,6 +343,7 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
             if os.path.exists(path):
                 with open(path) as handle:
                     self.dcrl_algorithm.load_state_dict(json.load(handle))
+                print(f"dcrl: controller state restored from {path}")
             else:
                 print(
                     f"dcrl: no {CONTROLLER_FILE} in {os.path.dirname(path)}; the controller "

@@ -1,17 +1,20 @@
 """The data transformations of dcrl's verl recipe, as plain functions on `verl.DataProto` batches.
 
-`DcrlRayPPOTrainer` (trainer.py) calls these at verl's hooks; they hold every piece of the
-algorithms' logic that touches a batch, so they run (and are tested) without Ray or GPUs. The
-math is `dcrl.core`'s, unchanged: these functions only move tensors between DataProto keys and
-dcrl's (N,) / (N, L) conventions.
+`DcrlRayPPOTrainer` (trainer.py) calls these at verl's hooks, so they run (and are tested)
+without Ray or GPUs. They hold no algorithm of their own: `rollout_batch` hands a verl batch to
+dcrl's step protocol (`dcrl.train.step.prepare`, the targets' `apply`), `icr_advantages` runs
+that protocol for verl's own trainer (the `dcrl_icr` estimator), and AEPO's splice calls the
+aepo target's functions and dcrl.core's; these functions only move tensors between DataProto
+keys and dcrl's (N,) / (N, L) conventions.
 
 Key conventions of a verl PPO batch (verl 0.9, `RayPPOTrainer.fit`):
+    batch["prompts"]: (N, Lp) left-padded prompts; batch["attention_mask"]: (N, Lp + L);
     batch["responses"], batch["response_mask"]: (N, L) response tokens and the 0/1 valid mask;
     batch["rm_scores"] / batch["token_level_rewards"]: (N, L) rewards, the score on the last
         valid token; their row sum is the sequence score;
     batch["old_log_probs"]: (N, L) log π_old at T = 1 (the old-log-prob pass);
     non_tensor_batch["uid"]: (N,) object array, one id per prompt (the GRPO group).
-dcrl adds batch["old_log_probs_at_temperature"] (DCPO) and batch["dcrl_advantages"] (AEPO).
+dcrl adds batch["dcrl_advantages"] (the step's advantages) and batch["dcrl_is_reinforce"] (AEPO).
 """
 
 from __future__ import annotations
@@ -21,22 +24,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcrl.algorithms.aepo import AEPOConfig
-from dcrl.algorithms.dcpo import DCPOConfig
+from dcrl.algorithms.base import StepContext
 from dcrl.algorithms.icr import ICRConfig
-from dcrl.core.advantages import broadcast_to_tokens, grpo_advantages
+from dcrl.core.advantages import grpo_advantages
 from dcrl.core.control import ControlDecision
-from dcrl.core.logprobs import sampled_token_nll
-from dcrl.core.masking import masked_mean
-from dcrl.core.regularizers import aepo_mix_batch, icr_bonus
-from dcrl.core.shaping import overlong_penalty
-from dcrl.targets.aepo import num_tempered_prompts, reinforce_rows
-from dcrl.targets.dcpo import dcpo_mix
+from dcrl.core.logprobs import entropy_signals as core_entropy_signals
+from dcrl.core.logprobs import entropy_sums
+from dcrl.core.regularizers import aepo_mix_batch
+from dcrl.rollout.base import RolloutBatch
+from dcrl.targets.aepo import AEPOSettings, num_tempered_prompts, reinforce_rows
 
 TEMPERED_AGENT = "dcrl_tempered_agent"  # the agent loop that samples AEPO's tempered rows
 TEMPERATURE_KEY = "dcrl_temperature"  # its per-row sampling temperature (non-tensor column)
-AEPO_ADVANTAGES_KEY = "dcrl_advantages"  # AEPO's mixed advantages, set before verl's own
-TEMPERED_LOGPROBS_KEY = "old_log_probs_at_temperature"  # DCPO's second old-log-prob pass
+ADVANTAGES_KEY = "dcrl_advantages"  # the step protocol's advantages, set before verl's own
+AEPO_ADVANTAGES_KEY = ADVANTAGES_KEY
 
 
 def group_index(uids: np.ndarray) -> torch.Tensor:
@@ -59,7 +60,60 @@ def response_lengths(response_mask: torch.Tensor) -> torch.Tensor:
     return response_mask.sum(dim=-1)
 
 
-# ------------------------------------------------------------------------------------------ ICR
+# ------------------------------------------------------------------- the step protocol's view
+
+
+def rollout_batch(
+    batch: Any, pad_token_id: int, uids: np.ndarray | None = None, temperature: float = 1.0
+) -> RolloutBatch:
+    """A verl batch as dcrl's RolloutBatch, for `dcrl.train.step.prepare`.
+
+    verl's layout is dcrl's: prompts left-padded (`prompts`, (N, Lp)), responses right-padded
+    (`responses`, `response_mask`, (N, Lr)), `attention_mask` over both. Group ids come from the
+    `uid` column; rows of a group need not be adjacent (verl's balance_batch reorders them). The
+    texts are left empty: the targets read tensors only.
+
+    Args:
+        batch: a DataProto with prompts, responses, response_mask, attention_mask and uid.
+        pad_token_id: the tokenizer's pad id.
+        uids: (N,) prompt ids to group by, instead of the batch's uid column.
+        temperature: the rows' sampling temperature (verl's rollout.temperature).
+    """
+    prompts, responses = batch.batch["prompts"], batch.batch["responses"]
+    response_mask = batch.batch["response_mask"].long()
+    lengths = response_mask.sum(-1)
+    rows = len(prompts)
+    return RolloutBatch(
+        prompt_ids=prompts,
+        prompt_mask=batch.batch["attention_mask"][:, : prompts.shape[1]].long(),
+        response_ids=responses,
+        response_mask=response_mask,
+        response_lengths=lengths,
+        truncated=lengths >= responses.shape[1],
+        group_index=group_index(batch.non_tensor_batch["uid"] if uids is None else uids),
+        temperature=torch.full((rows,), float(temperature)),
+        top_p=torch.ones(rows),
+        prompt_texts=[""] * rows,
+        response_texts=[""] * rows,
+        pad_token_id=pad_token_id,
+    )
+
+
+def check_same_rows(
+    batch: RolloutBatch, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> None:
+    """A scoring request names the batch's own rows (verl scores its batch, not other rows)."""
+    own_ids, own_attention = batch.sequences()
+    valid = own_attention.bool()
+    if not (
+        input_ids.shape == own_ids.shape
+        and torch.equal(attention_mask.bool(), valid)
+        and torch.equal(input_ids[valid], own_ids[valid])
+    ):
+        raise ValueError(
+            "error: a target asked verl to score rows that are not the batch's own; in verl, "
+            "only a row-replacing target (aepo) changes rows, before the old-log-prob pass"
+        )
 
 
 def icr_advantages(
@@ -68,9 +122,8 @@ def icr_advantages(
     uids: np.ndarray,
     config: ICRConfig,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """ICR advantages for a verl batch: GRPO of the (LP-F shaped) scores plus the ICR bonus.
-
-    The same recipe as `dcrl.algorithms.icr.ICR.prepare` (arXiv 2605.07316; papers.md §4.2).
+    """ICR advantages for verl's own trainer (the `dcrl_icr` estimator), through the step
+    protocol: the `icr` algorithm's prepare on the batch's rewards, lengths and groups.
 
     Args:
         token_level_rewards: (N, L) verl rewards (score on the last valid token).
@@ -81,76 +134,42 @@ def icr_advantages(
     Returns:
         (N, L) token-level advantages (0 on padding), and metrics.
     """
-    scores = sequence_scores(token_level_rewards).float()  # (N,)
-    lengths = response_lengths(response_mask)  # (N,)
-    groups = group_index(uids)
-    rewards = scores
-    if config.lp_f:
-        rewards = scores + overlong_penalty(lengths, config.lp_f_max_length, config.lp_f_buffer)
-    advantages = grpo_advantages(rewards, groups, std=config.advantage_std)  # (N,)
-    advantages, info = icr_bonus(
-        advantages,
-        rewards,
-        lengths,
-        groups,
-        bonus_total=config.bonus_total,
-        mode=config.mode,
-        selection=config.selection,
-        sign=config.sign,
-        scope=config.scope,
+    from dcrl.algorithms.icr import ICR
+    from dcrl.train import step as step_protocol
+
+    rows, width = response_mask.shape
+    mask = response_mask.long()
+    lengths = mask.sum(-1)
+    batch = RolloutBatch(  # ICR reads rewards, lengths and groups only: no prompt tokens
+        prompt_ids=torch.zeros(rows, 0, dtype=torch.long),
+        prompt_mask=torch.zeros(rows, 0, dtype=torch.long),
+        response_ids=torch.zeros(rows, width, dtype=torch.long),
+        response_mask=mask,
+        response_lengths=lengths,
+        truncated=lengths >= width,
+        group_index=group_index(uids),
+        temperature=torch.ones(rows),
+        top_p=torch.ones(rows),
+        prompt_texts=[""] * rows,
+        response_texts=[""] * rows,
+        pad_token_id=0,
     )
-    metrics = {
-        "reward/shaped_mean": float(rewards.mean()),
-        "icr/num_selected": float(info["num_selected"]),
-        "icr/bonus": float(info["bonus_per_response"]),
-        "icr/selected_length": float(info["selected_length_mean"]),
-    }
-    return broadcast_to_tokens(advantages, response_mask), metrics
 
+    def no_pass(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("ICR asks for no scoring pass or extra samples")
 
-# ----------------------------------------------------------------------------------------- DCPO
-
-
-def dcpo_advantages(
-    batch: Any, decision: ControlDecision, config: DCPOConfig
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """DCPO's mixed token advantages Â' = (1 − α)Â + α·c·ρ for a verl batch (papers.md §3.2).
-
-    The same recipe as `dcrl.algorithms.dcpo.DCPO.prepare`, reading the two old-log-prob passes
-    from the batch: `old_log_probs` (T = 1) and `old_log_probs_at_temperature` (T of `decision`).
-
-    Args:
-        batch: a DataProto with token_level_rewards, response_mask, old_log_probs,
-            old_log_probs_at_temperature (unless `config.use_rho` is false) and the uid column.
-        decision: this step's controller decision (T, previous entropy, optional weight).
-        config: dcrl's DCPO settings.
-
-    Returns:
-        (N, L) advantages (0 on padding), and metrics named as dcrl's own trainer names them.
-    """
-    mask = batch.batch["response_mask"]
-    scores = sequence_scores(batch.batch["token_level_rewards"]).float()  # (N,)
-    advantages = grpo_advantages(
-        scores, group_index(batch.non_tensor_batch["uid"]), std=config.advantage_std
-    )  # (N,)
-    at_temperature = batch.batch[TEMPERED_LOGPROBS_KEY].float() if config.use_rho else None
-    token_advantages, metrics = dcpo_mix(
-        advantages,
-        scores,
-        mask,
-        batch.batch["old_log_probs"].float(),
-        at_temperature,
-        decision,
-        config,
-    )
-    return token_advantages, metrics
+    # on_policy: the protocol asks for no old log-probs (verl computes its own).
+    ctx = StepContext(step=0, rollout=no_pass, score=no_pass, on_policy=True)
+    scores = sequence_scores(token_level_rewards).float()
+    train_batch, metrics = step_protocol.prepare(ICR(config), batch, scores, ctx)
+    return train_batch.advantages, metrics
 
 
 # ----------------------------------------------------------------------------------------- AEPO
 
 
 def aepo_num_tempered_prompts(
-    num_prompts: int, decision: ControlDecision, config: AEPOConfig
+    num_prompts: int, decision: ControlDecision, config: AEPOSettings
 ) -> int:
     """How many of the step's prompts AEPO re-samples at T: the first quarter (code), scaled up
     by a controller weight w > 1 (dcrl's pi with weight_max), as `dcrl.targets.aepo` does."""
@@ -215,7 +234,11 @@ def generate_for_workers(generate: Any, requests: Any, num_workers: int) -> Any:
 
 
 def aepo_splice(
-    batch: Any, tempered: Any, decision: ControlDecision, config: AEPOConfig
+    batch: Any,
+    tempered: Any,
+    decision: ControlDecision,
+    config: AEPOSettings,
+    advantage_std: str | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """AEPO's batch for the update: m correct tempered rows swapped into the on-policy batch.
 
@@ -232,7 +255,8 @@ def aepo_splice(
         tempered: the tempered DataProto from `aepo_tempered_requests` after generation and
             scoring, padded to the batch's prompt and response widths.
         decision: this step's controller decision.
-        config: dcrl's AEPO settings.
+        config: dcrl's AEPO settings (the aepo target's, or the aepo algorithm's).
+        advantage_std: GRPO's group std (the base estimator's); None: `config.advantage_std`.
 
     Returns:
         A new DataProto (N rows) holding `dcrl_advantages` (N, L) and `dcrl_is_reinforce` (N,),
@@ -240,18 +264,17 @@ def aepo_splice(
     """
     from verl import DataProto
 
+    std = config.advantage_std if advantage_std is None else advantage_std  # type: ignore[attr-defined]
     reward_key = "token_level_rewards" if "token_level_rewards" in batch.batch else "rm_scores"
     scores = sequence_scores(batch.batch[reward_key]).float()  # (N,)
-    advantages = grpo_advantages(
-        scores, group_index(batch.non_tensor_batch["uid"]), std=config.advantage_std
-    )  # (N,)
+    advantages = grpo_advantages(scores, group_index(batch.non_tensor_batch["uid"]), std=std)
     tempered_scores = sequence_scores(tempered.batch[reward_key]).float()  # (M,)
     positive_index, num_reinforce = reinforce_rows(
         tempered_scores,
         group_index(tempered.non_tensor_batch["uid"]),
         decision,
         config,
-        config.advantage_std,
+        std,
     )
     num_reinforce = min(num_reinforce, len(batch))
 
@@ -266,7 +289,7 @@ def aepo_splice(
     is_reinforce = mixed.pop("is_reinforce")  # (N,) bool
     tensors = dict(batch.batch.items())
     tensors.update(mixed)
-    tensors[AEPO_ADVANTAGES_KEY] = tensors.pop("advantages")
+    tensors[ADVANTAGES_KEY] = tensors.pop("advantages")
     tensors["dcrl_is_reinforce"] = is_reinforce
 
     # Non-tensor columns (uid, data source, ground truth...) follow their rows.
@@ -319,25 +342,24 @@ def neutralize_rollout_logprobs(batch: Any, old_log_probs: torch.Tensor) -> int:
 
 
 def entropy_signals(batch: Any, full_entropy: torch.Tensor | None = None) -> dict[str, float]:
-    """The entropy signals dcrl's controllers read, from the old-log-prob pass of a verl batch.
-
-    "entropy/sampled_nll": −mean log π_old(o_t) over all valid tokens (the papers'
-    `actor/entropy_loss`); "entropy/on_policy_nll": the same without AEPO's tempered rows;
-    "entropy/full": the full-vocabulary entropy, token-mean (when `full_entropy` is given).
-    dcrl's own trainer measures them during the update; here they come from π_old, the policy
-    at the start of the step (equal to the first mini-batch's).
+    """The entropy signals dcrl's controllers read, from the old-log-prob pass of a verl batch:
+    `dcrl.core.logprobs.entropy_sums` / `entropy_signals`, the functions dcrl's trainer and the
+    TRL adapter measure them with ("entropy/sampled_nll", "entropy/on_policy_nll" without AEPO's
+    tempered rows, "entropy/full" when `full_entropy` is given). Here they come from π_old, the
+    policy at the start of the step (equal to the first mini-batch's).
 
     Args:
         batch: a DataProto with old_log_probs and response_mask (and dcrl_is_reinforce for AEPO).
         full_entropy: (N, L) per-token entropy of the old-log-prob pass, or None.
     """
-    mask = batch.batch["response_mask"]
-    logprobs = batch.batch["old_log_probs"].float()
-    signals = {"entropy/sampled_nll": float(sampled_token_nll(logprobs, mask))}
-    on_policy_mask = mask
-    if "dcrl_is_reinforce" in batch.batch:
-        on_policy_mask = mask * (~batch.batch["dcrl_is_reinforce"])[:, None].to(mask.dtype)
-    signals["entropy/on_policy_nll"] = float(sampled_token_nll(logprobs, on_policy_mask))
-    if full_entropy is not None:
-        signals["entropy/full"] = float(masked_mean(full_entropy.float(), mask))
+    signals = core_entropy_signals(
+        entropy_sums(
+            batch.batch["old_log_probs"].float(),
+            batch.batch["response_mask"],
+            batch.batch.get("dcrl_is_reinforce", None),
+            full_entropy,
+        )
+    )
+    if full_entropy is None:
+        signals.pop("entropy/full")
     return signals

@@ -1,0 +1,84 @@
+"""One step protocol, shared by dcrl's trainer, the TRL adapter (dcrl.integrations.trl) and the
+verl adapter (dcrl.integrations.verl): what every trainer calls between its rollout and its
+update, so that any algorithm, a composition of targets included, means the same in all three.
+
+    prepare(algorithm, batch, scores, ctx)  the algorithm's step recipe: for a composition
+        (dcrl.algorithms.composed, the presets aepo / dcpo / icr included) every target's
+        `apply` on one `StepDraft`, in stage order; returns the TrainBatch and its metrics.
+    measure_entropy(...) / entropy_signals(sums)  the entropy signals the controllers read, from
+        one dcrl.core function (`entropy_sums`), summed over micro-batches or processes first.
+    after_update(algorithm, sums)  the signals of the step's update, handed to the algorithm
+        (its controllers); returns them for the trainer's logs.
+    replaces_rows(algorithm) / row_replacing_targets(algorithm)  what the targets *do*, for the
+        adapters' refusals: a target with stage "replace" swaps rows for samples drawn outside
+        the trainer's own rollout (AEPO's tempered groups), which a trainer must be able to
+        sample, score and splice in.
+
+The adapters hold no algorithm logic of their own: they translate their batches into dcrl's
+`RolloutBatch` and `StepContext`, call `prepare`, and translate the TrainBatch back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dcrl.algorithms.base import Algorithm, StepContext, TrainBatch
+from dcrl.core.logprobs import ENTROPY_SIGNALS, entropy_signals, entropy_sums
+
+__all__ = [
+    "ENTROPY_SIGNALS",
+    "after_update",
+    "entropy_signals",
+    "measure_entropy",
+    "prepare",
+    "replaces_rows",
+    "row_replacing_targets",
+    "targets_of",
+]
+
+
+def targets_of(algorithm: Algorithm) -> list[Any]:
+    """The targets an algorithm composes (dcrl.targets.Target objects); [] for an algorithm that
+    is not a composition (grpo, the loss-changing baselines)."""
+    return list(getattr(algorithm, "targets", []) or [])
+
+
+def row_replacing_targets(algorithm: Algorithm) -> list[Any]:
+    """The targets that swap rows for other samples (stage "replace", e.g. aepo)."""
+    return [target for target in targets_of(algorithm) if target.stage == "replace"]
+
+
+def replaces_rows(algorithm: Algorithm) -> bool:
+    """Whether the step swaps some rows for samples the trainer draws outside its own rollout."""
+    return bool(row_replacing_targets(algorithm))
+
+
+def prepare(
+    algorithm: Algorithm, batch: Any, scores: torch.Tensor, ctx: StepContext
+) -> tuple[TrainBatch, dict[str, float]]:
+    """The step's training data: the algorithm's recipe on the rollout `batch` (a RolloutBatch)
+    and its (N,) task scores, with the trainer's `ctx` for extra samples and scoring passes."""
+    train_batch, metrics = algorithm.prepare(batch, scores, ctx)
+    return train_batch, dict(metrics)
+
+
+def measure_entropy(
+    logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    extras: dict[str, torch.Tensor] | None = None,
+    entropy: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`dcrl.core.logprobs.entropy_sums` of a batch whose extras may mark REINFORCE rows drawn
+    from another distribution (`is_reinforce`, set by a row-replacing target). (5,) float64."""
+    is_reinforce = (extras or {}).get("is_reinforce")
+    return entropy_sums(logprobs, mask, is_reinforce, entropy)
+
+
+def after_update(algorithm: Algorithm, sums: torch.Tensor) -> dict[str, float]:
+    """Hand the step's entropy signals (from summed `measure_entropy`) to the algorithm's
+    controllers; returns them."""
+    signals = entropy_signals(sums)
+    algorithm.after_update(signals)
+    return signals
