@@ -41,3 +41,21 @@ def test_example_overrides_compose(script, algorithm):
     assert config.actor_rollout_ref.rollout.temperature == 1.0
     settings = dcrl_settings(config.algorithm, get_algorithm_class(algorithm).config_class)
     assert settings.name == algorithm
+
+
+@pytest.mark.parametrize("algorithm", ["aepo", "dcpo", "icr"])
+def test_gpu_smoke_overrides_compose(algorithm):
+    """examples/verl/gpu_smoke.sh's overrides (printed, not run) compose against verl's Hydra
+    config and build dcrl's settings, so a typo fails here, not on the day a GPU is lent."""
+    script = EXAMPLES / "gpu_smoke.sh"
+    env = {**os.environ, "SMOKE_PRINT_ARGS": "1", "OUT": "/nonexistent"}
+    output = subprocess.run(
+        ["/bin/bash", str(script), algorithm], capture_output=True, text=True, check=True, env=env
+    )
+    overrides = [line for line in output.stdout.splitlines() if line]
+    with initialize_config_dir(config_dir=VERL_CONFIG, version_base=None):
+        config = compose("ppo_trainer", overrides=overrides)
+    assert config.trainer.use_v1 is False
+    assert config.actor_rollout_ref.rollout.name == "vllm"
+    settings = dcrl_settings(config.algorithm, get_algorithm_class(algorithm).config_class)
+    assert settings.name == algorithm
