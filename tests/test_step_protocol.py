@@ -12,8 +12,8 @@ import torch
 from dcrl.algorithms import StepContext, make_algorithm
 from dcrl.algorithms.aepo import AEPOConfig
 from dcrl.algorithms.base import AlgorithmConfig
-from dcrl.algorithms.dcpo import DCPOConfig
 from dcrl.algorithms.composed import Composed, ComposedConfig
+from dcrl.algorithms.dcpo import DCPOConfig
 from dcrl.core.logprobs import entropy_signals, entropy_sums
 from dcrl.rollout.base import RolloutBatch
 from dcrl.targets import StepDraft, Target, TargetConfig
