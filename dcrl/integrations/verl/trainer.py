@@ -1,30 +1,35 @@
-"""AEPO and DCPO as a verl trainer recipe: a `RayPPOTrainer` subclass (verl 0.9, legacy trainer,
-`trainer.use_v1=False`) that overrides four hooks of `RayPPOTrainer.fit` instead of copying it.
+"""dcrl's algorithms as a verl trainer recipe: a `RayPPOTrainer` subclass (verl 0.9, legacy
+trainer, `trainer.use_v1=False`) that overrides hooks of `RayPPOTrainer.fit` instead of copying
+it, and runs dcrl's step protocol (`dcrl.train.step`) on verl's batch: any composition of targets
+(the presets aepo, dcpo, icr, or `composed`, e.g. DCPO + ICR), the same recipe dcrl's trainer and
+the TRL adapter run.
 
-    init_workers          wrap the rollout manager: after each training rollout, AEPO samples
-                          its tempered groups in the same generation phase (dcrl's tempered
-                          agent loop), before verl puts the rollout replicas to sleep; the
-                          request is padded to a multiple of the agent-loop workers and its
-                          columns (uid, ...) carried over (`transforms.generate_for_workers`);
-    _compute_old_log_prob AEPO scores the tempered rows (a colocated reward model runs here, with
-                          the replicas asleep) and splices the correct ones into the batch, so
-                          the old-log-prob pass scores the mixed batch at T = 1, and sets their
-                          rollout log-probs to π_old (no importance correction for AEPO's rows);
-                          DCPO adds a second pass with the logits / T
-                          (`old_log_probs_at_temperature`); both read the controller's entropy
-                          signal from this pass (so verl's rollout_correction.bypass_mode, which
-                          skips it, is refused);
-    _update_actor         replace verl's advantages by AEPO's / DCPO's (dcrl.core, through
-                          `transforms`), update, then feed the entropy to the controller and
-                          log dcrl's metrics;
+    init_workers          with a row-replacing target (AEPO): wrap the rollout manager, so that
+                          each training rollout is followed by AEPO's tempered one in the same
+                          generation phase (dcrl's tempered agent loop), before verl puts the
+                          rollout replicas to sleep; the request is padded to a multiple of the
+                          agent-loop workers and its columns (uid, ...) carried over
+                          (`transforms.generate_for_workers`);
+    _compute_old_log_prob AEPO: score the tempered rows (a colocated reward model runs here, with
+                          the replicas asleep) and splice the correct ones into the batch, so the
+                          old-log-prob pass scores the mixed batch at T = 1, then set their
+                          rollout log-probs to π_old (no importance correction for AEPO's rows).
+                          Every other composition: after verl's pass at T = 1, `step.prepare` on
+                          the batch, a target's pass at another T (DCPO's ρ) served by one more
+                          pass of verl's actor with the logits / T. Both measure the controller's
+                          entropy signals on this pass (so verl's rollout_correction.bypass_mode,
+                          which skips it, is refused);
+    _update_actor         replace verl's advantages by the step's (`dcrl_advantages`), update,
+                          then feed the entropy signals to the controller and log dcrl's metrics;
     _save_checkpoint /    the controller's state goes into verl's step folder under
     _load_checkpoint      default_local_dir (global_step_N/dcrl_controller.json), before verl
                           writes latest_checkpointed_iteration.txt, and to default_hdfs_dir when
                           set; it comes back from the folder verl resumes from.
 
 The algorithm and its settings come from verl's config block `algorithm.dcrl` (the fields of
-dcrl's AEPOConfig / DCPOConfig, `name: aepo | dcpo`), built by dcrl's own config classes.
-ICR needs no trainer: it is the registered advantage estimator `dcrl_icr`.
+dcrl's AEPOConfig / DCPOConfig / ICRConfig / ComposedConfig, `name` naming it), built by dcrl's
+own config classes. ICR alone also runs on verl's own trainers as the registered advantage
+estimator `dcrl_icr`.
 """
 
 from __future__ import annotations
