@@ -18,7 +18,8 @@ its stderr counts as a traceback; one that outlives its time limit as a hang.
 Two more campaigns (GRPO):
 
 - concurrent writers: two `dcrl train` into one run directory started together, a second one
-  started while the first trains, and a `--resume` of a run still training. Exactly one writer
+  started while the first trains, and a `--resume` of a run still training (for these two the
+  first is paused with SIGSTOP while the second starts and tries, then continued). Exactly one writer
   may run: every other process must end in exit 2 and one `error:` line, and the run that
   finishes must equal the uninterrupted one; both finishing, or a finished run that differs,
   counts as a lost run.
@@ -291,17 +292,24 @@ def concurrent_writers(
     for kind in ("started together", "second during training", "resume during training"):
         run_dir = work / f"concurrent-{kind.replace(' ', '-')}"
         first = dcrl(*train_args("grpo", run_dir))
-        if kind != "started together":
-            while not (run_dir / "metrics.jsonl").is_file() and first.poll() is None:
-                time.sleep(0.01)  # it has taken the lock and trains
-            time.sleep(rng.uniform(0.0, 0.3) * duration)
         second_args = (
             ["train", "--resume", str(run_dir)]
             if kind == "resume during training"
             else train_args("grpo", run_dir)
         )
-        second = dcrl(*second_args)
-        codes_said = [finish(first, tally), finish(second, tally)]
+        if kind == "started together":
+            second = dcrl(*second_args)
+            codes_said = [finish(first, tally), finish(second, tally)]
+        else:
+            while not (run_dir / "metrics.jsonl").is_file() and first.poll() is None:
+                time.sleep(0.01)  # it has taken the lock and trains
+            time.sleep(rng.uniform(0.0, 0.1) * duration)
+            # Paused mid-run (SIGSTOP), so that the second starts up and tries while the first
+            # surely still holds the directory, however slow the machine; then it goes on.
+            first.send_signal(signal.SIGSTOP)
+            second_said = finish(dcrl(*second_args), tally)
+            first.send_signal(signal.SIGCONT)
+            codes_said = [finish(first, tally), second_said]
         finished = [code == 0 for code, _ in codes_said]
         refused = [one_error_line(code, said) for code, said in codes_said]
         intact = sum(finished) == 1 and sum(refused) == 1 and same_as_reference(run_dir, reference)
