@@ -69,10 +69,19 @@ def _launch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("algorithm", ["dcpo"])
-def test_the_ray_worker_builds_dcrls_trainer(tmp_path, algorithm):
-    result = _launch(tmp_path, f"+algorithm.dcrl.name={algorithm}")
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+algorithm.dcrl.name=aepo"],
+        ["+algorithm.dcrl.name=composed", "+algorithm.dcrl.targets=[dcpo,icr]"],
+    ],
+    ids=["aepo", "dcpo+icr"],
+)
+def test_the_ray_worker_builds_dcrls_trainer(tmp_path, overrides):
+    result = _launch(tmp_path, *overrides)
     output = result.stdout + result.stderr
     assert STOP_MESSAGE in output, output[-6000:]
     built = (tmp_path / "built.txt").read_text()
     assert built == "dcrl.integrations.verl.trainer.DcrlRayPPOTrainer"
+    name = overrides[0].split("=")[1]
+    assert f"dcrl: DcrlRayPPOTrainer runs {name}" in output
