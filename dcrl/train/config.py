@@ -115,13 +115,18 @@ class RolloutConfig:
     batch_size: int = field(
         64, ge=1, le=65_536, help="Prompts generated together in one backend call."
     )
-    decoding: Literal["generate", "loop"] = field(
-        "generate",
-        help="hf backend only. generate: transformers' generate (the reference, default, so "
-        "seeded runs keep their samples); loop: dcrl's decoding loop, the same sampling "
-        "distribution with one prefill per prompt and finished rows leaving the batch (faster; "
-        "a seed draws other samples; bench/step_vs_trl.py).",
+    decoding: Literal["auto", "generate", "loop"] = field(
+        "auto",
+        help="hf backend only. loop: dcrl's decoding loop (one prefill per prompt, finished rows "
+        "leave the batch; bench/step_vs_trl.py); generate: transformers' generate, the same "
+        "sampling distribution but other samples for a seed (the tiny-* recipes pin it so their "
+        "seeded numbers stay reproducible); auto: loop on the hf backend, ignored on vllm.",
     )
+
+    @property
+    def hf_decoding(self) -> str:
+        """The hf backend's decoder: `decoding`, with "auto" resolved to "loop"."""
+        return "loop" if self.decoding == "auto" else self.decoding
 
     def validate(self) -> None:
         if self.decoding == "loop" and self.backend != "hf":

@@ -1,9 +1,9 @@
 """Supervised pretraining of the built-in tiny policy on the synthetic task's worked solutions.
 
-The result is the `tiny-arith` checkpoint that `dcrl demo` and the CPU recipes start RL from: a
-0.8M-parameter Llama that solves a fair share of arithmetic chains, with solutions of mixed
-verbosity (so there is over-thinking for ICR to compress) and enough entropy left for GRPO to
-collapse. Regenerate it with `dcrl pretrain` (the command is recorded in its pretrain.json).
+The results are the built-in checkpoints the CPU recipes start RL from, each a 0.8M-parameter
+Llama over a character vocabulary: `tiny-arith` and `tiny-overthink` on the arithmetic chains
+(task "arith"), `tiny-explore` on the exploration testbed (task "explore", docs/testbed.md).
+Regenerate one with `dcrl pretrain` (the command is recorded in its pretrain.json).
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ from dcrl.config import field
 
 @dataclass
 class PretrainConfig:
+    task: Literal["arith", "explore"] = field(
+        "arith",
+        help="The synthetic task: 'arith' (arithmetic chains; the level ... verbosity_levels "
+        "settings) or 'explore' (the exploration testbed; the trap_share ... guess_spread "
+        "settings).",
+    )
     level: list[int] = field(
         [2], help="Operations per arithmetic chain; several (e.g. 1,2,3) mix difficulties."
     )
@@ -34,6 +40,17 @@ class PretrainConfig:
     verbosity_levels: list[float] = field(
         [0.0, 0.5, 1.0], help="Re-check probabilities the solutions' verbosity is drawn from."
     )
+    trap_share: float = field(0.25, help="explore: fraction of trap problems in training.")
+    strategy_weights: list[float] = field(
+        [0.65, 0.27, 0.08], help="explore: frequencies of fast, decompose and guess solutions."
+    )
+    check_weights: list[float] = field(
+        [0.4, 0.35, 0.15, 0.1], help="explore: frequencies of 0, 1, 2, ... checks."
+    )
+    decompose_slip: float = field(
+        0.2, help="explore: chance that a decomposition's last addition is off by 1 or 2."
+    )
+    guess_spread: int = field(4, help="explore: a guess is the sum plus an offset within ±spread.")
     steps: int = field(1500, help="Optimizer steps.")
     batch_size: int = field(64, help="Solutions per step.")
     lr: float = field(2e-3, help="Peak AdamW learning rate (after a linear warm-up).")
@@ -52,7 +69,15 @@ class PretrainConfig:
 
 
 def task_options(config: PretrainConfig) -> dict[str, Any]:
-    """The `arith` task options of the pretraining data (also the RL recipes' task_options)."""
+    """The task options of the pretraining data (also the RL recipes' task_options)."""
+    if config.task == "explore":
+        return {
+            "trap_share": config.trap_share,
+            "strategy_weights": list(config.strategy_weights),
+            "check_weights": list(config.check_weights),
+            "decompose_slip": config.decompose_slip,
+            "guess_spread": config.guess_spread,
+        }
     return {
         "level": list(config.level),
         "max_digits": config.max_digits,
@@ -112,14 +137,15 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
     to OUT_DIR/pretrain.json.
     """
     from dcrl.models.tiny import build_tiny_model, save_tiny_model
-    from dcrl.tasks import SYNTHETIC_ALPHABET, get_task
+    from dcrl.tasks import EXPLORE_ALPHABET, SYNTHETIC_ALPHABET, get_task
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    task = get_task("arith", seed=config.seed, **task_options(config))
+    task = get_task(config.task, seed=config.seed, **task_options(config))
     train_problems = task.problems("train", config.train_size)
+    alphabet = EXPLORE_ALPHABET if config.task == "explore" else SYNTHETIC_ALPHABET
     model, tokenizer = build_tiny_model(
-        SYNTHETIC_ALPHABET, layers=config.layers, hidden=config.hidden, seed=config.seed
+        alphabet, layers=config.layers, hidden=config.hidden, seed=config.seed
     )
     examples = _encode_examples(tokenizer, train_problems)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)

@@ -131,7 +131,7 @@ class Trainer:
         )
         rollout_options = {"batch_size": config.rollout.batch_size}
         if config.rollout.backend == "hf":
-            rollout_options["decoding"] = config.rollout.decoding
+            rollout_options["decoding"] = config.rollout.hf_decoding
         self.backend = get_rollout_backend(
             config.rollout.backend, self.model, self.tokenizer, **rollout_options
         )
