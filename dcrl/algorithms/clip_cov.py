@@ -29,7 +29,6 @@ class ClipCovConfig(AlgorithmConfig):
         5.0, ge=-1e9, le=1e9, help="Upper covariance bound of the candidates (paper: 5)."
     )
 
-
     def validate(self) -> None:
         super().validate()
         if not self.clip_cov_lb < self.clip_cov_ub:
@@ -37,6 +36,7 @@ class ClipCovConfig(AlgorithmConfig):
                 f"clip_cov_lb ({self.clip_cov_lb}) must be < clip_cov_ub ({self.clip_cov_ub}): "
                 "they bound the covariance of the candidate tokens"
             )
+
 
 class ClipCov(Algorithm):
     name = "clip_cov"
