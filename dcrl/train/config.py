@@ -193,6 +193,13 @@ class TrainConfig:
         "block in bytes (16 MiB on CPU, 256 MiB on a GPU) whatever the vocabulary, which is "
         "faster than a fixed count at large V (bench/core_memory.py).",
     )
+    fused_head: bool = field(
+        True,
+        help="Log-probs and entropy straight from the last hidden states through the fused head "
+        "(dcrl.core.fused_head), never holding the (N, L, V) logits or their gradient; models it "
+        "cannot handle take the full-logits path, said in the log (dcrl.train.forward). false: "
+        "always the full-logits path.",
+    )
     save_every: int = field(
         10, ge=0, le=10_000_000, help="Checkpoint every this many steps (0: only at the end)."
     )

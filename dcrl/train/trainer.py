@@ -418,6 +418,7 @@ class Trainer:
                 temperature=temperature,
                 with_entropy=with_entropy,
                 chunk_size=self.config.train.logprob_chunk_size,
+                fused=self.config.train.fused_head,
             )
             out[rows, :keep] = logprobs.to(out.device) * part.response_mask
             if ent is not None:
@@ -469,6 +470,7 @@ class Trainer:
                         with_entropy=True,
                         entropy_grad=self.algorithm.needs_entropy_grad,
                         chunk_size=tc.logprob_chunk_size,
+                        fused=tc.fused_head,
                     )
                     loss, metrics = self.algorithm.loss(micro, logprobs, entropy, counts)
                     loss.backward()

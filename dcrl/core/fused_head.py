@@ -1,0 +1,314 @@
+"""Token log-probs and entropy straight from the last hidden states: the output projection
+(the "LM head") fused with `dcrl.core.logprobs`, block by block, forward and backward.
+
+`dcrl.core.logprobs` works on logits that already exist: a model's forward computes all (N, L, V)
+of them through its head, and autograd keeps their gradient, as large again. Here the input is the
+hidden states h (N, L, H) and the head's weight W (V, H) (and bias b); for each block of at most
+`chunk_size` positions the logits
+
+    logits = h W^T + b,  z = transform(logits) / T
+
+are computed, reduced to the per-position log-sum-exp, the token's log-prob and (optionally) the
+entropy, and freed. `transform` is what some model families apply after the head: a multiplicative
+scale (Cohere's logit_scale, Granite's 1/logits_scaling) then a soft cap c·tanh(x/c) (Gemma 2/3).
+
+Backward (a custom autograd Function) recomputes each block's logits from h and W, turns them into
+∂loss/∂logits in place (same formulas as `dcrl.core.logprobs`), and accumulates
+
+    ∂loss/∂h_block = g W,    ∂loss/∂W += g^T h_block,    ∂loss/∂b += Σ_rows g,
+
+so the extra memory is O(chunk_size × V) (plus ∂W, V × H, only when the head is trained — with
+tied embeddings that is the embedding's gradient, which the naive path needs as well). The full
+(N, L, V) logits never exist, in forward or backward.
+
+Precision. The projection runs in the inputs' dtype (as the model's own head does: a bf16 model
+gives bf16 logits), everything after it in float32 (float64 for float64 inputs). In backward,
+∂loss/∂logits is cast back to the weight's dtype for ∂h (as autograd does through a bf16 head),
+and ∂W is accumulated in float32 (float64) across blocks before one final cast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from dcrl.core.logprobs import ACCELERATOR_BLOCK_BYTES, CPU_BLOCK_BYTES
+
+
+def default_head_chunk_size(vocab_size: int, dtype: torch.dtype, device: torch.device) -> int:
+    """Positions per block when `chunk_size` is None: one float32 block of logits is as large as
+    `dcrl.core.logprobs`' block (16 MiB on CPU, 256 MiB on an accelerator), e.g. 27 positions on
+    CPU at V = 151,936."""
+    compute_dtype = torch.promote_types(dtype, torch.float32)
+    row_bytes = vocab_size * torch.finfo(compute_dtype).bits // 8
+    block_bytes = CPU_BLOCK_BYTES if torch.device(device).type == "cpu" else ACCELERATOR_BLOCK_BYTES
+    return max(1, block_bytes // row_bytes)
+
+
+def _validate(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    tokens: torch.Tensor,
+    temperature: float,
+    logit_scale: float,
+    softcap: float | None,
+    chunk_size: int | None,
+) -> None:
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3 or not hidden.is_floating_point():
+        raise ValueError(
+            f"hidden must be a floating-point tensor (N, L, H), got "
+            f"{tuple(getattr(hidden, 'shape', ()))} {getattr(hidden, 'dtype', type(hidden))}"
+        )
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"weight must have shape (V, H) with H = {hidden.shape[-1]} (the hidden size), got "
+            f"{tuple(weight.shape)}"
+        )
+    if weight.dtype != hidden.dtype:
+        raise TypeError(
+            f"hidden ({hidden.dtype}) and weight ({weight.dtype}) must have one dtype, as the "
+            "model's head would see them"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(
+            f"bias must have shape (V,) = ({weight.shape[0]},), got {tuple(bias.shape)}"
+        )
+    if tokens.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"tokens must have shape (N, L) = {tuple(hidden.shape[:2])}, got {tuple(tokens.shape)}"
+        )
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        raise TypeError(f"tokens must be an integer tensor of token ids, got {tokens.dtype}")
+    for name, value in (("temperature", temperature), ("logit_scale", logit_scale)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if softcap is not None and not (math.isfinite(softcap) and softcap > 0):
+        raise ValueError(f"softcap must be a finite number > 0 or None, got {softcap!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+
+
+class _Head:
+    """The block computation shared by forward and backward."""
+
+    def __init__(self, weight, bias, temperature, logit_scale, softcap, compute_dtype) -> None:
+        self.weight, self.bias = weight, bias
+        self.temperature, self.logit_scale, self.softcap = temperature, logit_scale, softcap
+        self.compute_dtype = compute_dtype
+
+    def scaled(self, hidden_block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """z = transform(h W^T + b) / T for a (b, H) block -> ((b, V) fresh compute-dtype tensor,
+        tanh of the soft cap's argument or None)."""
+        logits = F.linear(hidden_block, self.weight, self.bias)  # (b, V), the inputs' dtype
+        if logits.dtype != self.compute_dtype:
+            logits = logits.to(self.compute_dtype)
+        if self.logit_scale != 1.0:
+            logits.mul_(self.logit_scale)
+        tanh = None
+        if self.softcap is not None:
+            tanh = logits.div_(self.softcap).tanh_()
+            logits = tanh.mul(self.softcap)
+        if self.temperature != 1.0:
+            logits.div_(self.temperature)
+        return logits, tanh
+
+    def to_logit_grad(self, grad_z: torch.Tensor, tanh: torch.Tensor | None) -> torch.Tensor:
+        """∂loss/∂logits from ∂loss/∂z, in place."""
+        factor = self.logit_scale / self.temperature
+        if tanh is not None:
+            grad_z.mul_(1 - tanh.square_())  # d[c·tanh(x/c)]/dx = 1 − tanh²
+        if factor != 1.0:
+            grad_z.mul_(factor)
+        return grad_z
+
+
+def _forward_blocks(head: _Head, hidden2d, tokens1d, chunk_size, with_entropy):
+    rows = hidden2d.shape[0]
+    dtype = head.compute_dtype
+    logsumexp = torch.empty(rows, dtype=dtype, device=hidden2d.device)
+    logprobs = torch.empty_like(logsumexp)
+    entropy = torch.empty_like(logsumexp) if with_entropy else None
+    for start in range(0, rows, chunk_size):
+        block = slice(start, start + chunk_size)
+        full_logprobs, _ = head.scaled(hidden2d[block])  # (b, V)
+        block_logsumexp = torch.logsumexp(full_logprobs, dim=-1)
+        logsumexp[block] = block_logsumexp
+        full_logprobs.sub_(block_logsumexp.unsqueeze(-1))  # log π^T(v)
+        logprobs[block] = full_logprobs.gather(-1, tokens1d[block].unsqueeze(-1)).squeeze(-1)
+        if entropy is not None:
+            probs = full_logprobs.exp()
+            full_logprobs.clamp_(min=torch.finfo(dtype).min)  # 0·log 0 = 0 for masked entries
+            entropy[block] = -probs.mul_(full_logprobs).sum(-1)
+    return logprobs, entropy, logsumexp
+
+
+class _FusedHeadFunction(torch.autograd.Function):
+    """(hidden (R, H), weight, bias, tokens (R,)) -> token log-probs (R,), entropy (R,) or None.
+
+    With z = transform(logits)/T and p = softmax(z):
+        ∂ log p_token / ∂z_v = 1[v = token] − p_v,    ∂ H / ∂z_v = −p_v (log p_v + H).
+    Saved: the inputs and the per-position log-sum-exp and entropy (R each).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden2d, weight, bias, tokens1d, head, chunk_size, with_entropy):
+        logprobs, entropy, logsumexp = _forward_blocks(
+            head, hidden2d, tokens1d, chunk_size, with_entropy
+        )
+        ctx.save_for_backward(hidden2d, weight, bias, tokens1d, logsumexp, entropy)
+        ctx.head, ctx.chunk_size = head, chunk_size
+        ctx.set_materialize_grads(False)
+        if entropy is None:
+            return logprobs, None
+        return logprobs, entropy
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_logprobs, grad_entropy):
+        hidden2d, weight, bias, tokens1d, logsumexp, entropy = ctx.saved_tensors
+        nothing = (None, None, None, None, None, None, None)
+        if grad_logprobs is None and grad_entropy is None:
+            return nothing
+        head: _Head = ctx.head
+        dtype = head.compute_dtype
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_hidden = torch.empty_like(hidden2d) if need_hidden else None
+        # ∂W and ∂b accumulate over blocks in the compute dtype (float32 under a bf16 head)
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=dtype, device=weight.device) if need_weight else None
+        )
+        grad_bias = (
+            torch.zeros(weight.shape[0], dtype=dtype, device=weight.device) if need_bias else None
+        )
+        for start in range(0, hidden2d.shape[0], ctx.chunk_size):
+            block = slice(start, start + ctx.chunk_size)
+            hidden_block = hidden2d[block]
+            full_logprobs, tanh = head.scaled(hidden_block)
+            full_logprobs.sub_(logsumexp[block].unsqueeze(-1))  # (b, V) log p
+            grad = full_logprobs.exp()  # p, turned into ∂loss/∂z in place
+            if grad_entropy is not None:
+                weight_v = full_logprobs.clamp_(min=torch.finfo(dtype).min)
+                weight_v.add_(entropy[block].unsqueeze(-1))
+                weight_v.mul_(grad_entropy[block].unsqueeze(-1))
+                if grad_logprobs is not None:
+                    weight_v.add_(grad_logprobs[block].unsqueeze(-1))
+                grad.mul_(weight_v).neg_()
+            else:
+                grad.mul_(-grad_logprobs[block].unsqueeze(-1))
+            del full_logprobs
+            if grad_logprobs is not None:
+                grad.scatter_add_(
+                    -1, tokens1d[block].unsqueeze(-1), grad_logprobs[block].unsqueeze(-1).to(dtype)
+                )
+            grad = head.to_logit_grad(grad, tanh)  # (b, V) ∂loss/∂logits
+            del tanh
+            if grad_hidden is not None:
+                grad_hidden[block] = grad.to(weight.dtype) @ weight
+            if grad_weight is not None:
+                grad_weight.addmm_(grad.t(), hidden_block.to(dtype))
+            if grad_bias is not None:
+                grad_bias.add_(grad.sum(0))
+        return (
+            grad_hidden,
+            grad_weight.to(weight.dtype) if grad_weight is not None else None,
+            grad_bias.to(bias.dtype) if grad_bias is not None else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def fused_logprobs_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    tokens: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    bias: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
+    with_entropy: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log π^T(tokens) and (optionally) the full-vocabulary entropy of π^T, where
+    π^T = softmax(transform(hidden W^T + b) / T), without materialising the (N, L, V) logits.
+
+    Both outputs are differentiable (the entropy too: the true-entropy baseline trains through
+    it) with respect to `hidden`, `weight` and `bias`, whichever require grad (LoRA: the head is
+    frozen and only ∂hidden is computed). Under no_grad nothing is saved.
+
+    Args:
+        hidden: (N, L, H) last hidden states at the positions that predict `tokens` (after the
+            model's final norm), float32, bf16, float16 or float64.
+        weight: (V, H) the output projection (the embedding matrix under tied embeddings), in
+            `hidden`'s dtype.
+        tokens: (N, L) integer token ids in [0, V).
+        temperature: T > 0; the transformed logits are divided by it.
+        bias: (V,) the head's bias, or None.
+        logit_scale: the logits are multiplied by it before the soft cap (Cohere's logit_scale,
+            1/logits_scaling for Granite); 1 for most families.
+        softcap: c for logits -> c·tanh(logits / c) (Gemma 2/3's final_logit_softcapping), or None.
+        with_entropy: also compute the entropy (else None is returned for it).
+        chunk_size: positions per block; None: `default_head_chunk_size` (a block of float32
+            logits of 16 MiB on CPU, 256 MiB on an accelerator).
+
+    Returns:
+        logprobs: (N, L) float32 (float64 for float64 inputs).
+        entropy: (N, L) like logprobs, or None.
+    """
+    _validate(hidden, weight, bias, tokens, temperature, logit_scale, softcap, chunk_size)
+    num_rows, length, size = hidden.shape
+    compute_dtype = torch.promote_types(hidden.dtype, torch.float32)
+    if chunk_size is None:
+        chunk_size = default_head_chunk_size(weight.shape[0], hidden.dtype, hidden.device)
+    head = _Head(
+        weight,
+        bias,
+        float(temperature),
+        float(logit_scale),
+        None if softcap is None else float(softcap),
+        compute_dtype,
+    )
+    hidden2d = hidden.reshape(num_rows * length, size)  # (R, H): small next to (R, V)
+    tokens1d = tokens.reshape(-1).long()
+    needs_grad = torch.is_grad_enabled() and (
+        hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    if needs_grad:
+        logprobs, entropy = _FusedHeadFunction.apply(
+            hidden2d, weight, bias, tokens1d, head, chunk_size, with_entropy
+        )
+    else:
+        with torch.no_grad():
+            logprobs, entropy, _ = _forward_blocks(
+                head, hidden2d, tokens1d, chunk_size, with_entropy
+            )
+    logprobs = logprobs.view(num_rows, length)
+    return logprobs, (entropy.view(num_rows, length) if entropy is not None else None)
+
+
+def naive_logprobs_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    tokens: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    bias: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference: full logits, one log_softmax, plain autograd. (N, L) log-probs, entropy."""
+    logits = F.linear(hidden, weight, bias).to(torch.promote_types(hidden.dtype, torch.float32))
+    if logit_scale != 1.0:
+        logits = logits * logit_scale
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    full = torch.log_softmax(logits / temperature, dim=-1)  # (N, L, V)
+    logprobs = full.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    entropy = -(full.exp() * full).sum(-1)
+    return logprobs, entropy
