@@ -86,6 +86,27 @@ def test_gradients_equal_the_naive_path_in_float64(
         torch.testing.assert_close(fused_value, naive_value, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("head_trained", [True, False], ids=["head-trained", "head-frozen"])
+def test_an_entropy_gradient_not_announced_is_still_exact(head_trained):
+    """entropy_grad=False only skips preparing the entropy's gradient in forward (frozen head);
+    a gradient that reaches the entropy anyway goes through the recomputing backward."""
+    torch.manual_seed(1)
+    hidden = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(30, 6, dtype=torch.float64).requires_grad_(head_trained)
+    tokens = torch.randint(0, 30, (2, 5))
+    inputs = [hidden, weight] if head_trained else [hidden]
+    fused = fused_logprobs_entropy(
+        hidden, weight, tokens, 0.9, with_entropy=True, entropy_grad=False, chunk_size=3
+    )
+    naive = naive_logprobs_entropy(hidden, weight, tokens, 0.9)
+    for got, expected in zip(
+        torch.autograd.grad(_loss(*fused, True), inputs),
+        torch.autograd.grad(_loss(*naive, True), inputs),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, expected, atol=TOL, rtol=0)
+
+
 def test_no_grad_saves_nothing_and_entropy_is_optional():
     hidden = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(9, 4, dtype=torch.float64)

@@ -12,14 +12,17 @@ are computed, reduced to the per-position log-sum-exp, the token's log-prob and 
 entropy, and freed. `transform` is what some model families apply after the head: a multiplicative
 scale (Cohere's logit_scale, Granite's 1/logits_scaling) then a soft cap c·tanh(x/c) (Gemma 2/3).
 
-Backward (a custom autograd Function) recomputes each block's logits from h and W, turns them into
-∂loss/∂logits in place (same formulas as `dcrl.core.logprobs`), and accumulates
-
-    ∂loss/∂h_block = g W,    ∂loss/∂W += g^T h_block,    ∂loss/∂b += Σ_rows g,
-
-so the extra memory is O(chunk_size × V) (plus ∂W, V × H, only when the head is trained — with
-tied embeddings that is the embedding's gradient, which the naive path needs as well). The full
-(N, L, V) logits never exist, in forward or backward.
+Backward (a custom autograd Function), two ways:
+- head trained (full fine-tuning; tied embeddings): each block's logits are recomputed from h and
+  W, turned into g = ∂loss/∂logits in place (same formulas as `dcrl.core.logprobs`), and
+      ∂loss/∂h_block = g W,    ∂loss/∂W += g^T h_block,    ∂loss/∂b += Σ_rows g;
+- head frozen (LoRA): ∂loss/∂h is a per-position scalar (the incoming gradient) times an
+  H-vector that the forward already computes from the block's probabilities (see
+  `_FusedHeadFunction`), so the logits are projected once, as on the naive path, and backward
+  costs O(N·L × H).
+Either way the extra memory is O(chunk_size × V) (plus ∂W, V × H, only when the head is trained —
+with tied embeddings that is the embedding's gradient, which the naive path needs as well). The
+full (N, L, V) logits never exist, in forward or backward.
 
 Precision. The projection runs in the inputs' dtype (as the model's own head does: a bf16 model
 gives bf16 logits), everything after it in float32 (float64 for float64 inputs). In backward,
@@ -126,24 +129,51 @@ class _Head:
         return grad_z
 
 
-def _forward_blocks(head: _Head, hidden2d, tokens1d, chunk_size, with_entropy):
+def _forward_blocks(head: _Head, hidden2d, tokens1d, chunk_size, with_entropy, directions=0):
+    """Block-wise forward: (token log-probs, entropy or None, log-sum-exp, ∂lp/∂h direction or
+    None, ∂H/∂h direction or None), each (R,) or (R, H). `directions`: 0 none, 1 the log-prob's,
+    2 both (see `_FusedHeadFunction`)."""
     rows = hidden2d.shape[0]
     dtype = head.compute_dtype
+    weight = head.weight
     logsumexp = torch.empty(rows, dtype=dtype, device=hidden2d.device)
     logprobs = torch.empty_like(logsumexp)
     entropy = torch.empty_like(logsumexp) if with_entropy else None
+    grad_dirs = [
+        torch.empty((rows, weight.shape[1]), dtype=dtype, device=hidden2d.device)
+        for _ in range(directions)
+    ]
     for start in range(0, rows, chunk_size):
         block = slice(start, start + chunk_size)
-        full_logprobs, _ = head.scaled(hidden2d[block])  # (b, V)
+        full_logprobs, tanh = head.scaled(hidden2d[block])  # (b, V)
         block_logsumexp = torch.logsumexp(full_logprobs, dim=-1)
         logsumexp[block] = block_logsumexp
         full_logprobs.sub_(block_logsumexp.unsqueeze(-1))  # log π^T(v)
-        logprobs[block] = full_logprobs.gather(-1, tokens1d[block].unsqueeze(-1)).squeeze(-1)
+        block_tokens = tokens1d[block].unsqueeze(-1)
+        logprobs[block] = full_logprobs.gather(-1, block_tokens).squeeze(-1)
+        if entropy is None and not directions:
+            continue
+        probs = full_logprobs.exp()
         if entropy is not None:
-            probs = full_logprobs.exp()
             full_logprobs.clamp_(min=torch.finfo(dtype).min)  # 0·log 0 = 0 for masked entries
-            entropy[block] = -probs.mul_(full_logprobs).sum(-1)
-    return logprobs, entropy, logsumexp
+            entropy[block] = -(probs * full_logprobs).sum(-1)
+        if directions:
+            # ∂ log p_token/∂z = onehot − p and ∂H/∂z = −p (log p + H), through the soft cap's
+            # derivative, projected back through W: (b, V) @ (V, H). ∂z/∂logits' constant
+            # factor (scale / T) is applied in backward.
+            derivative = None if tanh is None else 1 - tanh.square_()
+            if directions == 2:
+                direction = full_logprobs.add_(entropy[block].unsqueeze(-1)).mul_(probs).neg_()
+                if derivative is not None:
+                    direction.mul_(derivative)
+                grad_dirs[1][block] = direction.to(weight.dtype) @ weight
+            direction = probs.neg_().scatter_add_(
+                -1, block_tokens, torch.ones_like(block_tokens, dtype=dtype)
+            )
+            if derivative is not None:
+                direction.mul_(derivative)
+            grad_dirs[0][block] = direction.to(weight.dtype) @ weight
+    return (logprobs, entropy, logsumexp, *grad_dirs, *([None] * (2 - directions)))
 
 
 class _FusedHeadFunction(torch.autograd.Function):
@@ -151,31 +181,49 @@ class _FusedHeadFunction(torch.autograd.Function):
 
     With z = transform(logits)/T and p = softmax(z):
         ∂ log p_token / ∂z_v = 1[v = token] − p_v,    ∂ H / ∂z_v = −p_v (log p_v + H).
-    Saved: the inputs and the per-position log-sum-exp and entropy (R each).
+
+    Two backward strategies:
+    - head frozen (LoRA, `directions` > 0): ∂loss/∂h_i = (scale/T) (g_i u_i + γ_i e_i) with
+      u_i = Σ_v (1[v = token_i] − p_iv) c_iv W_v and e_i = −Σ_v p_iv (log p_iv + H_i) c_iv W_v
+      (c the soft cap's derivative, 1 without one), (R, H) each, computed in forward while the
+      block's probabilities are at hand. Backward is then O(R × H): the logits are computed
+      once, as on the naive path, and nothing of size V is saved.
+    - head trained (or an entropy gradient that was not prepared): ∂W needs every p_iv times the
+      incoming gradient, so backward recomputes each block's logits (one more projection).
+    Saved: the inputs, the per-position log-sum-exp and entropy (R each), and u, e.
     """
 
     @staticmethod
-    def forward(ctx, hidden2d, weight, bias, tokens1d, head, chunk_size, with_entropy):
-        logprobs, entropy, logsumexp = _forward_blocks(
-            head, hidden2d, tokens1d, chunk_size, with_entropy
+    def forward(ctx, hidden2d, weight, bias, tokens1d, head, chunk_size, with_entropy, directions):
+        logprobs, entropy, logsumexp, lp_dir, ent_dir = _forward_blocks(
+            head, hidden2d, tokens1d, chunk_size, with_entropy, directions
         )
-        ctx.save_for_backward(hidden2d, weight, bias, tokens1d, logsumexp, entropy)
+        ctx.save_for_backward(hidden2d, weight, bias, tokens1d, logsumexp, entropy, lp_dir, ent_dir)
         ctx.head, ctx.chunk_size = head, chunk_size
         ctx.set_materialize_grads(False)
-        if entropy is None:
-            return logprobs, None
         return logprobs, entropy
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_logprobs, grad_entropy):
-        hidden2d, weight, bias, tokens1d, logsumexp, entropy = ctx.saved_tensors
-        nothing = (None, None, None, None, None, None, None)
+        hidden2d, weight, bias, tokens1d, logsumexp, entropy, lp_dir, ent_dir = ctx.saved_tensors
+        nothing = (None,) * 8
         if grad_logprobs is None and grad_entropy is None:
             return nothing
         head: _Head = ctx.head
         dtype = head.compute_dtype
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        prepared = lp_dir is not None and (grad_entropy is None or ent_dir is not None)
+        if prepared and not need_weight and not need_bias:
+            grad_hidden = torch.zeros_like(lp_dir)
+            if grad_logprobs is not None:
+                grad_hidden.addcmul_(grad_logprobs.to(dtype).unsqueeze(-1), lp_dir)
+            if grad_entropy is not None:
+                grad_hidden.addcmul_(grad_entropy.to(dtype).unsqueeze(-1), ent_dir)
+            factor = head.logit_scale / head.temperature
+            if factor != 1.0:
+                grad_hidden.mul_(factor)
+            return (grad_hidden.to(hidden2d.dtype), *nothing[1:])
         grad_hidden = torch.empty_like(hidden2d) if need_hidden else None
         # ∂W and ∂b accumulate over blocks in the compute dtype (float32 under a bf16 head)
         grad_weight = (
@@ -216,10 +264,7 @@ class _FusedHeadFunction(torch.autograd.Function):
             grad_hidden,
             grad_weight.to(weight.dtype) if grad_weight is not None else None,
             grad_bias.to(bias.dtype) if grad_bias is not None else None,
-            None,
-            None,
-            None,
-            None,
+            *nothing[3:],
         )
 
 
@@ -233,6 +278,7 @@ def fused_logprobs_entropy(
     logit_scale: float = 1.0,
     softcap: float | None = None,
     with_entropy: bool = False,
+    entropy_grad: bool = True,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log π^T(tokens) and (optionally) the full-vocabulary entropy of π^T, where
@@ -254,6 +300,9 @@ def fused_logprobs_entropy(
             1/logits_scaling for Granite); 1 for most families.
         softcap: c for logits -> c·tanh(logits / c) (Gemma 2/3's final_logit_softcapping), or None.
         with_entropy: also compute the entropy (else None is returned for it).
+        entropy_grad: False when the entropy will not be differentiated (only logged): with a
+            frozen head this saves one projection in forward. A gradient reaching it anyway is
+            still exact (the backward then recomputes the logits).
         chunk_size: positions per block; None: `default_head_chunk_size` (a block of float32
             logits of 16 MiB on CPU, 256 MiB on an accelerator).
 
@@ -280,12 +329,16 @@ def fused_logprobs_entropy(
         hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
     if needs_grad:
+        head_frozen = not weight.requires_grad and (bias is None or not bias.requires_grad)
+        directions = 0
+        if head_frozen:
+            directions = 2 if with_entropy and entropy_grad else 1
         logprobs, entropy = _FusedHeadFunction.apply(
-            hidden2d, weight, bias, tokens1d, head, chunk_size, with_entropy
+            hidden2d, weight, bias, tokens1d, head, chunk_size, with_entropy, directions
         )
     else:
         with torch.no_grad():
-            logprobs, entropy, _ = _forward_blocks(
+            logprobs, entropy, *_ = _forward_blocks(
                 head, hidden2d, tokens1d, chunk_size, with_entropy
             )
     logprobs = logprobs.view(num_rows, length)

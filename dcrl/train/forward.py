@@ -193,6 +193,7 @@ def score_responses(
             logit_scale=head.logit_scale,
             softcap=head.softcap,
             with_entropy=with_entropy or entropy_grad,
+            entropy_grad=entropy_grad,
             chunk_size=chunk_size,
         )
         if entropy is not None and not entropy_grad:
