@@ -1,18 +1,36 @@
-"""Peak memory and time of chunked token log-probs / entropy against the naive full-softmax forms.
+"""Peak memory and time of dcrl's log-prob paths against the naive full-softmax forms and TRL's
+chunked kernel, and the longest response a LoRA update of a Qwen2.5-0.5B-shaped model fits in.
 
-Two workloads, each run chunked (dcrl.core.logprobs) and naive (one full log_softmax):
-  - "logging": log-probs + full-vocabulary entropy under no_grad, as the trainer logs them;
-  - "training": token log-probs forward + backward, as the loss needs them.
-
+Part 1, at each shape (default: 8 × 1,024 positions × 49,152 vocabulary, and 2 × 1,024 positions ×
+151,936, Qwen2.5's vocabulary; hidden size 896, Qwen2.5-0.5B's), float32:
+  - "logging": log-probs + full-vocabulary entropy under no_grad from existing logits, naive (one
+    log_softmax) and chunked (dcrl.core.logprobs), as the trainer logged them before the fused head;
+  - "training": token log-probs forward + backward from the last hidden states (N, L, H) through a
+    frozen head (V, H) (LoRA: the gradient goes to the hidden states), four ways:
+      naive    — full logits through the head, one log_softmax, autograd;
+      chunked  — full logits through the head, dcrl.core.logprobs' chunked kernel (dcrl before);
+      fused    — dcrl.core.fused_head (the trainer's default now), never the full logits;
+      trl      — TRL 1.16's trl.kernels.ChunkedLogProbFunction (its torch tiles: no Triton here).
 Each variant runs in a fresh subprocess. Peak extra memory is the process's resident-set
-high-water mark (VmHWM, reset through /proc/self/clear_refs once the logits exist) during the
-first call, minus the resident size before it. Times are the median of `--repeats` further calls.
-For "training", the gradient w.r.t. the logits (as large as the logits) is part of both peaks; the
-JSON also gives the peak without it.
+high-water mark (VmHWM, reset through /proc/self/clear_refs once the inputs exist) during the first
+call, minus the resident size before it. Times are the median of `--repeats` further calls. The
+load average (os.getloadavg) before and after each variant is recorded: on a shared machine
+times are indicative only.
+
+Part 2 ("longest"): one LoRA update (rank 16 on q/k/v/o, dcrl's default) of a Qwen2.5-0.5B-shaped
+model (hidden 896, MLP 4,864, 14 heads, 2 KV heads, tied embeddings, vocabulary 151,936, random
+weights, float32): one row of a 64-token prompt and an L-token response, score_responses with grad
+(dcrl.train.forward: the full-logits path and the fused path), then backward. 24 layers do not
+fit a quick measurement, so the peak extra memory is measured with 1 and 2 layers at 3 response
+lengths, fitted per layer count as a + s·L (least squares), and extrapolated linearly in the layer
+count to 24: s_24 = s_1 + 23 (s_2 − s_1), a_24 likewise. The longest response is then
+(memory − the 24-layer model's weights − a_24) / s_24, with memory this machine's MemTotal. The
+linear model is checked by the fit's largest residual, reported in the JSON.
 
 Usage:
-    python bench/core_memory.py            # 8 × 1024 positions × 49,152 vocab, float32 (~2 min)
-    python bench/core_memory.py --quick    # a small shape, seconds
+    python bench/core_memory.py            # both parts (~15 min on an idle 2-core machine)
+    python bench/core_memory.py --quick    # small shapes, under a minute
+    python bench/core_memory.py --skip-longest
 
 Writes bench/results/core_memory.json and bench/results/core_memory.png.
 """
@@ -30,17 +48,30 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from dcrl.core.fused_head import default_head_chunk_size, fused_logprobs_entropy
 from dcrl.core.logprobs import default_chunk_size, logprobs_and_entropy, token_logprobs
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-VARIANTS = {
-    # name: (workload, implementation)
-    "logging_naive": ("logging", "naive"),
-    "logging_chunked": ("logging", "chunked"),
-    "training_naive": ("training", "naive"),
-    "training_chunked": ("training", "chunked"),
-}
+LOGGING = ("naive", "chunked")
+TRAINING = ("naive", "chunked", "fused", "trl")
+VARIANTS = [f"logging_{name}" for name in LOGGING] + [f"training_{name}" for name in TRAINING]
+# (rows, positions per row, vocabulary) of part 1; the Qwen vocabulary with 2 rows keeps the
+# naive form (logits, their log-softmax and gradients: ~4 × 1.2 GB) within this machine's memory.
+SHAPES = [(8, 1024, 49152), (2, 1024, 151936)]
+QUICK_SHAPES = [(2, 128, 8192), (1, 128, 32000)]
+QWEN_05B = dict(
+    hidden_size=896,
+    intermediate_size=4864,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    tie_word_embeddings=True,
+    max_position_embeddings=32768,
+)
+FULL_LAYERS = 24
+PROMPT_TOKENS = 64
 
 
 def _status_kib(field: str) -> int:
@@ -51,78 +82,199 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def _naive_logging(logits: torch.Tensor, tokens: torch.Tensor, temperature: float):
-    with torch.no_grad():
-        full_logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)  # (N, L, V)
-        logprobs = full_logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        entropy = -(full_logprobs.exp() * full_logprobs).sum(-1)
-    return logprobs, entropy
+def _reset_peak() -> int:
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # reset VmHWM to the current resident size
+    return _status_kib("VmRSS")
 
 
-def _chunked_logging(logits, tokens, temperature, chunk_size):
-    with torch.no_grad():
-        return logprobs_and_entropy(logits, tokens, temperature, chunk_size=chunk_size)
+def _peak_extra_mb(baseline_kib: int) -> float:
+    return round((_status_kib("VmHWM") - baseline_kib) / 1024, 1)
 
 
-def _naive_training(logits, tokens, temperature, weights):
-    full_logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)  # (N, L, V)
-    logprobs = full_logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    (logprobs * weights).sum().backward()
+def _trl_function():
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
-
-def _chunked_training(logits, tokens, temperature, chunk_size, weights):
-    logprobs = token_logprobs(logits, tokens, temperature, chunk_size=chunk_size)
-    (logprobs * weights).sum().backward()
+    return ChunkedLogProbFunction
 
 
 def run_worker(args: argparse.Namespace) -> dict:
-    """One variant in this process: memory of the first call, then timed repeats."""
+    """One variant of part 1 in this process: memory of the first call, then timed repeats."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    workload, implementation = VARIANTS[args.worker]
-    dtype = getattr(torch, args.dtype)
-    shape = (args.rows, args.length, args.vocab)
-    logits = (torch.randn(shape) * 2).to(dtype)  # (N, L, V)
-    tokens = torch.randint(0, args.vocab, shape[:2])
-    weights = torch.randn(shape[:2])
-    if workload == "training":
-        logits.requires_grad_(True)
+    workload, implementation = args.worker.split("_", 1)
+    rows, length, vocab = args.rows, args.length, args.vocab
+    tokens = torch.randint(0, vocab, (rows, length))
+    weights = torch.randn(rows, length)
+    if workload == "logging":
+        logits = torch.randn(rows, length, vocab) * 2  # (N, L, V)
+    else:
+        hidden = torch.randn(rows, length, args.hidden, requires_grad=True)  # (N, L, H)
+        head = torch.randn(vocab, args.hidden) / args.hidden**0.5  # (V, H), frozen
+    trl_function = _trl_function() if implementation == "trl" else None
 
-    def call(logits: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor) -> None:
-        if workload == "logging" and implementation == "naive":
-            _naive_logging(logits, tokens, args.temperature)
-        elif workload == "logging":
-            _chunked_logging(logits, tokens, args.temperature, args.chunk_size)
-        elif implementation == "naive":
-            _naive_training(logits, tokens, args.temperature, weights)
-        else:
-            _chunked_training(logits, tokens, args.temperature, args.chunk_size, weights)
-        logits.grad = None
+    def call(n: int, t: int) -> None:
+        if workload == "logging":
+            with torch.no_grad():
+                if implementation == "naive":
+                    full = torch.log_softmax(logits[:n, :t].float(), dim=-1)
+                    full.gather(-1, tokens[:n, :t].unsqueeze(-1))
+                    -(full.exp() * full).sum(-1)
+                else:
+                    logprobs_and_entropy(logits[:n, :t], tokens[:n, :t])
+            return
+        h, tok, w = hidden[:n, :t], tokens[:n, :t], weights[:n, :t]
+        if implementation == "naive":
+            full = torch.log_softmax(F.linear(h, head), dim=-1)  # (N, L, V)
+            logprobs = full.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+        elif implementation == "chunked":
+            logprobs = token_logprobs(F.linear(h, head), tok)
+        elif implementation == "fused":
+            logprobs, _ = fused_logprobs_entropy(h, head, tok)
+        else:  # TRL 1.16's kernel, with the chunk size its GRPO trainer passes
+            logprobs = trl_function.apply(
+                h.reshape(-1, h.shape[-1]), head, None, tok.reshape(-1), 1.0, 32768, None, 1.0, ()
+            )[0]
+        (logprobs.reshape(w.shape) * w).sum().backward()
+        hidden.grad = None
 
-    # One-off costs (lazy kernel and thread-pool set-up) are paid on a tiny slice first.
-    small = logits.detach()[:1, :4].clone().requires_grad_(logits.requires_grad)
-    call(small, tokens[:1, :4], weights[:1, :4])
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # reset VmHWM to the current resident size
-    baseline_kib = _status_kib("VmRSS")
+    call(1, 4)  # one-off costs (lazy kernels, thread pools) on a tiny slice first
+    load_before = os.getloadavg()
+    baseline_kib = _reset_peak()
     start = time.perf_counter()
-    call(logits, tokens, weights)
+    call(rows, length)
     first_seconds = time.perf_counter() - start
-    peak_extra_mb = (_status_kib("VmHWM") - baseline_kib) / 1024
-
+    peak_extra_mb = _peak_extra_mb(baseline_kib)
     seconds = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        call(logits, tokens, weights)
+        call(rows, length)
         seconds.append(time.perf_counter() - start)
     return {
         "workload": workload,
         "implementation": implementation,
-        "peak_extra_mb": round(peak_extra_mb, 1),
+        "peak_extra_mb": peak_extra_mb,
         "first_call_seconds": round(first_seconds, 4),
         "seconds": [round(s, 4) for s in seconds],
         "seconds_median": round(statistics.median(seconds), 4),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def qwen_config(layers: int):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**QWEN_05B, num_hidden_layers=layers)
+
+
+def run_lora_worker(args: argparse.Namespace) -> dict:
+    """Part 2: peak extra memory of one LoRA forward + backward through score_responses."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2ForCausalLM
+
+    from dcrl.models.loading import LoraOptions
+    from dcrl.train.forward import head_path, score_responses
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    options = LoraOptions()
+    model = get_peft_model(
+        Qwen2ForCausalLM(qwen_config(args.layers)),
+        LoraConfig(
+            r=options.rank,
+            lora_alpha=options.alpha,
+            target_modules=list(options.target_modules),
+            task_type="CAUSAL_LM",
+        ),
+    )
+    model.train()
+    fused = args.worker == "lora_fused"
+    assert head_path(model) == "fused"
+    input_ids = torch.randint(0, QWEN_05B["vocab_size"], (1, PROMPT_TOKENS + args.length))
+    attention_mask = torch.ones_like(input_ids)
+    weights = torch.randn(1, args.length)
+
+    def call(width: int) -> None:
+        logprobs, _ = score_responses(
+            model,
+            input_ids[:, -(PROMPT_TOKENS + width) :],
+            attention_mask[:, -(PROMPT_TOKENS + width) :],
+            input_ids[:, -width:],
+            with_entropy=True,
+            fused=fused,
+        )
+        (logprobs * weights[:, :width]).sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    call(4)
+    load_before = os.getloadavg()
+    baseline_kib = _reset_peak()
+    start = time.perf_counter()
+    call(args.length)
+    return {
+        "path": "fused" if fused else "full_logits",
+        "layers": args.layers,
+        "response_tokens": args.length,
+        "peak_extra_mb": _peak_extra_mb(baseline_kib),
+        "seconds": round(time.perf_counter() - start, 3),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _fit_line(points: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """Least squares y = a + s·x -> (a, s, largest |residual|)."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum(
+        (x - mean_x) ** 2 for x, _ in points
+    )
+    intercept = mean_y - slope * mean_x
+    return intercept, slope, max(abs(y - intercept - slope * x) for x, y in points)
+
+
+def longest_response(measurements: list[dict], memory_mb: float) -> dict:
+    """Extrapolate the measurements to 24 layers and the longest response that fits."""
+    with torch.device("meta"):
+        from transformers import Qwen2ForCausalLM
+
+        model = Qwen2ForCausalLM(qwen_config(FULL_LAYERS))
+    weights_mb = sum(p.numel() * 4 for p in model.parameters()) / 2**20  # tied: counted once
+    out = {"memory_mb": round(memory_mb), "model_weights_mb": round(weights_mb, 1)}
+    for path in ("full_logits", "fused"):
+        fits = {}
+        for layers in sorted({m["layers"] for m in measurements}):
+            points = [
+                (m["response_tokens"], m["peak_extra_mb"])
+                for m in measurements
+                if m["path"] == path and m["layers"] == layers
+            ]
+            fits[layers] = _fit_line(points)
+        (l1, (a1, s1, r1)), (l2, (a2, s2, r2)) = sorted(fits.items())
+        per_layer_slope = (s2 - s1) / (l2 - l1)
+        per_layer_intercept = (a2 - a1) / (l2 - l1)
+        slope = s1 + (FULL_LAYERS - l1) * per_layer_slope
+        intercept = a1 + (FULL_LAYERS - l1) * per_layer_intercept
+        tokens = int((memory_mb - weights_mb - intercept) / slope)
+        out[path] = {
+            "fits": {
+                str(layers): {
+                    "intercept_mb": round(a, 1),
+                    "mb_per_token": round(s, 4),
+                    "max_residual_mb": round(r, 1),
+                }
+                for layers, (a, s, r) in fits.items()
+            },
+            "mb_per_token_24_layers": round(slope, 4),
+            "intercept_mb_24_layers": round(intercept, 1),
+            "longest_response_tokens": tokens,
+        }
+    out["ratio_fused_over_full_logits"] = round(
+        out["fused"]["longest_response_tokens"] / out["full_logits"]["longest_response_tokens"], 2
+    )
+    return out
 
 
 def machine_description(threads: int) -> dict:
@@ -148,116 +300,195 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workloads = ["logging", "training"]
-    labels = ["log-probs + entropy\n(no_grad, logged)", "log-probs\nforward + backward"]
-    colors = {"naive": "#c44e52", "chunked": "#4c72b0"}
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    shapes = results["shapes"]
+    has_longest = "longest" in results
+    figure, axes = plt.subplots(1, 3 if has_longest else 2, figsize=(15 if has_longest else 10, 4))
+    colors = {"naive": "#c44e52", "chunked": "#8172b2", "fused": "#4c72b0", "trl": "#dd8452"}
+    width = 0.8 / len(TRAINING)
     for axis, key, title in [
-        (axes[0], "peak_extra_mb", "peak extra memory (MB)"),
-        (axes[1], "seconds_median", "time per call (s, median)"),
+        (axes[0], "peak_extra_mb", "forward + backward: peak extra memory (MB, log)"),
+        (axes[1], "seconds_median", "forward + backward: time per call (s)"),
     ]:
-        for offset, implementation in [(-0.2, "naive"), (0.2, "chunked")]:
-            values = [results["variants"][f"{w}_{implementation}"][key] for w in workloads]
+        for index, name in enumerate(TRAINING):
+            values = [shape["variants"][f"training_{name}"][key] for shape in shapes]
             bars = axis.bar(
-                [i + offset for i in range(2)],
+                [i + (index - 1.5) * width for i in range(len(shapes))],
                 values,
-                width=0.4,
-                label=implementation,
-                color=colors[implementation],
+                width=width,
+                label=name,
+                color=colors[name],
             )
-            axis.bar_label(bars, fmt="%.3g", fontsize=8)
-        axis.set_xticks(range(2), labels)
-        axis.set_title(title)
-    handles, legend_labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, legend_labels, loc="lower center", ncol=2, frameon=False)
-    n, length, vocab = results["shape"]
+            axis.bar_label(bars, fmt="%.3g", fontsize=7)
+        axis.set_xticks(
+            range(len(shapes)),
+            [f"{n}×{length}×{v:,}" for n, length, v in (s["shape"] for s in shapes)],
+        )
+        axis.set_title(title, fontsize=9)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    if has_longest:
+        longest = results["longest"]
+        axis = axes[2]
+        for path_name, color in [("full_logits", colors["chunked"]), ("fused", colors["fused"])]:
+            info = longest[path_name]
+            points = [m for m in longest["measurements"] if m["path"] == path_name]
+            for layers, marker in [(1, "o"), (2, "s")]:
+                xs = [m["response_tokens"] for m in points if m["layers"] == layers]
+                ys = [m["peak_extra_mb"] for m in points if m["layers"] == layers]
+                axis.scatter(xs, ys, color=color, marker=marker, s=18)
+            tokens = info["longest_response_tokens"]
+            xs = [0, tokens]
+            ys = [info["intercept_mb_24_layers"] + info["mb_per_token_24_layers"] * x for x in xs]
+            axis.plot(
+                xs, ys, color=color, linestyle="--", label=f"{path_name}, 24 layers: {tokens:,} tok"
+            )
+        axis.axhline(
+            longest["memory_mb"] - longest["model_weights_mb"],
+            color="gray",
+            linewidth=0.8,
+            label="memory − weights",
+        )
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("response tokens (1 row, 64-token prompt)")
+        axis.set_title(
+            "LoRA update, Qwen2.5-0.5B shape: peak extra MB\n(points: 1 ○ / 2 □ layers measured)",
+            fontsize=9,
+        )
+        axis.legend(fontsize=7)
     figure.suptitle(
-        f"dcrl.core.logprobs, {n}×{length} positions × {vocab} vocab, {results['dtype']} logits, "
-        f"chunk {results['chunk_size']}, {results['machine']['torch_threads']} thread(s)",
+        f"dcrl.core.fused_head vs naive, chunked and TRL 1.16, float32, hidden {results['hidden']}, "
+        f"{results['machine']['torch_threads']} thread(s)",
         fontsize=10,
     )
-    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+def _run(command: list[str]) -> dict:
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small shape (2 × 128 × 8192)")
-    parser.add_argument("--rows", type=int, default=8)
-    parser.add_argument("--length", type=int, default=1024)
-    parser.add_argument("--vocab", type=int, default=49152)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument(
-        "--chunk-size", type=int, default=None, help="positions per block (default: the library's)"
-    )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small shapes, seconds")
+    parser.add_argument("--hidden", type=int, default=896, help="hidden size of part 1")
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 beside other work)"
     )
+    parser.add_argument("--skip-longest", action="store_true", help="part 1 only")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "core_memory.json")
-    parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--layers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.quick:
-        args.rows, args.length, args.vocab = 2, 128, 8192
-    if args.chunk_size is None:
-        probe = torch.empty((0, 0, args.vocab), dtype=getattr(torch, args.dtype))
-        args.chunk_size = default_chunk_size(probe)
 
+    if args.worker and args.worker.startswith("lora_"):
+        print(json.dumps(run_lora_worker(args)))
+        return
     if args.worker:
         print(json.dumps(run_worker(args)))
         return
 
-    variants = {}
-    for name in VARIANTS:
-        command = [sys.executable, __file__, "--worker", name]
-        for flag in ["rows", "length", "vocab", "dtype", "temperature", "chunk_size", "repeats"]:
-            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        command += ["--threads", str(args.threads)]
-        completed = subprocess.run(command, check=True, capture_output=True, text=True)
-        variants[name] = json.loads(completed.stdout.strip().splitlines()[-1])
-        print(f"{name:18s} {variants[name]}")
-
-    element_bytes = torch.tensor([], dtype=getattr(torch, args.dtype)).element_size()
-    logits_mb = args.rows * args.length * args.vocab * element_bytes / 2**20
-    for name in ["training_naive", "training_chunked"]:
-        # the gradient w.r.t. the logits has the logits' size and dtype in both variants
-        variants[name]["peak_extra_without_grad_mb"] = round(
-            variants[name]["peak_extra_mb"] - logits_mb, 1
-        )
-    ratios = {}
-    for workload in ["logging", "training"]:
-        naive, chunked = variants[f"{workload}_naive"], variants[f"{workload}_chunked"]
-        ratios[workload] = {
-            "memory_naive_over_chunked": round(
-                naive["peak_extra_mb"] / chunked["peak_extra_mb"], 2
-            ),
-            "speedup_chunked_over_naive": round(
-                naive["seconds_median"] / chunked["seconds_median"], 2
-            ),
-        }
-    ratios["training"]["memory_without_grad_naive_over_chunked"] = round(
-        variants["training_naive"]["peak_extra_without_grad_mb"]
-        / max(variants["training_chunked"]["peak_extra_without_grad_mb"], 1.0),
-        2,
-    )
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    hidden = 64 if args.quick else args.hidden
     results = {
         "benchmark": "core_memory",
-        "shape": [args.rows, args.length, args.vocab],
-        "dtype": args.dtype,
-        "logits_mb": round(logits_mb, 1),
-        "temperature": args.temperature,
-        "chunk_size": args.chunk_size,
+        "command": " ".join(["python", "bench/core_memory.py", *sys.argv[1:]]),
+        "dtype": "float32",
+        "hidden": hidden,
         "repeats": args.repeats,
         "machine": machine_description(args.threads),
-        "variants": variants,
-        "ratios": ratios,
+        "shapes": [],
     }
+    for rows, length, vocab in shapes:
+        probe = torch.empty((0, 0, vocab))
+        entry = {
+            "shape": [rows, length, vocab],
+            "logits_mb": round(rows * length * vocab * 4 / 2**20, 1),
+            "logprobs_chunk_size": default_chunk_size(probe),
+            "fused_chunk_size": default_head_chunk_size(vocab, torch.float32, torch.device("cpu")),
+            "variants": {},
+        }
+        for name in VARIANTS:
+            command = [sys.executable, __file__, "--worker", name, "--rows", str(rows)]
+            command += ["--length", str(length), "--vocab", str(vocab), "--hidden", str(hidden)]
+            command += ["--repeats", str(args.repeats), "--threads", str(args.threads)]
+            entry["variants"][name] = _run(command)
+            print(f"{rows}×{length}×{vocab} {name:18s} {entry['variants'][name]}", flush=True)
+        variants = entry["variants"]
+        naive = variants["training_naive"]
+        entry["ratios"] = {
+            "logging_memory_naive_over_chunked": round(
+                variants["logging_naive"]["peak_extra_mb"]
+                / variants["logging_chunked"]["peak_extra_mb"],
+                2,
+            ),
+            **{
+                f"training_memory_naive_over_{name}": round(
+                    naive["peak_extra_mb"] / variants[f"training_{name}"]["peak_extra_mb"], 2
+                )
+                for name in TRAINING[1:]
+            },
+            **{
+                f"training_speedup_{name}_over_naive": round(
+                    naive["seconds_median"] / variants[f"training_{name}"]["seconds_median"], 2
+                )
+                for name in TRAINING[1:]
+            },
+            "training_memory_trl_over_fused": round(
+                variants["training_trl"]["peak_extra_mb"]
+                / variants["training_fused"]["peak_extra_mb"],
+                2,
+            ),
+        }
+        results["shapes"].append(entry)
+
+    if not args.skip_longest:
+        lengths = [16, 32, 64] if args.quick else args.lengths
+        measurements = []
+        for path in ("lora_full_logits", "lora_fused"):
+            for layers in (1, 2):
+                for length in lengths:
+                    command = [sys.executable, __file__, "--worker", path, "--layers", str(layers)]
+                    command += ["--length", str(length), "--threads", str(args.threads)]
+                    measurements.append(_run(command))
+                    print(measurements[-1], flush=True)
+        memory_mb = _status_kib_meminfo("MemTotal") / 1024
+        results["longest"] = {
+            "prompt_tokens": PROMPT_TOKENS,
+            "measurements": measurements,
+            **longest_response(measurements, memory_mb),
+        }
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     plot(results, args.out.with_suffix(".png"))
-    print(json.dumps(ratios, indent=2))
+    print(json.dumps([s["ratios"] for s in results["shapes"]], indent=2))
+    if "longest" in results:
+        print(
+            {
+                k: v["longest_response_tokens"]
+                for k, v in results["longest"].items()
+                if isinstance(v, dict) and "longest_response_tokens" in v
+            }
+        )
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+def _status_kib_meminfo(field: str) -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/meminfo")
 
 
 if __name__ == "__main__":

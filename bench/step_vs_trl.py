@@ -16,15 +16,25 @@ dcrl samples with `--decoding` (default "loop", dcrl's decoding loop; "generate"
 `generate`, which TRL uses and dcrl's backend defaults to): see dcrl/rollout/hf.py.
 
 Steps alternate: TRL's `train()` runs warm-up + repetitions steps, and a callback runs one dcrl step
-after each TRL step. Generated tokens are counted the same way on both sides: completion tokens up
+beside each TRL step, after it on even steps and before it on odd ones (so neither side always
+runs on a cache or a CPU state the other left).
+
+TRL's head, two variants from one command (`--trl-head both`, the default; each a separate pass
+with fresh trainers on the same batches):
+- "as_run": TRL 1.16 as it runs on this machine. Its fused LM head (trl/kernels/chunked_logprob.py)
+  scores only the completion positions when Triton runs on the device ("compact"); on a CPU it
+  projects every position (prompt and padding too) through the head and recomputes it in backward;
+- "completion_only" (the fair variant): TRL given the completion-only head it uses on a GPU
+  (trl.trainer.utils._use_triton patched to True for its compact selection; the tiles stay its
+  torch fallback). dcrl's head (dcrl.core.fused_head) also scores completion positions only. Generated tokens are counted the same way on both sides: completion tokens up
 to and including the first stop token (dcrl's response_lengths, TRL's EOS-masked completion_ids).
 
 Phases (seconds per step): generate (the sampling call), rollout_other (rewards, advantages and
 bookkeeping around it), forward (the policy's forward + log-probs with grad), backward (the rest of
 the micro-batch loop: loss, backward, metrics), optimizer (clip + AdamW step), other (the rest).
 
-Writes bench/results/step_vs_trl.json (one entry per model, updated in place), step_vs_trl.md and
-step_vs_trl.png.
+Writes bench/results/step_vs_trl.json (one entry per model, updated in place, holding each TRL
+variant's pass), step_vs_trl.md and step_vs_trl.png.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -219,7 +230,24 @@ def instrument_trl(trainer: Any, timer: PhaseTimer, tokens: list[float]) -> None
     trainer.accelerator.backward = timer.wrap("backward_call", trainer.accelerator.backward)
 
 
-def run(model: str, repetitions: int, warmup: int, threads: int, decoding: str) -> dict[str, Any]:
+def completion_only_head(enabled: bool) -> Callable[[], None]:
+    """Make TRL's fused LM head select the completion positions as it does on a GPU; returns the
+    undo."""
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    if enabled:
+        trl_utils._use_triton = lambda device: True  # only its compact selection reads this name
+
+    def undo() -> None:
+        trl_utils._use_triton = original
+
+    return undo
+
+
+def run(
+    model: str, repetitions: int, warmup: int, threads: int, decoding: str, trl_head: str
+) -> dict[str, Any]:
     from transformers import TrainerCallback
 
     from dcrl.rollout import HFRolloutBackend
@@ -248,9 +276,15 @@ def run(model: str, repetitions: int, warmup: int, threads: int, decoding: str) 
     instrument_trl(trl_trainer, trl_timer, trl_tokens)
 
     class Alternate(TrainerCallback):
-        """Times each TRL step (begin → end) and runs one dcrl step after it."""
+        """Times each TRL step (begin → end) and runs one dcrl step beside it: after it on even
+        steps, before it on odd ones."""
+
+        def __init__(self) -> None:
+            self.index = 0
 
         def on_step_begin(self, args, state, control, **kwargs):
+            if self.index % 2 == 1:
+                self.dcrl_step(state)
             torch.set_num_threads(threads)
             trl_timer.take()
             trl_tokens[0] = 0.0
@@ -281,10 +315,15 @@ def run(model: str, repetitions: int, warmup: int, threads: int, decoding: str) 
                     "tokens": trl_tokens[0],
                     "threads": torch.get_num_threads(),
                     "load_1min": os.getloadavg()[0],
+                    "first": self.index % 2 == 0,
                     **trl_phases,
                 }
             )
+            if self.index % 2 == 0:
+                self.dcrl_step(state)
+            self.index += 1
 
+        def dcrl_step(self, state) -> None:
             torch.set_num_threads(threads)
             dcrl_tokens[0] = 0.0
             start = time.perf_counter()
@@ -309,24 +348,29 @@ def run(model: str, repetitions: int, warmup: int, threads: int, decoding: str) 
                     "tokens": dcrl_tokens[0],
                     "threads": torch.get_num_threads(),
                     "load_1min": os.getloadavg()[0],
+                    "first": self.index % 2 == 1,
                     **dcrl_phases,
                 }
             )
             print(
-                f"step {state.global_step}: TRL {records['trl'][-1]['seconds']:.2f} s "
-                f"{records['trl'][-1]['tokens']:.0f} tok | dcrl {seconds:.2f} s "
-                f"{dcrl_tokens[0]:.0f} tok",
+                f"[{trl_head}] step {self.index}: dcrl {seconds:.2f} s {dcrl_tokens[0]:.0f} tok "
+                f"({'before' if self.index % 2 else 'after'} TRL)",
                 flush=True,
             )
 
     trl_trainer.add_callback(Alternate())
-    trl_trainer.train()
+    undo = completion_only_head(trl_head == "completion_only")
+    try:
+        trl_trainer.train()
+    finally:
+        undo()
 
     result: dict[str, Any] = {
         "shape": {k: v for k, v in shape.items() if k != "config"},
         "lora": dcrl_trainer.config.model.lora is not None,
         "threads": threads,
         "dcrl_decoding": decoding,
+        "trl_head": trl_head,
         "warmup_steps": warmup,
         "repetitions": repetitions,
         "load_average": os.getloadavg(),
@@ -352,48 +396,69 @@ def run(model: str, repetitions: int, warmup: int, threads: int, decoding: str) 
     return result
 
 
+TRL_HEADS = ("completion_only", "as_run")
+TRL_HEAD_TEXT = {
+    "completion_only": "TRL 1.16, completion-only head (as on a GPU)",
+    "as_run": "TRL 1.16 as run here (head on every position)",
+}
+
+
 def write_markdown(results: dict[str, Any], path: Path) -> None:
     lines = [
         "# One GRPO step: dcrl vs TRL 1.16 at equal work (bench/step_vs_trl.py)",
         "",
         "Per-step seconds and generated tokens/s as min / median / max over the measured steps "
-        "(alternating, after warm-up); ratio = dcrl median tokens/s ÷ TRL median tokens/s.",
+        "(alternating, which side runs first too, after warm-up); ratio = dcrl median tokens/s ÷ "
+        "TRL median tokens/s. Each TRL variant is its own pass against its own dcrl steps; "
+        '"completion-only" is the fair comparison (TRL\'s head as it runs on a GPU).',
         "",
         "| model | shape | threads | load avg (1/5/15 min) | side | s/step | tokens/step | "
         "tokens/s | ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for model, r in results.items():
-        shape = r["shape"]
-        shape_text = f"{shape['prompts']}×{shape['n']}, {shape['max_new_tokens']} tok" + (
-            ", LoRA" if r["lora"] else ""
-        )
-        load = "/".join(f"{x:.1f}" for x in r["load_average"])
-        for side in ("dcrl", "trl"):
-            s = r[side]
-            side_text = f"dcrl ({r['dcrl_decoding']})" if side == "dcrl" else "TRL 1.16"
-            fmt = "{min:.2f} / {median:.2f} / {max:.2f}"
-            ratio = f"{r['ratio_median_tokens_per_s']:.2f}×" if side == "dcrl" else ""
-            lines.append(
-                f"| {model} | {shape_text} | {r['threads']} | {load} | {side_text} | "
-                f"{fmt.format(**s['seconds'])} | {s['tokens']['median']:.0f} | "
-                f"{s['tokens_per_s']['min']:.0f} / {s['tokens_per_s']['median']:.0f} / "
-                f"{s['tokens_per_s']['max']:.0f} | {ratio} |"
+    for model, entry in results.items():
+        for head in TRL_HEADS:
+            if head not in entry:
+                continue
+            r = entry[head]
+            shape = r["shape"]
+            shape_text = f"{shape['prompts']}×{shape['n']}, {shape['max_new_tokens']} tok" + (
+                ", LoRA" if r["lora"] else ""
             )
+            load = "/".join(f"{x:.1f}" for x in r["load_average"])
+            for side in ("dcrl", "trl"):
+                s = r[side]
+                side_text = (
+                    f"dcrl ({r['dcrl_decoding']})" if side == "dcrl" else TRL_HEAD_TEXT[head]
+                )
+                fmt = "{min:.2f} / {median:.2f} / {max:.2f}"
+                ratio = f"{r['ratio_median_tokens_per_s']:.2f}×" if side == "dcrl" else ""
+                lines.append(
+                    f"| {model} | {shape_text} | {r['threads']} | {load} | {side_text} | "
+                    f"{fmt.format(**s['seconds'])} | {s['tokens']['median']:.0f} | "
+                    f"{s['tokens_per_s']['min']:.0f} / {s['tokens_per_s']['median']:.0f} / "
+                    f"{s['tokens_per_s']['max']:.0f} | {ratio} |"
+                )
     lines += [
         "",
-        "Median seconds per phase (see the script's docstring for the phases). TRL 1.16 always "
-        "scores with its fused LM head (trl/kernels/chunked_logprob.py: the LM head recomputed "
-        "tile by tile in the backward), part of its forward and backward here.",
+        "Median seconds per phase (see the script's docstring for the phases).",
         "",
     ]
-    lines += ["| model | side | " + " | ".join(PHASES) + " |", "|---|---|" + "---|" * len(PHASES)]
-    for model, r in results.items():
-        for side in ("dcrl", "trl"):
-            phases = r[side]["phase_median_seconds"]
-            lines.append(
-                f"| {model} | {side} | " + " | ".join(f"{phases[p]:.2f}" for p in PHASES) + " |"
-            )
+    lines += [
+        "| model | TRL head | side | " + " | ".join(PHASES) + " |",
+        "|---|---|---|" + "---|" * len(PHASES),
+    ]
+    for model, entry in results.items():
+        for head in TRL_HEADS:
+            if head not in entry:
+                continue
+            for side in ("dcrl", "trl"):
+                phases = entry[head][side]["phase_median_seconds"]
+                lines.append(
+                    f"| {model} | {head} | {side} | "
+                    + " | ".join(f"{phases[p]:.2f}" for p in PHASES)
+                    + " |"
+                )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -403,9 +468,15 @@ def write_figure(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    panels = [
+        (model, head, entry[head])
+        for model, entry in results.items()
+        for head in TRL_HEADS
+        if head in entry
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
     colors = plt.get_cmap("tab10").colors
-    for ax, (model, r) in zip(axes[0], results.items(), strict=True):
+    for ax, (model, head, r) in zip(axes[0], panels, strict=True):
         for x, side in enumerate(("dcrl", "trl")):
             bottom = 0.0
             for i, phase in enumerate(PHASES):
@@ -419,13 +490,13 @@ def write_figure(results: dict[str, Any], path: Path) -> None:
                 ha="center",
                 va="bottom",
             )
-        ax.set_xticks([0, 1], [f"dcrl ({r['dcrl_decoding']})", "TRL 1.16"])
+        ax.set_xticks([0, 1], [f"dcrl ({r['dcrl_decoding']})", f"TRL ({head})"])
         ax.set_ylabel("median seconds per step")
         ax.set_ylim(top=ax.get_ylim()[1] * 1.08)  # room for the tokens/s labels
         ax.set_title(
-            f"{model}, {r['threads']} thread(s): dcrl/TRL = "
+            f"{model}, TRL head {head}, {r['threads']} thr:\ndcrl/TRL = "
             f"{r['ratio_median_tokens_per_s']:.2f}× tokens/s",
-            fontsize=10,
+            fontsize=9,
         )
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(PHASES), fontsize=8)
@@ -446,19 +517,35 @@ def main() -> None:
         default="loop",
         help="dcrl's HF decoder (dcrl.rollout.hf); TRL always uses transformers' generate",
     )
+    parser.add_argument(
+        "--trl-head",
+        choices=("both", *TRL_HEADS),
+        default="both",
+        help="TRL's LM head: completion_only (as on a GPU, the fair variant), as_run (every "
+        "position, as TRL runs on a CPU), or both, one pass each",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "step_vs_trl.json")
     args = parser.parse_args()
     if args.repetitions < 1:
         parser.error("--repetitions must be ≥ 1")
 
-    result = run(args.model, args.repetitions, args.warmup, args.threads, args.decoding)
+    heads = TRL_HEADS if args.trl_head == "both" else (args.trl_head,)
+    entry: dict[str, Any] = {"command": "python bench/step_vs_trl.py " + " ".join(sys.argv[1:])}
+    for head in heads:
+        entry[head] = run(
+            args.model, args.repetitions, args.warmup, args.threads, args.decoding, head
+        )
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results[args.model] = result
+    # entries written before the two TRL variants existed are replaced, not mixed in
+    results = {k: v for k, v in results.items() if any(h in v for h in TRL_HEADS)}
+    results[args.model] = entry
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     write_markdown(results, args.out.with_suffix(".md"))
     write_figure(results, args.out.with_suffix(".png"))
-    print(f"{args.model}: dcrl/TRL median tokens/s = {result['ratio_median_tokens_per_s']:.2f}×")
+    for head in heads:
+        ratio = entry[head]["ratio_median_tokens_per_s"]
+        print(f"{args.model} [{head}]: dcrl/TRL median tokens/s = {ratio:.2f}×")
 
 
 if __name__ == "__main__":

@@ -38,16 +38,24 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from dcrl.core.logprobs import ACCELERATOR_BLOCK_BYTES, CPU_BLOCK_BYTES
+from dcrl.core.logprobs import ACCELERATOR_BLOCK_BYTES
+
+# Bytes of one float32 block of logits when `chunk_size` is None, on CPU. Larger than
+# dcrl.core.logprobs' 16 MiB: here each block is produced by a projection (H multiply-adds per
+# logit), which dwarfs the page faults of a block above glibc's mmap threshold, and wider
+# projections run faster (at V = 49,152, H = 896 on one thread: 85 positions per block ~8% slower
+# than 340; bench/core_memory.py measures the default). On a GPU: dcrl.core.logprobs' 256 MiB.
+HEAD_CPU_BLOCK_BYTES = 64 * 2**20
 
 
 def default_head_chunk_size(vocab_size: int, dtype: torch.dtype, device: torch.device) -> int:
-    """Positions per block when `chunk_size` is None: one float32 block of logits is as large as
-    `dcrl.core.logprobs`' block (16 MiB on CPU, 256 MiB on an accelerator), e.g. 27 positions on
-    CPU at V = 151,936."""
+    """Positions per block when `chunk_size` is None: a float32 block of logits of 64 MiB on CPU
+    (341 positions at V = 49,152; 110 at V = 151,936), 256 MiB on an accelerator."""
     compute_dtype = torch.promote_types(dtype, torch.float32)
     row_bytes = vocab_size * torch.finfo(compute_dtype).bits // 8
-    block_bytes = CPU_BLOCK_BYTES if torch.device(device).type == "cpu" else ACCELERATOR_BLOCK_BYTES
+    block_bytes = (
+        HEAD_CPU_BLOCK_BYTES if torch.device(device).type == "cpu" else ACCELERATOR_BLOCK_BYTES
+    )
     return max(1, block_bytes // row_bytes)
 
 
@@ -304,7 +312,7 @@ def fused_logprobs_entropy(
             frozen head this saves one projection in forward. A gradient reaching it anyway is
             still exact (the backward then recomputes the logits).
         chunk_size: positions per block; None: `default_head_chunk_size` (a block of float32
-            logits of 16 MiB on CPU, 256 MiB on an accelerator).
+            logits of 64 MiB on CPU, 256 MiB on an accelerator).
 
     Returns:
         logprobs: (N, L) float32 (float64 for float64 inputs).
