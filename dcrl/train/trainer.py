@@ -579,9 +579,15 @@ def _prepare_run_dir(run_dir: Path, config_text: str) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", config_text)
     except OSError as error:
+        fix = "choose a writable directory for log.output_dir"
+        if is_write_failure(error) and not isinstance(error, PermissionError):
+            fix += (
+                f", or free space there (config.yaml alone needs {len(config_text.encode())} "
+                "bytes; the logs and checkpoints need more)"
+            )
         raise UserError(
             f"log.output_dir={run_dir}: cannot write the run directory there ({one_line(error)})"
-            "; choose a writable directory for log.output_dir"
+            f"; {fix}"
         ) from None
 
 
