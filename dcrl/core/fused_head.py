@@ -104,28 +104,56 @@ def _validate(
 
 
 class _Head:
-    """The block computation shared by forward and backward."""
+    """The block computation shared by forward and backward, on buffers reused across blocks
+    (allocating a fresh (b, V) tensor per block costs page faults once it passes the allocator's
+    mmap threshold, as blocks of tens of MiB do on CPU)."""
 
     def __init__(self, weight, bias, temperature, logit_scale, softcap, compute_dtype) -> None:
         self.weight, self.bias = weight, bias
         self.temperature, self.logit_scale, self.softcap = temperature, logit_scale, softcap
         self.compute_dtype = compute_dtype
 
-    def scaled(self, hidden_block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """z = transform(h W^T + b) / T for a (b, H) block -> ((b, V) fresh compute-dtype tensor,
-        tanh of the soft cap's argument or None)."""
-        logits = F.linear(hidden_block, self.weight, self.bias)  # (b, V), the inputs' dtype
-        if logits.dtype != self.compute_dtype:
-            logits = logits.to(self.compute_dtype)
+    def buffers(self, rows: int) -> dict[str, torch.Tensor]:
+        vocab, device = self.weight.shape[0], self.weight.device
+        out = {
+            "z": torch.empty((rows, vocab), dtype=self.compute_dtype, device=device),
+            "p": torch.empty((rows, vocab), dtype=self.compute_dtype, device=device),
+        }
+        if self.weight.dtype != self.compute_dtype:  # the projection's own output (bf16)
+            out["low"] = torch.empty((rows, vocab), dtype=self.weight.dtype, device=device)
+        return out
+
+    def probabilities(self, hidden_block: torch.Tensor, buffers: dict[str, torch.Tensor]):
+        """For a (b, H) block: log p (b, V) in buffers["z"], p in buffers["p"], the log-sum-exp of
+        z = transform(h W^T + b)/T (b,), and tanh of the soft cap's argument (b, V) or None."""
+        rows = hidden_block.shape[0]
+        z = buffers["z"][:rows]
+        if "low" in buffers:
+            low = buffers["low"][:rows]
+            torch.matmul(hidden_block, self.weight.t(), out=low)
+            if self.bias is not None:
+                low.add_(self.bias)
+            z.copy_(low)
+        else:
+            torch.matmul(hidden_block, self.weight.t(), out=z)
+            if self.bias is not None:
+                z.add_(self.bias)
         if self.logit_scale != 1.0:
-            logits.mul_(self.logit_scale)
+            z.mul_(self.logit_scale)
         tanh = None
         if self.softcap is not None:
-            tanh = logits.div_(self.softcap).tanh_()
-            logits = tanh.mul(self.softcap)
+            tanh = z.div_(self.softcap).tanh_().clone()
+            z.copy_(tanh).mul_(self.softcap)
         if self.temperature != 1.0:
-            logits.div_(self.temperature)
-        return logits, tanh
+            z.div_(self.temperature)
+        maximum = z.amax(-1, keepdim=True)  # (b, 1)
+        z.sub_(maximum)
+        p = torch.exp(z, out=buffers["p"][:rows])
+        total = p.sum(-1, keepdim=True)  # (b, 1), ≥ 1
+        log_total = total.log()
+        z.sub_(log_total)  # log p
+        p.div_(total)
+        return z, p, (maximum + log_total).squeeze(-1), tanh
 
     def to_logit_grad(self, grad_z: torch.Tensor, tanh: torch.Tensor | None) -> torch.Tensor:
         """∂loss/∂logits from ∂loss/∂z, in place."""
@@ -135,6 +163,11 @@ class _Head:
         if factor != 1.0:
             grad_z.mul_(factor)
         return grad_z
+
+
+def _entropy(logp: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """−Σ_v p_v log p_v per row of (b, V), as a batched dot product (no (b, V) temporary)."""
+    return -(p.unsqueeze(1) @ logp.unsqueeze(-1)).reshape(-1)
 
 
 def _forward_blocks(head: _Head, hidden2d, tokens1d, chunk_size, with_entropy, directions=0):
@@ -151,37 +184,41 @@ def _forward_blocks(head: _Head, hidden2d, tokens1d, chunk_size, with_entropy, d
         torch.empty((rows, weight.shape[1]), dtype=dtype, device=hidden2d.device)
         for _ in range(directions)
     ]
+    buffers = head.buffers(min(rows, chunk_size))
     for start in range(0, rows, chunk_size):
         block = slice(start, start + chunk_size)
-        full_logprobs, tanh = head.scaled(hidden2d[block])  # (b, V)
-        block_logsumexp = torch.logsumexp(full_logprobs, dim=-1)
+        logp, probs, block_logsumexp, tanh = head.probabilities(hidden2d[block], buffers)
         logsumexp[block] = block_logsumexp
-        full_logprobs.sub_(block_logsumexp.unsqueeze(-1))  # log π^T(v)
         block_tokens = tokens1d[block].unsqueeze(-1)
-        logprobs[block] = full_logprobs.gather(-1, block_tokens).squeeze(-1)
-        if entropy is None and not directions:
-            continue
-        probs = full_logprobs.exp()
+        logprobs[block] = logp.gather(-1, block_tokens).squeeze(-1)
         if entropy is not None:
-            full_logprobs.clamp_(min=torch.finfo(dtype).min)  # 0·log 0 = 0 for masked entries
-            entropy[block] = -(probs * full_logprobs).sum(-1)
+            entropy[block] = _entropy(logp, probs)
         if directions:
             # ∂ log p_token/∂z = onehot − p and ∂H/∂z = −p (log p + H), through the soft cap's
             # derivative, projected back through W: (b, V) @ (V, H). ∂z/∂logits' constant
             # factor (scale / T) is applied in backward.
-            derivative = None if tanh is None else 1 - tanh.square_()
+            derivative = None if tanh is None else tanh.square_().neg_().add_(1)
             if directions == 2:
-                direction = full_logprobs.add_(entropy[block].unsqueeze(-1)).mul_(probs).neg_()
+                direction = logp.add_(entropy[block].unsqueeze(-1)).mul_(probs).neg_()
                 if derivative is not None:
                     direction.mul_(derivative)
-                grad_dirs[1][block] = direction.to(weight.dtype) @ weight
+                grad_dirs[1][block] = _project(direction, weight, buffers)
             direction = probs.neg_().scatter_add_(
                 -1, block_tokens, torch.ones_like(block_tokens, dtype=dtype)
             )
             if derivative is not None:
                 direction.mul_(derivative)
-            grad_dirs[0][block] = direction.to(weight.dtype) @ weight
+            grad_dirs[0][block] = _project(direction, weight, buffers)
     return (logprobs, entropy, logsumexp, *grad_dirs, *([None] * (2 - directions)))
+
+
+def _project(grad: torch.Tensor, weight: torch.Tensor, buffers: dict) -> torch.Tensor:
+    """(b, V) @ (V, H) in the weight's dtype (as autograd through a bf16 head would)."""
+    if "low" in buffers:
+        low = buffers["low"][: grad.shape[0]]
+        low.copy_(grad)
+        return low @ weight
+    return grad @ weight
 
 
 class _FusedHeadFunction(torch.autograd.Function):
@@ -198,15 +235,15 @@ class _FusedHeadFunction(torch.autograd.Function):
       once, as on the naive path, and nothing of size V is saved.
     - head trained (or an entropy gradient that was not prepared): ∂W needs every p_iv times the
       incoming gradient, so backward recomputes each block's logits (one more projection).
-    Saved: the inputs, the per-position log-sum-exp and entropy (R each), and u, e.
+    Saved: the inputs, the per-position entropy (R,), and u, e.
     """
 
     @staticmethod
     def forward(ctx, hidden2d, weight, bias, tokens1d, head, chunk_size, with_entropy, directions):
-        logprobs, entropy, logsumexp, lp_dir, ent_dir = _forward_blocks(
+        logprobs, entropy, _, lp_dir, ent_dir = _forward_blocks(
             head, hidden2d, tokens1d, chunk_size, with_entropy, directions
         )
-        ctx.save_for_backward(hidden2d, weight, bias, tokens1d, logsumexp, entropy, lp_dir, ent_dir)
+        ctx.save_for_backward(hidden2d, weight, bias, tokens1d, entropy, lp_dir, ent_dir)
         ctx.head, ctx.chunk_size = head, chunk_size
         ctx.set_materialize_grads(False)
         return logprobs, entropy
@@ -214,7 +251,7 @@ class _FusedHeadFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_logprobs, grad_entropy):
-        hidden2d, weight, bias, tokens1d, logsumexp, entropy, lp_dir, ent_dir = ctx.saved_tensors
+        hidden2d, weight, bias, tokens1d, entropy, lp_dir, ent_dir = ctx.saved_tensors
         nothing = (None,) * 8
         if grad_logprobs is None and grad_entropy is None:
             return nothing
@@ -240,30 +277,27 @@ class _FusedHeadFunction(torch.autograd.Function):
         grad_bias = (
             torch.zeros(weight.shape[0], dtype=dtype, device=weight.device) if need_bias else None
         )
+        buffers = head.buffers(min(hidden2d.shape[0], ctx.chunk_size))
         for start in range(0, hidden2d.shape[0], ctx.chunk_size):
             block = slice(start, start + ctx.chunk_size)
             hidden_block = hidden2d[block]
-            full_logprobs, tanh = head.scaled(hidden_block)
-            full_logprobs.sub_(logsumexp[block].unsqueeze(-1))  # (b, V) log p
-            grad = full_logprobs.exp()  # p, turned into ∂loss/∂z in place
+            logp, grad, _, tanh = head.probabilities(hidden_block, buffers)
+            # grad holds p, turned into ∂loss/∂z in place
             if grad_entropy is not None:
-                weight_v = full_logprobs.clamp_(min=torch.finfo(dtype).min)
-                weight_v.add_(entropy[block].unsqueeze(-1))
+                weight_v = logp.add_(entropy[block].unsqueeze(-1))
                 weight_v.mul_(grad_entropy[block].unsqueeze(-1))
                 if grad_logprobs is not None:
                     weight_v.add_(grad_logprobs[block].unsqueeze(-1))
                 grad.mul_(weight_v).neg_()
             else:
                 grad.mul_(-grad_logprobs[block].unsqueeze(-1))
-            del full_logprobs
             if grad_logprobs is not None:
                 grad.scatter_add_(
                     -1, tokens1d[block].unsqueeze(-1), grad_logprobs[block].unsqueeze(-1).to(dtype)
                 )
             grad = head.to_logit_grad(grad, tanh)  # (b, V) ∂loss/∂logits
-            del tanh
             if grad_hidden is not None:
-                grad_hidden[block] = grad.to(weight.dtype) @ weight
+                grad_hidden[block] = _project(grad, weight, buffers)
             if grad_weight is not None:
                 grad_weight.addmm_(grad.t(), hidden_block.to(dtype))
             if grad_bias is not None:
