@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from bench.experiments import EXPERIMENTS, combined, compression, entropy, exploration, sweep
-from bench.experiments.common import EVAL_DIR, TESTBEDS, RunSpec, rms_relative_error
+from bench.experiments.common import EVAL_DIR, TESTBEDS, RunSpec, controlled, rms_relative_error
 from bench.reproduce import build_parser, write_claims, write_results
 
-# The explore testbed with a known starting entropy: targets 1.25x, 0.95x, 0.45x are 0.25,
-# 0.19, 0.09 nats.
-EXPLORE = dataclasses.replace(TESTBEDS["explore"], start_entropy=0.2)
+# The explore testbed: absolute targets in nats per token (entropy 0.14, 0.10, 0.07; sweep
+# 0.06 to 0.14; exploration and combined 0.10), its measured start ~0.115.
+EXPLORE = TESTBEDS["explore"]
+START = 0.115  # the synthetic runs' starting entropy
 
 
 def write_log(root: Path, spec: RunSpec, entropies: list[float], **series: list[float]) -> None:
@@ -70,15 +71,16 @@ def test_rms_relative_error_by_hand():
 
 def test_entropy_on_explore_rms_goals_heating_and_trap(tmp_path):
     specs = entropy.specs([1, 2], EXPLORE)
-    assert {s.target for s in specs} == {None, 0.25, 0.19, 0.09}
-    start = [0.2, 0.2, 0.2, 0.2]
+    assert not EXPLORE.relative_targets
+    assert {s.target for s in specs} == {None, 0.14, 0.10, 0.07}
+    start = [START] * 4
     for spec in specs:
         target = spec.target
-        if target is None:  # GRPO: 0.2 -> 0.1, a 50% drop
-            series = [0.2, 0.2, 0.2, 0.15, 0.12, 0.1, 0.1, 0.1]
+        if target is None:  # GRPO: 0.12 -> 0.06, a 50% drop
+            series = [0.12, 0.12, 0.12, 0.09, 0.07, 0.06, 0.06, 0.06]
         elif spec.controller == "pi":  # 1.05, 0.95, 1, 1 times the target
             series = start + [1.05 * target, 0.95 * target, target, target]
-        elif target == 0.09:  # bang-bang on the target: PI cannot beat an RMS of 0
+        elif target == 0.07:  # bang-bang on the target: PI cannot beat an RMS of 0
             series = start + [target] * 4
         else:  # bang-bang stays at half the target
             series = start + [0.5 * target] * 4
@@ -93,16 +95,18 @@ def test_entropy_on_explore_rms_goals_heating_and_trap(tmp_path):
     assert entropy.evaluated(specs, EXPLORE) == [s for s in specs if s.name == "grpo"]
 
     summary = entropy.summarize(specs, tmp_path, EXPLORE, pretrained)
-    pi = summary["dcpo-H1.25x-pi"]
-    assert pi["target"] == 0.25
+    pi = summary["dcpo-H0.14-pi"]
+    assert pi["target"] == 0.14
     assert pi["mean_rms_relative_error"] == pytest.approx(math.sqrt(2 * 0.05**2 / 4))
     assert pi["goal_met"] is True
-    assert summary["dcpo-H1.25x-bang_bang"]["mean_rms_relative_error"] == pytest.approx(0.5)
-    assert summary["dcpo-H1.25x-bang_bang"]["goal_met"] is False
-    assert summary["aepo-H0.45x-pi"]["goal_met"] is False  # not below bang-bang's 0
+    assert summary["dcpo-H0.14-bang_bang"]["mean_rms_relative_error"] == pytest.approx(0.5)
+    assert summary["dcpo-H0.14-bang_bang"]["goal_met"] is False
+    assert summary["aepo-H0.07-pi"]["goal_met"] is False  # not below bang-bang's 0
     assert summary["grpo"]["mean_entropy_drop"] == pytest.approx(0.5)
-    assert summary["heating"]["setting"] == "aepo-H1.25x-pi"
-    assert summary["heating"]["target_over_start"] == pytest.approx(1.25)
+    # 0.14 / 0.115 = 1.22x the start: AEPO heats; 0.10 is below its start
+    assert summary["heating"]["setting"] == "aepo-H0.14-pi"
+    assert summary["heating"]["target_over_start"] == pytest.approx(0.14 / START)
+    assert summary["heating"]["start"] == pytest.approx(START)
     assert summary["heating"]["goal_met"] is True
     trap = summary["held_out"]["trap_goal"]
     assert (trap["grpo_pass_at_16"], trap["pretrained_pass_at_16"], trap["goal_met"]) == (
@@ -112,8 +116,8 @@ def test_entropy_on_explore_rms_goals_heating_and_trap(tmp_path):
     )
 
     rows = {row["claim"]: row for row in entropy.claims(summary, EXPLORE)}
-    assert rows["control: dcpo-H1.25x-pi holds its target 0.25"]["met"] is True
-    assert rows["control: aepo-H0.45x-pi holds its target 0.09"]["met"] is False
+    assert rows["control: dcpo-H0.14-pi holds its target 0.14"]["met"] is True
+    assert rows["control: aepo-H0.07-pi holds its target 0.07"]["met"] is False
     assert not any("bang_bang" in claim for claim in rows)
     assert rows["control: aepo holds a target >= 20% above its starting entropy"]["met"] is True
     assert rows["entropy: grpo collapses the entropy"]["value"] == 0.5
@@ -128,12 +132,13 @@ def test_entropy_on_explore_rms_goals_heating_and_trap(tmp_path):
 
 
 def test_aepo_heating_fails_below_the_margin(tmp_path):
-    """A held target only 10% above AEPO's start does not count as heating."""
-    aepo_high = next(s for s in entropy.specs([1], EXPLORE) if s.name == "aepo-H1.25x-pi")
-    # AEPO starts at 0.23 here: 0.25 is only 1.09x its start
-    write_log(tmp_path, aepo_high, [0.23] * 4 + [0.25] * 4)
+    """A held target less than 20% above AEPO's start does not count as heating."""
+    aepo_high = next(s for s in entropy.specs([1], EXPLORE) if s.name == "aepo-H0.14-pi")
+    # AEPO starts at 0.13 here: 0.14 is only 1.08x its start
+    write_log(tmp_path, aepo_high, [0.13] * 4 + [0.14] * 4)
     summary = entropy.summarize([aepo_high], tmp_path, EXPLORE, None)
-    assert summary["heating"]["target_over_start"] == pytest.approx(0.25 / 0.23)
+    assert summary["heating"]["target_over_start"] == pytest.approx(0.14 / 0.13)
+    assert summary["heating"]["rms_relative_error"] == pytest.approx(0.0)
     assert summary["heating"]["goal_met"] is False
 
 
@@ -149,16 +154,15 @@ def test_sweep_interior_peak_against_grpo(tmp_path, accuracies, grpo, interior, 
     specs = sweep.specs([1, 2], EXPLORE)
     settings = sweep.SETTINGS["explore"]
     assert len(settings.targets) >= 5 and settings.algorithm == "aepo"
-    accuracy_of = dict(
-        zip((EXPLORE.target_value(t) for t in settings.targets), accuracies, strict=True)
-    )
+    assert settings.targets == (0.06, 0.08, 0.10, 0.12, 0.14)
+    accuracy_of = dict(zip(settings.targets, accuracies, strict=True))
     for spec in specs:
         if spec.target is None:
             avg = grpo[spec.seed - 1]
-            write_log(tmp_path, spec, [0.2] * 8)
+            write_log(tmp_path, spec, [START] * 8)
         else:
             avg = accuracy_of[spec.target] + (0.01 if spec.seed == 1 else -0.01)
-            write_log(tmp_path, spec, [0.2] * 4 + [spec.target] * 4)
+            write_log(tmp_path, spec, [START] * 4 + [spec.target] * 4)
         write_eval(tmp_path, spec, same_kinds(avg, 0.9))
     summary = sweep.summarize(specs, tmp_path, EXPLORE, None)
     shape = summary["shape"]
@@ -167,8 +171,10 @@ def test_sweep_interior_peak_against_grpo(tmp_path, accuracies, grpo, interior, 
     peak = max(accuracies)
     assert shape["margin_over_grpo"] == pytest.approx(peak - sum(grpo) / 2)
     assert shape["seed_spread"] == pytest.approx(max(0.01, (grpo[1] - grpo[0]) / 2))
-    assert list(summary["points"]) == ["0.45x", "0.7x", "0.95x", "1.25x", "1.6x"]
-    assert summary["points"]["0.95x"]["mean_avg_at_n_trap"] == pytest.approx(accuracies[2])
+    assert shape["best_target"] == settings.targets[accuracies.index(peak)]
+    assert list(summary["points"]) == ["0.06", "0.08", "0.1", "0.12", "0.14"]
+    assert summary["points"]["0.1"]["mean_avg_at_n_trap"] == pytest.approx(accuracies[2])
+    assert summary["points"]["0.1"]["mean_second_half_entropy"] == pytest.approx(0.10)
     rows = sweep.claims(summary, EXPLORE)
     assert [row["met"] for row in rows] == [interior, beats]
     assert "trap avg@n" in sweep.markdown(summary, EXPLORE)
@@ -176,7 +182,8 @@ def test_sweep_interior_peak_against_grpo(tmp_path, accuracies, grpo, interior, 
 
 def test_exploration_per_algorithm_and_kind(tmp_path):
     specs = exploration.specs([1, 2], EXPLORE)
-    assert {s.name for s in specs} == {"grpo", "dcpo-H0.95x-pi", "aepo-H0.95x-pi"}
+    assert {s.name for s in specs} == {"grpo", "dcpo-H0.1-pi", "aepo-H0.1-pi"}
+    assert {s.target for s in specs} == {None, 0.10}
     scores = {
         "grpo": {"plain": (0.8, 0.9, 20), "trap": (0.2, 0.6, 20)},
         "dcpo": {"plain": (0.8, 0.95, 25), "trap": (0.4, 0.9, 25)},  # better on both
@@ -193,8 +200,8 @@ def test_exploration_per_algorithm_and_kind(tmp_path):
     assert summary["curves"]["pretrained"]["by_kind"]["trap"]["avg_at_n"] == 0.2
     rows = exploration.claims(summary, EXPLORE)
     assert [row["claim"] for row in rows] == [
-        "exploration: DCPO at its best target 0.95x >= GRPO on the held-out split",
-        "exploration: AEPO at its best target 0.95x >= GRPO on the held-out split",
+        "exploration: DCPO at its best target 0.1 >= GRPO on the held-out split",
+        "exploration: AEPO at its best target 0.1 >= GRPO on the held-out split",
     ]
     assert rows[0]["value"]["by_kind"]["trap"]["pass_at_16"] == [0.9, 0.6]
     table = exploration.markdown(summary, EXPLORE)
@@ -208,7 +215,7 @@ def test_compression_lp_f_correlation_ends_above_icr(tmp_path):
     correlation = {"grpo": -0.2, "lp_f": 0.1, "icr": -0.05, "lp_f+icr": 0.0}
     for spec in specs:
         corr = [-0.3, -0.3, correlation[spec.name], correlation[spec.name]]
-        write_log(tmp_path, spec, [0.2] * 4, **{"corr/length_acc_group": corr})
+        write_log(tmp_path, spec, [START] * 4, **{"corr/length_acc_group": corr})
         write_eval(
             tmp_path, spec, same_kinds(0.6 if spec.name != "icr" else 0.59, 0.9, lengths[spec.name])
         )
@@ -219,17 +226,21 @@ def test_compression_lp_f_correlation_ends_above_icr(tmp_path):
     rows = compression.claims(summary, EXPLORE)
     assert [row["met"] for row in rows] == [True, True]
     assert rows[1]["claim"].startswith("compression: LP-F's per-group")
-    assert any("max_length=48" in o for o in specs[1].overrides)
+    assert "algorithm.max_length=48" in specs[1].overrides
+    assert "algorithm.buffer=16" in specs[1].overrides
+    assert "algorithm.lp_f_max_length=48" in specs[3].overrides
 
 
 @pytest.mark.parametrize(("composed_accuracy", "met"), [(0.69, True), (0.67, False)])
 def test_combined_rms_goal_against_the_better_of_the_two(tmp_path, composed_accuracy, met):
     specs = combined.specs([1], EXPLORE)
-    target = EXPLORE.target_value(combined.SETTINGS["explore"].target)
-    accuracy = {"dcpo-H0.95x-pi": 0.6, "icr-recipe": 0.7, "dcpo+icr": composed_accuracy}
-    length = {"dcpo-H0.95x-pi": 30.0, "icr-recipe": 20.0, "dcpo+icr": 24.0}
+    target = combined.SETTINGS["explore"].target
+    assert target == 0.10
+    assert {s.target for s in specs if s.name != "icr-recipe"} == {target}
+    accuracy = {"dcpo-H0.1-pi": 0.6, "icr-recipe": 0.7, "dcpo+icr": composed_accuracy}
+    length = {"dcpo-H0.1-pi": 30.0, "icr-recipe": 20.0, "dcpo+icr": 24.0}
     for spec in specs:
-        write_log(tmp_path, spec, [0.2] * 4 + [target * 1.02] * 4)
+        write_log(tmp_path, spec, [START] * 4 + [target * 1.02] * 4)
         write_eval(tmp_path, spec, same_kinds(accuracy[spec.name], 0.9, length[spec.name]))
     summary = combined.summarize(specs, tmp_path, EXPLORE, None)
     goal = summary["goal"]
@@ -272,9 +283,23 @@ def test_driver_writes_an_explore_record_with_its_placeholders(tmp_path):
     written = write_results("exploration", specs, tmp_path, out, EXPLORE, pretrained, record, [])
     assert written["testbed"] == "explore"
     assert "exploration.SETTINGS['explore'].algorithms" in written["placeholders"]
+    assert not any(p.startswith("common.TESTBEDS") for p in written["placeholders"])
     assert json.loads((out / "exploration.json").read_text())["seeds"] == [4]
     assert (out / "exploration.md").read_text().startswith("<!-- made by: python bench")
     assert [r["met"] for r in json.loads((out / "claims.json").read_text())] == [True, True]
+
+
+def test_relative_targets_are_multiples_of_the_start():
+    """A testbed with relative targets names runs by the multiple, trains at its value."""
+    relative = dataclasses.replace(EXPLORE, relative_targets=True, start_entropy=0.2)
+    assert (relative.target_value(1.25), relative.target_label(1.25)) == (0.25, "1.25x")
+    assert (EXPLORE.target_value(0.14), EXPLORE.target_label(0.14)) == (0.14, "0.14")
+    spec = controlled(relative, "dcpo", 1.25, "pi", 1)
+    assert (spec.name, spec.target) == ("dcpo-H1.25x-pi", 0.25)
+    assert spec.overrides == ("algorithm.target_entropy=0.25",)
+    spec = controlled(EXPLORE, "dcpo", 0.14, "pi", 1)
+    assert (spec.name, spec.target) == ("dcpo-H0.14-pi", 0.14)
+    assert spec.overrides == ("algorithm.target_entropy=0.14",)
 
 
 def test_arguments_and_registry():
