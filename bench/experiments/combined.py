@@ -59,9 +59,8 @@ class Settings:
 SETTINGS = {
     "overthink": Settings(target=0.15),
     "explore": Settings(
-        target=0.95,  # PLACEHOLDER: × the starting entropy; configs/explore-dcpo-icr.yaml's
+        target=0.10,  # configs/explore-dcpo-icr.yaml's target_entropy
         goal="rms",
-        placeholders=("target",),
     ),
 }
 

@@ -48,10 +48,11 @@ SETTINGS = {
     # A concise level-3 answer is about 20 tokens; the policy starts near 27.
     "overthink": Settings(lp_f_max_length=32, lp_f_buffer=16),
     "explore": Settings(
-        lp_f_max_length=48,  # PLACEHOLDER: from the explore policy's answer lengths
-        lp_f_buffer=16,  # PLACEHOLDER
+        # The penalty ramps from 32 to 48 tokens: a fast answer with a check is ~16, a
+        # decomposition ~27 and ~37 with one check, so LP-F leans on decompositions too.
+        lp_f_max_length=48,
+        lp_f_buffer=16,
         lp_f_correlation_goal=True,
-        placeholders=("lp_f_max_length", "lp_f_buffer"),
     ),
 }
 

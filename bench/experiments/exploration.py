@@ -35,7 +35,7 @@ class Settings:
 SETTINGS = {
     "overthink": Settings(algorithms=(("dcpo", 0.15),), flat_goals=True),
     "explore": Settings(
-        algorithms=(("dcpo", 0.95), ("aepo", 0.95)),  # PLACEHOLDER: each one's best (sweep)
+        algorithms=(("dcpo", 0.10), ("aepo", 0.10)),  # PLACEHOLDER: each one's best (sweep)
         best_targets=True,
         placeholders=("algorithms",),
     ),

@@ -52,9 +52,8 @@ SETTINGS = {
     "overthink": Settings(algorithm="dcpo", targets=(0.07, 0.1, 0.13, 0.15, 0.19, 0.22)),
     "explore": Settings(
         algorithm="aepo",
-        targets=(0.45, 0.7, 0.95, 1.25, 1.6),  # PLACEHOLDER: × the starting entropy
+        targets=(0.06, 0.08, 0.10, 0.12, 0.14),  # nats per token; the start is ~0.115
         against_grpo=True,
-        placeholders=("targets",),
     ),
 }
 
