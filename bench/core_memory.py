@@ -179,8 +179,12 @@ def run_lora_worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     options = LoraOptions()
+    base = Qwen2ForCausalLM(qwen_config(args.layers))
+    if args.checkpointing:  # as dcrl.models.load_policy(gradient_checkpointing=True) does
+        enable = getattr(base, "activation_checkpointing_enable", None)
+        (enable or base.gradient_checkpointing_enable)({"use_reentrant": False})
     model = get_peft_model(
-        Qwen2ForCausalLM(qwen_config(args.layers)),
+        base,
         LoraConfig(
             r=options.rank,
             lora_alpha=options.alpha,
@@ -214,6 +218,7 @@ def run_lora_worker(args: argparse.Namespace) -> dict:
     call(args.length)
     return {
         "path": "fused" if fused else "full_logits",
+        "gradient_checkpointing": bool(args.checkpointing),
         "layers": args.layers,
         "response_tokens": args.length,
         "peak_extra_mb": _peak_extra_mb(baseline_kib),
@@ -236,28 +241,41 @@ def _fit_line(points: list[tuple[float, float]]) -> tuple[float, float, float]:
 
 
 def longest_response(measurements: list[dict], memory_mb: float) -> dict:
-    """Extrapolate the measurements to 24 layers and the longest response that fits."""
+    """Extrapolate the measurements to 24 layers and the longest response that fits.
+
+    Per path and layer count k ∈ {1, 2}: peak = a_k + s_k·L (least squares). The backbone is the
+    same on both paths, so the memory one more layer adds per token, c = s_2 − s_1, is one number:
+    it is taken from the fused path, whose fits are linear to ~1 MB (the full-logits path's peaks
+    carry the allocator's noise of its GB-sized blocks, tens of MB: its own c is reported too,
+    as "own_per_layer_mb_per_token"); likewise the intercept a layer adds, d = a_2 − a_1 (fused).
+    Then s_24 = s_1 + 23 c and a_24 = a_1 + 23 d on each path, and the longest response is
+    (memory − the 24-layer model's float32 weights − a_24) / s_24.
+    """
     with torch.device("meta"):
         from transformers import Qwen2ForCausalLM
 
         model = Qwen2ForCausalLM(qwen_config(FULL_LAYERS))
     weights_mb = sum(p.numel() * 4 for p in model.parameters()) / 2**20  # tied: counted once
     out = {"memory_mb": round(memory_mb), "model_weights_mb": round(weights_mb, 1)}
+    fits = {}
     for path in ("full_logits", "fused"):
-        fits = {}
+        fits[path] = {}
         for layers in sorted({m["layers"] for m in measurements}):
             points = [
                 (m["response_tokens"], m["peak_extra_mb"])
                 for m in measurements
                 if m["path"] == path and m["layers"] == layers
             ]
-            fits[layers] = _fit_line(points)
-        (l1, (a1, s1, r1)), (l2, (a2, s2, r2)) = sorted(fits.items())
-        per_layer_slope = (s2 - s1) / (l2 - l1)
-        per_layer_intercept = (a2 - a1) / (l2 - l1)
-        slope = s1 + (FULL_LAYERS - l1) * per_layer_slope
+            fits[path][layers] = _fit_line(points)
+    (l1, (a1_fused, s1_fused, _)), (l2, (a2_fused, s2_fused, _)) = sorted(fits["fused"].items())
+    per_layer = (s2_fused - s1_fused) / (l2 - l1)
+    per_layer_intercept = (a2_fused - a1_fused) / (l2 - l1)
+    out["per_layer_mb_per_token"] = round(per_layer, 4)
+    out["per_layer_intercept_mb"] = round(per_layer_intercept, 2)
+    for path in ("full_logits", "fused"):
+        (_, (a1, s1, _)), (_, (a2, s2, _)) = sorted(fits[path].items())
+        slope = s1 + (FULL_LAYERS - l1) * per_layer
         intercept = a1 + (FULL_LAYERS - l1) * per_layer_intercept
-        tokens = int((memory_mb - weights_mb - intercept) / slope)
         out[path] = {
             "fits": {
                 str(layers): {
@@ -265,11 +283,12 @@ def longest_response(measurements: list[dict], memory_mb: float) -> dict:
                     "mb_per_token": round(s, 4),
                     "max_residual_mb": round(r, 1),
                 }
-                for layers, (a, s, r) in fits.items()
+                for layers, (a, s, r) in fits[path].items()
             },
+            "own_per_layer_mb_per_token": round((s2 - s1) / (l2 - l1), 4),
             "mb_per_token_24_layers": round(slope, 4),
             "intercept_mb_24_layers": round(intercept, 1),
-            "longest_response_tokens": tokens,
+            "longest_response_tokens": int((memory_mb - weights_mb - intercept) / slope),
         }
     out["ratio_fused_over_full_logits"] = round(
         out["fused"]["longest_response_tokens"] / out["full_logits"]["longest_response_tokens"], 2
@@ -329,19 +348,33 @@ def plot(results: dict, path: Path) -> None:
     if has_longest:
         longest = results["longest"]
         axis = axes[2]
-        for path_name, color in [("full_logits", colors["chunked"]), ("fused", colors["fused"])]:
-            info = longest[path_name]
-            points = [m for m in longest["measurements"] if m["path"] == path_name]
-            for layers, marker in [(1, "o"), (2, "s")]:
-                xs = [m["response_tokens"] for m in points if m["layers"] == layers]
-                ys = [m["peak_extra_mb"] for m in points if m["layers"] == layers]
-                axis.scatter(xs, ys, color=color, marker=marker, s=18)
-            tokens = info["longest_response_tokens"]
-            xs = [0, tokens]
-            ys = [info["intercept_mb_24_layers"] + info["mb_per_token_24_layers"] * x for x in xs]
-            axis.plot(
-                xs, ys, color=color, linestyle="--", label=f"{path_name}, 24 layers: {tokens:,} tok"
-            )
+        for key, style in [("longest", "--"), ("longest_checkpointed", ":")]:
+            if key not in results:
+                continue
+            entry = results[key]
+            suffix = ", ckpt" if entry.get("gradient_checkpointing") else ""
+            for path_name, color in [
+                ("full_logits", colors["chunked"]),
+                ("fused", colors["fused"]),
+            ]:
+                info = entry[path_name]
+                points = [m for m in entry["measurements"] if m["path"] == path_name]
+                for layers, marker in [(1, "o"), (2, "s")]:
+                    xs = [m["response_tokens"] for m in points if m["layers"] == layers]
+                    ys = [m["peak_extra_mb"] for m in points if m["layers"] == layers]
+                    axis.scatter(xs, ys, color=color, marker=marker, s=14)
+                tokens = info["longest_response_tokens"]
+                xs = [64, tokens]
+                ys = [
+                    info["intercept_mb_24_layers"] + info["mb_per_token_24_layers"] * x for x in xs
+                ]
+                axis.plot(
+                    xs,
+                    ys,
+                    color=color,
+                    linestyle=style,
+                    label=f"{path_name}{suffix}, 24 layers: {tokens:,} tok",
+                )
         axis.axhline(
             longest["memory_mb"] - longest["model_weights_mb"],
             color="gray",
@@ -381,6 +414,22 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch threads (1 beside other work)"
     )
     parser.add_argument("--skip-longest", action="store_true", help="part 1 only")
+    parser.add_argument(
+        "--longest-only",
+        action="store_true",
+        help="part 2 only, added to the existing --out JSON",
+    )
+    parser.add_argument(
+        "--reanalyse",
+        action="store_true",
+        help="recompute part 2's extrapolation from the measurements in --out, rewrite it",
+    )
+    parser.add_argument(
+        "--checkpointing",
+        choices=("both", "off", "on"),
+        default="both",
+        help="part 2 without and/or with gradient checkpointing",
+    )
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "core_memory.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -391,13 +440,26 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.worker and args.worker.startswith("lora_"):
+        args.checkpointing = args.checkpointing == "on"
         print(json.dumps(run_lora_worker(args)))
         return
     if args.worker:
         print(json.dumps(run_worker(args)))
         return
 
-    shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.reanalyse:
+        results = json.loads(args.out.read_text())
+        for key in ("longest", "longest_checkpointed"):
+            if key in results:
+                entry = results[key]
+                entry.update(longest_response(entry["measurements"], entry["memory_mb"]))
+                print(
+                    key, {p: entry[p]["longest_response_tokens"] for p in ("full_logits", "fused")}
+                )
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        plot(results, args.out.with_suffix(".png"))
+        return
+    shapes = [] if args.longest_only else (QUICK_SHAPES if args.quick else SHAPES)
     hidden = 64 if args.quick else args.hidden
     results = {
         "benchmark": "core_memory",
@@ -408,6 +470,8 @@ def main() -> None:
         "machine": machine_description(args.threads),
         "shapes": [],
     }
+    if args.longest_only:
+        results = json.loads(args.out.read_text())
     for rows, length, vocab in shapes:
         probe = torch.empty((0, 0, vocab))
         entry = {
@@ -453,33 +517,38 @@ def main() -> None:
 
     if not args.skip_longest:
         lengths = [16, 32, 64] if args.quick else args.lengths
-        measurements = []
-        for path in ("lora_full_logits", "lora_fused"):
-            for layers in (1, 2):
-                for length in lengths:
-                    command = [sys.executable, __file__, "--worker", path, "--layers", str(layers)]
-                    command += ["--length", str(length), "--threads", str(args.threads)]
-                    measurements.append(_run(command))
-                    print(measurements[-1], flush=True)
-        memory_mb = _status_kib_meminfo("MemTotal") / 1024
-        results["longest"] = {
-            "prompt_tokens": PROMPT_TOKENS,
-            "measurements": measurements,
-            **longest_response(measurements, memory_mb),
-        }
+        settings = {"both": ("off", "on"), "off": ("off",), "on": ("on",)}[args.checkpointing]
+        for checkpointing in settings:
+            measurements = []
+            for path in ("lora_full_logits", "lora_fused"):
+                for layers in (1, 2):
+                    for length in lengths:
+                        command = [sys.executable, __file__, "--worker", path]
+                        command += ["--layers", str(layers), "--length", str(length)]
+                        command += ["--threads", str(args.threads), "--checkpointing"]
+                        command += [checkpointing]
+                        measurements.append(_run(command))
+                        print(measurements[-1], flush=True)
+            memory_mb = _status_kib_meminfo("MemTotal") / 1024
+            key = "longest" if checkpointing == "off" else "longest_checkpointed"
+            results[key] = {
+                "command": " ".join(["python", "bench/core_memory.py", *sys.argv[1:]]),
+                "gradient_checkpointing": checkpointing == "on",
+                "prompt_tokens": PROMPT_TOKENS,
+                "measurements": measurements,
+                **longest_response(measurements, memory_mb),
+            }
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     plot(results, args.out.with_suffix(".png"))
     print(json.dumps([s["ratios"] for s in results["shapes"]], indent=2))
-    if "longest" in results:
-        print(
-            {
-                k: v["longest_response_tokens"]
-                for k, v in results["longest"].items()
-                if isinstance(v, dict) and "longest_response_tokens" in v
-            }
-        )
+    for key in ("longest", "longest_checkpointed"):
+        if key in results:
+            print(
+                key,
+                {p: results[key][p]["longest_response_tokens"] for p in ("full_logits", "fused")},
+            )
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
