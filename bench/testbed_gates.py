@@ -1,7 +1,8 @@
 """The exploration testbed's checkpoint against its pre-RL gates, at full size.
 
     python bench/testbed_gates.py                    # tiny-explore, 256 prompts x 16 samples
-    python bench/testbed_gates.py --model DIR --prompts 64
+    python bench/testbed_gates.py --model runs/explore-grpo-seed1/policy --prompts 96 \
+        --temperatures 1 --out runs/explore-grpo-seed1/profile     # a trained policy's profile
 
 Samples the policy on training and held-out problems of the `explore` task at T = 1, 1.5 and 2
 and writes bench/results/explore/gates.json (the profile: accuracy per kind, strategy shares,
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--temperatures", type=float, nargs="+", default=[1.0, 1.5, 2.0], help="T = 1 first"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "explore")
     args = parser.parse_args(argv)
@@ -48,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         options = task_options(PretrainConfig(**settings))
     task = get_task("explore", seed=args.seed, **options)
     profile = profile_testbed(
-        model, tokenizer, task, prompts=args.prompts, samples=args.samples, seed=args.seed
+        model,
+        tokenizer,
+        task,
+        prompts=args.prompts,
+        samples=args.samples,
+        temperatures=args.temperatures,
+        seed=args.seed,
     )
     gates = pretraining_gates(profile)
     command = "python bench/testbed_gates.py " + " ".join(
