@@ -248,6 +248,16 @@ def yes_no(value: bool | None) -> str:
     return "—" if value is None else ("yes" if value else "no")
 
 
+def rms_cell(entry: dict, shown: bool) -> str:
+    """A table's "RMS rel. error" cell with the bar that ends it ("" when the table has no such
+    column; blank for a setting without a target)."""
+    if not shown:
+        return ""
+    if "mean_rms_relative_error" not in entry:
+        return " | "
+    return f"{entry['mean_rms_relative_error']:.1%} | "
+
+
 def pyplot():
     """matplotlib's pyplot, drawing to files."""
     import matplotlib

@@ -33,6 +33,7 @@ from .common import (
     mean,
     metrics_of,
     pyplot,
+    rms_cell,
     rms_relative_error,
     second_half,
     series,
@@ -247,18 +248,11 @@ def markdown(summary: dict, testbed: Testbed) -> str:
     ]
     for name, entry in settings_only(summary).items():
         key = "relative_error" if "mean_relative_error" in entry else "entropy_drop"
-        rms_cell = ""
-        if rms:
-            rms_cell = (
-                f"{entry['mean_rms_relative_error']:.1%} | "
-                if "mean_rms_relative_error" in entry
-                else " | "
-            )
         lines.append(
             f"| {name} | {fmt(entry['target'])} | {fmt(entry['mean_first3_entropy'])} | "
             f"{fmt(entry['mean_second_half_mean'])} ± {fmt(entry['mean_second_half_std'])} | "
             f"{'drop ' if key == 'entropy_drop' else ''}{entry['mean_' + key]:+.1%} "
-            f"(seeds ± {entry['spread_' + key]:.1%}) | {rms_cell}"
+            f"(seeds ± {entry['spread_' + key]:.1%}) | {rms_cell(entry, rms)}"
             f"{escape_cell(entry['goal'])} | {yes_no(entry['goal_met'])} |"
         )
     lines.append("")

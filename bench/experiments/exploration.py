@@ -190,33 +190,25 @@ def markdown(summary: dict, testbed: Testbed) -> str:
     return "\n".join(lines) + "\n"
 
 
+def against_grpo(scores: dict, algorithm: str, k: int) -> dict:
+    """[the algorithm's, GRPO's] avg@n and pass@k of a goal's scores, overall or one kind's."""
+    return {
+        "avg_at_n": [round(scores[f"{algorithm}_avg_at_n"], 4), round(scores["grpo_avg_at_n"], 4)],
+        f"pass_at_{k}": [
+            round(scores[f"{algorithm}_pass_at_k"], 4),
+            round(scores["grpo_pass_at_k"], 4),
+        ],
+    }
+
+
 def claims(summary: dict, testbed: Testbed) -> list[dict]:
     rows = []
     for algorithm, goal in goals_by_algorithm(summary, testbed).items():
         at = f" at its best target {goal['target']}" if "target" in goal else ""
-        value: dict = {
-            "avg_at_n": [
-                round(goal[f"{algorithm}_avg_at_n"], 4),
-                round(goal["grpo_avg_at_n"], 4),
-            ],
-            f"pass_at_{goal['k']}": [
-                round(goal[f"{algorithm}_pass_at_k"], 4),
-                round(goal["grpo_pass_at_k"], 4),
-            ],
-        }
+        value = against_grpo(goal, algorithm, goal["k"])
         if "by_kind" in goal:
             value["by_kind"] = {
-                kind: {
-                    "avg_at_n": [
-                        round(v[f"{algorithm}_avg_at_n"], 4),
-                        round(v["grpo_avg_at_n"], 4),
-                    ],
-                    f"pass_at_{goal['k']}": [
-                        round(v[f"{algorithm}_pass_at_k"], 4),
-                        round(v["grpo_pass_at_k"], 4),
-                    ],
-                }
-                for kind, v in goal["by_kind"].items()
+                kind: against_grpo(v, algorithm, goal["k"]) for kind, v in goal["by_kind"].items()
             }
         rows.append(
             {
