@@ -1,5 +1,5 @@
 """Every registered algorithm trains the tiny model end to end, and the step recipes of AEPO, DCPO
-and ICR produce the batches research/papers.md §2.4, §3.4 and §4.5 prescribe.
+and ICR produce the batches docs/papers.md §2.4, §3.4 and §4.5 prescribe.
 
 The recipe checks record what `algorithm.prepare` received and returned during real trainer steps
 (`tests.helpers.record_prepare`) and recompute it independently: a plain-Python GRPO advantage, a
@@ -76,7 +76,7 @@ TIMING_PREFIXES = ("time/", "perf/")
 
 def grpo_reference(scores: torch.Tensor, group_index: torch.Tensor) -> torch.Tensor:
     """GRPO advantages by a plain loop: (s − mean_g) / (unbiased std_g + 1e-6), 0 for constant
-    groups (papers.md §1.2). (N,) -> (N,)."""
+    groups (docs/papers.md §1.2). (N,) -> (N,)."""
     advantages = torch.zeros(len(scores), dtype=torch.float64)
     for group in group_index.unique().tolist():
         rows = [i for i in range(len(scores)) if int(group_index[i]) == group]
@@ -89,7 +89,7 @@ def grpo_reference(scores: torch.Tensor, group_index: torch.Tensor) -> torch.Ten
 
 
 def expected_temperature(previous_entropy: float, target_entropy: float) -> float:
-    """The bang-bang rule of AEPO and DCPO (papers.md §2.4, §3.4)."""
+    """The bang-bang rule of AEPO and DCPO (docs/papers.md §2.4, §3.4)."""
     return 1.2 if previous_entropy <= target_entropy else 0.8
 
 
@@ -151,7 +151,7 @@ def test_aepo_swaps_in_tempered_positives_with_advantage_one(tmp_path):
         assert torch.all(tempered.temperature == temperature)
         assert tempered.prompt_texts == on_policy.prompt_texts[: len(tempered)]
 
-        # Positives: GRPO advantage within the tempered groups above 0.05 (papers.md §2.2).
+        # Positives: GRPO advantage within the tempered groups above 0.05 (docs/papers.md §2.2).
         tempered_scores = torch.tensor(
             [has_low_digit(text, "") for text in tempered.response_texts]
         )

@@ -123,7 +123,7 @@ def test_avg_at_k_hand_case():
 
 
 def reference_correlation(lengths, correct, group_index, zero_variance):
-    """Plain numpy, one group at a time (ICR code formulas, papers.md §4.3)."""
+    """Plain numpy, one group at a time (ICR code formulas, docs/papers.md §4.3)."""
 
     def pearson_and_cov(x, y):
         dx, dy = x - x.mean(), y - y.mean()

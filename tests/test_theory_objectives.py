@@ -36,7 +36,7 @@ def env() -> TheoryEnvironment:
 
 
 def _loop_objective(env: TheoryEnvironment, w: np.ndarray, prompt: int) -> float:
-    """f(w; x) written out action by action from the definition (theory.md §1.2)."""
+    """f(w; x) written out action by action from the definition (docs/papers.md §8.1)."""
     ref = [math.exp(env.theta_ref @ env.features[prompt, a]) for a in range(env.num_actions)]
     ref = [p / sum(ref) for p in ref]
     tilted = [ref[a] * math.exp(w @ env.features[prompt, a]) for a in range(env.num_actions)]
@@ -135,7 +135,7 @@ def test_closed_forms_at_the_optimum(env):
 
 
 def test_gradient_is_covariance_times_parameter_gap(env):
-    """∇f(w; x) = Σ_w(x)(θ* − βw) (theory.md §1.2)."""
+    """∇f(w; x) = Σ_w(x)(θ* − βw) (docs/papers.md §8.1)."""
     w = np.random.default_rng(3).normal(size=env.dim)
     covariances = policy_covariance(env, w)  # (M, d, d)
     np.testing.assert_allclose(

@@ -1,5 +1,5 @@
 """AEPO — Arbitrary Entropy Policy Optimization (Wang et al., arXiv 2510.08141), code-faithful to
-the released version (research/papers.md §2.2–2.4): GRPO plus the `aepo` target.
+the released version (docs/papers.md §2.2–2.4): GRPO plus the `aepo` target.
 
 Each step: GRPO on the on-policy batch, plus REINFORCE (advantage +1, no baseline) on correct
 samples drawn *for real* at temperature T from the first quarter of the prompts, swapped in for

@@ -26,7 +26,7 @@ AggMode = Literal[
 
 @dataclass
 class AlgorithmConfig:
-    """PPO-clip update settings shared by all algorithms (defaults: papers.md §1.2 and §7)."""
+    """PPO-clip update settings shared by all algorithms (defaults: docs/papers.md §1.2 and §7)."""
 
     name: str = field("grpo", help="Algorithm name (see `dcrl algorithms`).")
     clip_low: float = field(
@@ -160,7 +160,7 @@ class Algorithm:
     def prepare(
         self, batch: Any, scores: torch.Tensor, ctx: StepContext
     ) -> tuple[TrainBatch, dict[str, float]]:
-        """GRPO (papers.md §1.2): group-normalized advantages of the (shaped) rewards, old
+        """GRPO (docs/papers.md §1.2): group-normalized advantages of the (shaped) rewards, old
         log-probs at T = 1."""
         rewards = self.shape_rewards(batch, scores)
         advantages = core_advantages.grpo_advantages(

@@ -1,5 +1,5 @@
 """DCPO — Distribution-Centric Policy Optimization (arXiv 2601.12730), code-faithful to the
-released version (research/papers.md §3.2–3.4): GRPO plus the `dcpo` target.
+released version (docs/papers.md §3.2–3.4): GRPO plus the `dcpo` target.
 
 The same entropy control as AEPO, fully on-policy: the batch's own correct responses are
 re-weighted per token by ρ = π_old^T / π_old, and the REINFORCE term is mixed with GRPO by an

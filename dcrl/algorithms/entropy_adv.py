@@ -1,5 +1,5 @@
 """Entropy-Adv (Cheng et al. 2025, "Reasoning with Exploration: An Entropy Perspective",
-arXiv 2506.14758), as the AEPO/DCPO papers ran it (research/papers.md §5):
+arXiv 2506.14758), as the AEPO/DCPO papers ran it (docs/papers.md §5):
 
     Â_{i,t} ← Â_i + min(α · H_{i,t}, |Â_i| / κ)
 

@@ -1,5 +1,5 @@
 """Entropy-Reg: GRPO plus an entropy bonus in the loss, the baseline of the AEPO and DCPO papers
-(research/papers.md §5).
+(docs/papers.md §5).
 
 Code-faithful form (`form: sampled_nll`, EasyR1's `use_entropy_loss`): the bonus is the
 sampled-token NLL −mean log π_θ(o_t), whose expected gradient on-policy is zero — it acts only

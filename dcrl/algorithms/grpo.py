@@ -1,4 +1,4 @@
-"""GRPO (Shao et al. 2024, arXiv 2402.03300) as the papers run it (research/papers.md §1.2):
+"""GRPO (Shao et al. 2024, arXiv 2402.03300) as the papers run it (docs/papers.md §1.2):
 group-normalized advantages with the unbiased std, PPO-clip 0.2/0.2 with dual clip 3, token-mean
 loss, one epoch, no KL. The recipe is the base class's; this module names it.
 """

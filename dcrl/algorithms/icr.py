@@ -1,5 +1,5 @@
 """ICR — Implicit Compression Regularization (arXiv 2605.07316), code-faithful to the released
-version (research/papers.md §4.2, §4.5): GRPO plus the `icr` target.
+version (docs/papers.md §4.2, §4.5): GRPO plus the `icr` target.
 
 Each group's shortest correct response gets a bonus C/k added to its advantage (k = groups with a
 correct response, C = 128): REINFORCE under the "virtual shorter distribution", on-policy, with

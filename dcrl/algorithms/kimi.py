@@ -1,5 +1,5 @@
 """Kimi-style group length reward (Kimi k1.5, arXiv 2501.12599), the ICR paper's LP2 baseline
-(research/papers.md §4.4): λ = 0.5 − (L − L_min)/(L_max − L_min) within the group; a correct
+(docs/papers.md §4.4): λ = 0.5 − (L − L_min)/(L_max − L_min) within the group; a correct
 response gets λ, a wrong one min(0, λ).
 """
 

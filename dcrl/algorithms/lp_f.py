@@ -1,5 +1,5 @@
 """LP-F: GRPO on accuracy plus the DAPO soft overlong penalty (Yu et al. 2025, arXiv 2503.14476),
-the length baseline of the ICR paper (research/papers.md §4.4): 0 below max − buffer tokens, then
+the length baseline of the ICR paper (docs/papers.md §4.4): 0 below max − buffer tokens, then
 a linear ramp to −1 at max.
 """
 

@@ -1,5 +1,5 @@
 """ShorterBetter (Yi et al. 2025, arXiv 2504.21370), as in the ICR paper's baselines
-(research/papers.md §4.4): the reward α·1[correct] − β·|L − L_SOL| replaces accuracy, L_SOL being
+(docs/papers.md §4.4): the reward α·1[correct] − β·|L − L_SOL| replaces accuracy, L_SOL being
 the group's shortest correct length (the group mean when none is correct).
 """
 

@@ -6,7 +6,7 @@ with scatter operations over a dense re-numbering of the ids, never with a Pytho
 
 References:
     GRPO: Shao et al. 2024, arXiv 2402.03300 §4.1.2; the code-faithful form (unbiased std, eps 1e-6,
-        as in EasyR1/verl `compute_grpo_outcome_advantage`) is papers.md §1.2.
+        as in EasyR1/verl `compute_grpo_outcome_advantage`) is docs/papers.md §1.2.
     Dr.GRPO (no std division): Liu et al. 2025, arXiv 2503.20783 §3.
     RLOO: Ahmadian et al. 2024, arXiv 2402.14740 §3 (leave-one-out baseline).
 """
@@ -122,7 +122,7 @@ def grpo_advantages(
 ) -> torch.Tensor:
     """GRPO outcome advantage Â_i = (s_i − mean_g s) / (std_g s + eps) within each group g.
 
-    arXiv 2402.03300 §4.1.2; code-faithful form per papers.md §1.2: `std="unbiased"` is
+    arXiv 2402.03300 §4.1.2; code-faithful form per docs/papers.md §1.2: `std="unbiased"` is
     `torch.std` (n − 1), eps = 1e-6. `std="population"` divides by n; `std="none"` is Dr.GRPO
     (arXiv 2503.20783 §3): mean subtraction only. Groups whose scores are all equal (all-correct,
     all-wrong) get exactly 0.

@@ -11,12 +11,13 @@ Use it as
 
 Controllers:
     BangBangController: T = T_high if H_prev ≤ 𝓗 else T_low (1.2 / 0.8). Code-faithful to the
-        released AEPO (arXiv 2510.08141 §2.2 in papers.md) and DCPO (arXiv 2601.12730, papers.md
-        §3.2). Step 1 acts on `initial_entropy` = 0 ("below target"); the ICR repo used 0.5.
+        released AEPO (arXiv 2510.08141; docs/papers.md §2.2) and DCPO (arXiv 2601.12730;
+        docs/papers.md §3.2). Step 1 acts on `initial_entropy` = 0 ("below target"); the ICR repo
+        used 0.5.
     PIController: a dcrl extension, not in the papers — a clipped proportional-integral rule with
         anti-windup and optional smoothing of the measured entropy.
     AdaptiveTemperatureController: T = clip(1 ± (𝓗 − H_prev), 0.8, 1.2), the continuous rule of
-        the authors' later AEPO variants (papers.md §2.5); an ablation, not the released AEPO.
+        the authors' later AEPO variants (docs/papers.md §2.5); an ablation, not the released AEPO.
 
 Every controller's state_dict() holds plain JSON-able values; a controller rebuilt with
 `make_controller(state["name"], **state["config"])` and given `load_state_dict(state)` decides
@@ -171,11 +172,12 @@ class EntropyController(abc.ABC):
 class BangBangController(EntropyController):
     """T = temperature_high if H_prev ≤ target else temperature_low (code-faithful AEPO / DCPO).
 
-    Released AEPO (arXiv 2510.08141; papers.md §2.2, §2.4) and DCPO (arXiv 2601.12730; papers.md
-    §3.2, §3.4) both use this rule on the previous step's entropy, with ties (H_prev == target)
-    counting as "below" and the initial H_prev = 0 so that step 1 heats. The ICR repo starts from
-    0.5 (`initial_entropy=0.5`). Full strength is applied whatever the gap, so with the one-step
-    lag the entropy keeps crossing the target: it oscillates around it (papers.md §2.7).
+    Released AEPO (arXiv 2510.08141; docs/papers.md §2.2, §2.4) and DCPO (arXiv 2601.12730;
+    docs/papers.md §3.2, §3.4) both use this rule on the previous step's entropy, with ties (H_prev
+    == target) counting as "below" and the initial H_prev = 0 so that step 1 heats. The ICR repo
+    starts from 0.5 (`initial_entropy=0.5`). Full strength is applied whatever the gap, so with the
+    one-step lag the entropy keeps crossing the target: it oscillates around it (docs/papers.md
+    §2.7).
     """
 
     name = "bang_bang"
@@ -227,7 +229,7 @@ class PIController(EntropyController):
     filters sampling noise in the entropy estimate at the price of extra lag. Off by default.
 
     Defaults: bounds 0.8 / 1.2 as in the papers; k_p = 2 saturates T at a gap of 0.1 nats (the DCPO
-    α cap, papers.md §3.2, also saturates at 0.1); k_i = 0.2 cancels a steady drift. On the toy
+    α cap, docs/papers.md §3.2, also saturates at 0.1); k_i = 0.2 cancels a steady drift. On the toy
     plant of tests/test_core_control.py (H ← H + g·(T − 1) − drift) the loop settles without
     overshoot for g up to about 0.5 nats per unit of (T − 1) per step and goes unstable near
     g·k_p = 2; lower k_p if the entropy of your run reacts that strongly to T.
@@ -351,7 +353,7 @@ class AdaptiveTemperatureController(EntropyController):
     """T = clip(1 + s·gain·(target − H_prev), T_min, T_max): the papers' adaptive-T ablation.
 
     The authors' later AEPO variants replace the bang-bang switch by a continuous temperature
-    (papers.md §2.5, inferred to match the "temperature-adaptive positive samples" of arXiv
+    (docs/papers.md §2.5, inferred to match the "temperature-adaptive positive samples" of arXiv
     2510.08141 v7). It is a pure proportional rule: it leaves a standing gap under a steady drift.
 
     `reinforce_samples` says which samples carry the REINFORCE term, which fixes the sign s:

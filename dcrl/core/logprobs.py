@@ -3,7 +3,7 @@
 The policy at temperature T is π^T(·|s) = softmax(z(s)/T), with z the logits (the notation of
 AEPO, arXiv 2510.08141, and DCPO, arXiv 2601.12730). Every log-prob site in dcrl names its
 temperature explicitly: DCPO scores the same responses at T = 1 and at T ≠ 1, and mixing the two
-up is a known bug class (research/anchors.md §3).
+up is a known bug class (docs/papers.md §9.1).
 
 Memory. Logits of a batch are large: 8 responses × 1,024 tokens × 49,152 vocabulary entries are
 1.6 GB in float32. A naive `log_softmax(logits.float() / T)` materialises one or more copies of
@@ -19,7 +19,7 @@ on blocks of at most `chunk_size` token positions, so the extra memory is O(chun
 Math runs in float32 (float64 when the logits are float64, which gradcheck needs); outputs are
 float32 whatever the logits' dtype (bf16 logits give float32 log-probs).
 
-Two entropy signals exist and both are logged by dcrl (research/papers.md §1.2, §5):
+Two entropy signals exist and both are logged by dcrl (docs/papers.md §1.2, §5):
 - `token_entropy`: the full-vocabulary entropy −Σ_v π^T(v) log π^T(v) per position;
 - `sampled_token_nll`: −mean log π(o_t) of the sampled tokens, the Monte-Carlo estimator that the
   papers' controllers read as `actor/entropy_loss`.
@@ -264,7 +264,7 @@ def token_entropy(
 ) -> torch.Tensor:
     """Full-vocabulary entropy H = −Σ_v p_v log p_v of p = softmax(logits / T), block-wise.
 
-    Differentiable (the "true entropy" Entropy-Reg baseline of research/papers.md §5 backprops
+    Differentiable (the "true entropy" Entropy-Reg baseline of docs/papers.md §5 backprops
     through it), with the same block-wise recomputing backward as `token_logprobs`. Under
     `torch.no_grad()`, or for logits that do not require grad, nothing is saved.
 
@@ -316,7 +316,7 @@ def sampled_token_nll(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     an unbiased per-token estimate — but it is not the full-vocabulary entropy of any single
     position, and its gradient has zero expectation on-policy (score-function identity). The
     papers' controllers read exactly this quantity as `actor/entropy_loss` (EasyR1 code; see
-    research/papers.md §1.2 and §5, "Entropy-Reg").
+    docs/papers.md §1.2 and §5, "Entropy-Reg").
 
     Args:
         logprobs: (N, L) log-probs of the sampled tokens (at T = 1 for the papers' signal).

@@ -16,7 +16,7 @@ accumulation is exact (verl does the same with `batch_num_tokens`/`global_batch_
 
 Code-faithful aggregation of the papers. The AEPO/DCPO/ICR code (EasyR1) takes a token-mean
 *within* each micro-batch and divides it by the number of gradient-accumulation steps
-(research/papers.md §1.2): a mean of per-micro-batch token-means, close to but not exactly the
+(docs/papers.md §1.2): a mean of per-micro-batch token-means, close to but not exactly the
 global token-mean. To reproduce it, call each micro-batch with local counts and scale:
 
     loss = aggregate_loss(loss_mat, mask, "token-mean") / num_micro_batches
@@ -305,7 +305,7 @@ def ppo_clip_token_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-token PPO clipped surrogate loss with dual clip, as in the papers' code.
 
-    With r = exp(log π_θ − log π_old) (research/papers.md §1.2):
+    With r = exp(log π_θ − log π_old) (docs/papers.md §1.2):
         clip(r) = exp(clamp(log r, log(1 − ε_low), log(1 + ε_high)))   (clipping in log space)
         ℓ       = max(−A·r, −A·clip(r))                                 (PPO, arXiv 1707.06347)
         ℓ       = min(ℓ, −c·A)   where A < 0                            (dual clip, 1912.09729)
@@ -444,7 +444,7 @@ def clip_cov_loss(
     are not candidates (they have no gradient to remove), as in the authors' verl code. The
     detached tokens keep their loss value, so the reported loss equals the PPO loss.
     Paper defaults for Qwen2.5-7B: ratio 2e-4, bounds [1, 5]. The selection is per call (per
-    micro-batch and device), as in the authors' code (research/anchors.md §3).
+    micro-batch and device), as in the authors' code (docs/papers.md §9.4).
 
     Args:
         logprobs, old_logprobs, advantages, mask: as in `ppo_clip_token_loss`.
@@ -530,10 +530,10 @@ def kl_cov_loss(
     k = max(1, ⌊kl_cov_ratio · n_valid⌋) and covariance (A − Ā)(log π − mean log π) over the
     valid tokens (arXiv 2505.22617 §4). There is no ratio clipping. In a strictly
     on-policy step (r ≡ 1) the penalty and its gradient are 0, so it acts only on later
-    mini-batches (research/anchors.md §3).
+    mini-batches (docs/papers.md §9.4).
 
     Default ratio 2e-3: the paper's value for Qwen2.5-7B (it uses 2e-4 for 32B); the commented-
-    out KL-Cov of the ICR code uses 2e-4 (research/papers.md §5). coef 1 in both.
+    out KL-Cov of the ICR code uses 2e-4 (docs/papers.md §5). coef 1 in both.
 
     Args:
         logprobs, old_logprobs, advantages, mask: as in `ppo_clip_token_loss`.

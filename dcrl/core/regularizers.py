@@ -3,14 +3,14 @@
 Each function is pure: it turns rewards, lengths, log-probs or entropies into advantages or loss
 terms; the policy loss itself (PPO clip, aggregation) lives in `dcrl.core.losses`.
 
-References (formulas and code-faithful defaults: the research notes, papers.md):
+References (formulas and code-faithful defaults: docs/papers.md):
     AEPO: Wang et al., "Arbitrary Entropy Policy Optimization", arXiv 2510.08141
-        (papers.md §2.2-2.4).
-    DCPO: "Distribution-Centric Policy Optimization", arXiv 2601.12730 (papers.md §3.2-3.4).
-    ICR: "Implicit Compression Regularization", arXiv 2605.07316 (papers.md §4.2, §4.5).
-    Entropy-Reg: EasyR1 `use_entropy_loss` (papers.md §5).
+        (docs/papers.md §2.2-2.4).
+    DCPO: "Distribution-Centric Policy Optimization", arXiv 2601.12730 (docs/papers.md §3.2-3.4).
+    ICR: "Implicit Compression Regularization", arXiv 2605.07316 (docs/papers.md §4.2, §4.5).
+    Entropy-Reg: EasyR1 `use_entropy_loss` (docs/papers.md §5).
     Entropy-Adv: Cheng et al., "Reasoning with Exploration: An Entropy Perspective",
-        arXiv 2506.14758 (papers.md §5).
+        arXiv 2506.14758 (docs/papers.md §5).
     Best-of-n target (dcrl): the law of the best of n draws, the distribution BOND (Sessa et al.,
         "BOND: Aligning LLMs with Best-of-N Distillation", arXiv 2407.14622) distills.
 """
@@ -27,11 +27,12 @@ from dcrl.core.advantages import (
 )
 from dcrl.core.losses import Count, aggregate_loss
 
-CORRECT_THRESHOLD = 0.05  # a response is correct when its score exceeds this (papers.md §3.2)
+CORRECT_THRESHOLD = 0.05  # a response is correct when its score exceeds this (docs/papers.md §3.2)
 
 
 def correct_indicator(scores: torch.Tensor, threshold: float = CORRECT_THRESHOLD) -> torch.Tensor:
-    """c_i = 1[s_i > threshold]: the response is correct (papers.md §3.2; used by AEPO and DCPO).
+    """c_i = 1[s_i > threshold]: the response is correct
+    (docs/papers.md §3.2; used by AEPO and DCPO).
 
     Args:
         scores: (N,) sequence-level scores.
@@ -55,7 +56,7 @@ def aepo_select_positives(
     *,
     include_all_correct_groups: bool = False,
 ) -> torch.Tensor:
-    """Which tempered samples AEPO reinforces (arXiv 2510.08141; papers.md §2.2, §2.4).
+    """Which tempered samples AEPO reinforces (arXiv 2510.08141; docs/papers.md §2.2, §2.4).
 
     Code-faithful: the GRPO advantage is computed within the groups sampled at temperature T and
     the samples with Â > `threshold` are kept. With 0/1 rewards these are the correct samples of
@@ -87,7 +88,7 @@ def aepo_num_reinforce(
     max_samples: int = 60,
     weight: float | None = None,
 ) -> int:
-    """Number m of REINFORCE samples AEPO mixes in (papers.md §2.2 "How many samples").
+    """Number m of REINFORCE samples AEPO mixes in (docs/papers.md §2.2 "How many samples").
 
     m = min(N_RF, |P|), halved (floor) when the previous step's entropy is above the target.
     With a controller-chosen `weight` w (dcrl extension, `PIController(weight_max=...)`) the
@@ -119,15 +120,15 @@ def aepo_mix_batch(
     placement: str = "front",
     mask_key: str = "response_mask",
 ) -> dict[str, torch.Tensor]:
-    """Swap m tempered positives into the on-policy batch with advantage +1 (papers.md §2.2).
+    """Swap m tempered positives into the on-policy batch with advantage +1 (docs/papers.md §2.2).
 
     Code-faithful (`concat([P[:m], D[m:]])`): the m selected tempered rows replace the first m
     on-policy rows, so the batch size N is unchanged. The replaced rows get advantage +1 on every
     valid token (REINFORCE with R = 1, no baseline); the other rows keep their advantage.
     `placement="spread"` puts the m rows at evenly spaced positions floor(j·N/m) instead, so they
-    do not all land in the first mini-batch (the layout artefact of papers.md §2.2).
+    do not all land in the first mini-batch (the layout artefact of docs/papers.md §2.2).
 
-    Old log-probs of the mixed batch must be recomputed at T = 1 afterwards (papers.md §2.2).
+    Old log-probs of the mixed batch must be recomputed at T = 1 afterwards (docs/papers.md §2.2).
 
     Args:
         on_policy: batch of N responses. Every value is a tensor whose first dimension is N. It
@@ -218,7 +219,7 @@ def dcpo_rho(
     *,
     max_rho: float | None = None,
 ) -> torch.Tensor:
-    """DCPO target ratio ρ_{i,t} = π_old^T(o_t)/π_old(o_t) = exp(ℓ^T − ℓ) (papers.md §3.2).
+    """DCPO target ratio ρ_{i,t} = π_old^T(o_t)/π_old(o_t) = exp(ℓ^T − ℓ) (docs/papers.md §3.2).
 
     No gradient flows through ρ. Code-faithful ρ is not clipped; `max_rho` clamps it from above.
     With T = 1 (identical inputs) ρ is exactly 1 on every valid token.
@@ -253,7 +254,7 @@ def dcpo_alpha(
     cap: float = 0.1,
     weight: float | None = None,
 ) -> float:
-    """DCPO mixing coefficient α = a/(1 + a), a = min(|H0 − H_prev|, cap)/p (papers.md §3.2).
+    """DCPO mixing coefficient α = a/(1 + a), a = min(|H0 − H_prev|, cap)/p (docs/papers.md §3.2).
 
     p is the fraction of correct responses in the batch. The code divides by zero when p = 0;
     here p = 0 gives α = 0 (no regularizer, no NaN). With a controller-chosen `weight` w (dcrl
@@ -293,7 +294,7 @@ def dcpo_token_advantages(
     alpha: float,
     mask: torch.Tensor,
 ) -> torch.Tensor:
-    """Mixed DCPO advantage Â'_{i,t} = (1 − α)·Â_i + α·c_i·ρ_{i,t} (papers.md §3.2, §3.4).
+    """Mixed DCPO advantage Â'_{i,t} = (1 − α)·Â_i + α·c_i·ρ_{i,t} (docs/papers.md §3.2, §3.4).
 
     Args:
         grpo_advantages: (N,) GRPO advantages.
@@ -332,7 +333,7 @@ def icr_select_shortest(
     selection: str = "correct",
     positive_threshold: float = 0.0,
 ) -> torch.Tensor:
-    """Per group, the shortest eligible response (arXiv 2605.07316; papers.md §4.2 step 4).
+    """Per group, the shortest eligible response (arXiv 2605.07316; docs/papers.md §4.2 step 4).
 
     Code-faithful `selection="correct"`: eligible = reward > `positive_threshold`; a group with
     no eligible response contributes nothing. `selection="any"` takes the shortest response of
@@ -393,11 +394,12 @@ def icr_bonus(
     positive_threshold: float = 0.0,
     mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor | int | float]]:
-    """ICR: a bonus C/k on the advantage of each group's shortest correct response (papers.md §4.2).
+    """ICR: a bonus C/k on the advantage of each group's shortest correct response
+    (docs/papers.md §4.2).
 
     Code-faithful (`mode="add"`, `selection="correct"`, `sign="positive"`, `scope="shortest"`):
     Â_{i*_g} += C/k on every token, k = number of groups with a correct response, so the total
-    bonus mass is C per step. Ablations found in the authors' code (papers.md §4.2):
+    bonus mass is C per step. Ablations found in the authors' code (docs/papers.md §4.2):
     `mode="replace"` sets Â = bonus, `mode="multiply"` sets Â ← (1 + bonus)·Â on the selected
     responses; ICR_neg is `selection="any"`, `sign="own_advantage"` (bonus·sign(Â_i), with C = 64
     there); ICR_all is `scope="all"`: C/N on every response (`selection` is then unused). With
@@ -547,7 +549,7 @@ def entropy_reg_term(
     num_sequences: Count | None = None,
     norm_constant: float | None = None,
 ) -> torch.Tensor:
-    """Entropy-Reg: the term to ADD to the loss, −coef × (entropy estimate) (papers.md §5).
+    """Entropy-Reg: the term to ADD to the loss, −coef × (entropy estimate) (docs/papers.md §5).
 
     `form="sampled_nll"` (code-faithful, EasyR1 `use_entropy_loss`): the per-token estimate is
     −log π_θ(o_t) of the sampled token. Its expected gradient on-policy is 0 (the score-function
@@ -596,7 +598,8 @@ def entropy_advantage(
     alpha: float = 0.4,
     kappa: float = 2.0,
 ) -> torch.Tensor:
-    """Entropy-Adv (arXiv 2506.14758; papers.md §5): Â_{i,t} + min(α·H_{i,t}.detach(), |Â_{i,t}|/κ).
+    """Entropy-Adv: Â_{i,t} + min(α·H_{i,t}.detach(), |Â_{i,t}|/κ) (arXiv 2506.14758;
+    docs/papers.md §5).
 
     The bonus is never larger than |Â|/κ, so it cannot flip the sign of the advantage; H is the
     full-vocabulary entropy of π_old at T = 1 and carries no gradient.

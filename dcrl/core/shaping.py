@@ -1,4 +1,5 @@
-"""Length-shaping reward terms: the length-control baselines ICR is compared to (papers.md §4.4).
+"""Length-shaping reward terms: the length-control baselines ICR is compared to
+(docs/papers.md §4.4).
 
 Each function returns one reward term per response, (N,) float32 (float64 if the lengths are),
 which the caller adds to (or, for ShorterBetter, uses instead of) the accuracy reward before the
@@ -9,7 +10,7 @@ References:
         Shaping").
     Kimi length reward: Kimi Team 2025, "Kimi k1.5", arXiv 2501.12599 ("Length Penalty").
     ShorterBetter: Yi et al. 2025, arXiv 2504.21370 (Sample Optimal Length reward).
-    The exact variants implemented are the ICR authors' code (papers.md §4.4).
+    The exact variants implemented are the ICR authors' code (docs/papers.md §4.4).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def overlong_penalty(
     buffer: int = 4096,
     penalty: float = 1.0,
 ) -> torch.Tensor:
-    """DAPO soft overlong penalty, the LP-F of the ICR code (arXiv 2503.14476; papers.md §4.4).
+    """DAPO soft overlong penalty, the LP-F of the ICR code (arXiv 2503.14476; docs/papers.md §4.4).
 
     0 for L <= max_length − buffer; −(L − (max_length − buffer))/buffer · penalty up to
     max_length; −penalty beyond.
@@ -55,7 +56,8 @@ def overlong_penalty(
 def kimi_length_reward(
     lengths: torch.Tensor, correct: torch.Tensor, group_index: torch.Tensor
 ) -> torch.Tensor:
-    """Kimi-k1.5 length reward, the LP2 baseline of the ICR code (arXiv 2501.12599; papers.md §4.4).
+    """Kimi-k1.5 length reward, the LP2 baseline of the ICR code (arXiv 2501.12599;
+    docs/papers.md §4.4).
 
     Within each group λ_i = 0.5 − (L_i − L_min)/(L_max − L_min) (λ = 0 if all lengths are equal);
     the term is λ_i for a correct response and min(0, λ_i) for a wrong one.
@@ -91,7 +93,8 @@ def shorter_better_reward(
     alpha: float = 1.0,
     beta: float = 1e-3,
 ) -> torch.Tensor:
-    """ShorterBetter reward R = α·1[correct] − β·|L − L_SOL| (arXiv 2504.21370; papers.md §4.4).
+    """ShorterBetter reward R = α·1[correct] − β·|L − L_SOL| (arXiv 2504.21370;
+    docs/papers.md §4.4).
 
     L_SOL (the sample optimal length) is the shortest correct length of the group, or the group's
     mean length when none of its responses is correct. This replaces the accuracy reward.

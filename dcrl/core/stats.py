@@ -2,10 +2,10 @@
 
 References:
     pass@k: Chen et al. 2021, arXiv 2107.03374 §2.1 — with n samples of which c are correct,
-        pass@k = 1 − C(n − c, k) / C(n, k), averaged over problems (papers.md §6).
-    avg@k: mean correctness of k samples per problem (the papers' Avg@32; papers.md §3.5, §6).
+        pass@k = 1 − C(n − c, k) / C(n, k), averaged over problems (docs/papers.md §6).
+    avg@k: mean correctness of k samples per problem (the papers' Avg@32; docs/papers.md §3.5, §6).
     length–accuracy correlation: the ICR diagnostic (arXiv 2605.07316; code-faithful details in
-        papers.md §4.3): population covariance / (σ_L·σ_a + 1e−8), per group and per batch.
+        docs/papers.md §4.3): population covariance / (σ_L·σ_a + 1e−8), per group and per batch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from dcrl.core.advantages import check_shape, dense_group_index
 
 ZERO_VARIANCE_MODES = ("include", "exclude")
-CORRELATION_EPS = 1e-8  # added to σ_L·σ_a, as in the ICR code (papers.md §4.3)
+CORRELATION_EPS = 1e-8  # added to σ_L·σ_a, as in the ICR code (docs/papers.md §4.3)
 
 
 def _as_count_tensor(values: object, name: str) -> torch.Tensor:
@@ -149,7 +149,7 @@ def length_accuracy_correlation(
     """Pearson correlation and covariance of response length and correctness (the ICR diagnostic).
 
     Code-faithful to the ICR repo's `reward_var/acc_raw_length_*` metrics (arXiv 2605.07316;
-    papers.md §4.3): centre L and a (within each group, or over the batch), take the population
+    docs/papers.md §4.3): centre L and a (within each group, or over the batch), take the population
     covariance cov = mean(ΔL·Δa) and corr = cov / (σ_L·σ_a + 1e−8) with population σ. Negative
     correlation = shorter answers are more often correct (the overthinking regime).
 

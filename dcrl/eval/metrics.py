@@ -5,7 +5,7 @@ its length and correctness (a few bytes each), never the response texts, so n �
 problem fit in memory. `metrics()` turns that into the metrics JSON of `dcrl eval`:
 
     avg@n     mean correctness over all problems and their n samples (the papers' Avg@32;
-              papers.md §6), also the unbiased estimate of pass@1.
+              docs/papers.md §6), also the unbiased estimate of pass@1.
     pass@k    unbiased pass@k = 1 − C(n − c, k)/C(n, k) per problem, averaged over problems
               (Chen et al. 2021, arXiv 2107.03374 §2.1), for k = 1, 2, 4, … and k = n.
     length    mean / median / p90 of response lengths in tokens (EOS included), overall and

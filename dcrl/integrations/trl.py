@@ -8,7 +8,7 @@
                               algorithm=DCPOConfig(target_entropy=0.5))
     trainer.train()
 
-Where dcrl enters TRL's step (research/anchors.md §2.2):
+Where dcrl enters TRL's step (docs/papers.md §9.3):
 
 1. TRL samples each process's completions and scores them; `_calculate_rewards` gathers the
    rewards of all processes. dcrl starts after that gather, so every group statistic (the GRPO

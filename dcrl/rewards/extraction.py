@@ -19,7 +19,7 @@ def extract_boxed(text: str) -> str | None:
     escaped braces `\{` `\}` of a LaTeX set do not count. If the last box is never closed (a
     generation cut off mid-answer), there is no answer: None, not an earlier box. This is the
     papers' answer extraction (arXiv 2510.08141 / 2601.12730 use EasyR1's
-    `extract_boxed_content`; research notes §1.1, §6).
+    `extract_boxed_content`; docs/papers.md §1.2, §6).
 
     >>> extract_boxed(r"so x = \boxed{1} ... no: \boxed {\frac{1}{2}}")
     '\\frac{1}{2}'

@@ -3,7 +3,7 @@ hard time limit.
 
 The papers grade a response 1 if the content of its last `\boxed{}` is mathematically equivalent to
 the reference answer and 0 otherwise (arXiv 2510.08141 / 2601.12730 / 2605.07316 via EasyR1's
-`math_compute_score`; research notes §1.1, §6). dcrl grades with math-verify (sympy-based) rather
+`math_compute_score`; docs/papers.md §1.2, §6). dcrl grades with math-verify (sympy-based) rather
 than mathruler, and makes the grader safe to call on arbitrary model output:
 
 1. a cheap fast path in this process: equal after normalizing spacing and `\left`/`\dfrac`
@@ -212,7 +212,7 @@ atexit.register(_default_grader.close)
 def math_reward(completion: str, answer: str, **meta: object) -> float:
     r"""1.0 if the last `\boxed{}` of `completion` is mathematically equivalent to `answer`, else 0.0.
 
-    The papers' accuracy reward (research notes §1.1, §6), graded by math-verify under a 5-second
+    The papers' accuracy reward (docs/papers.md §1.2, §6), graded by math-verify under a 5-second
     limit per answer: no box, an over-long answer, a grading timeout or a crash all score 0, from
     any thread. For another limit, build a `MathGrader(timeout_s=...)`; it is a reward function too.
 

@@ -25,7 +25,8 @@ Two decoders give that distribution (`HFRolloutBackend(decoding=...)`):
   run made before the loop (a seed draws other samples in the loop); also for models the loop
   does not handle (it needs a decoder-only LM that accepts a KV cache).
 
-On a shared 2-core CPU use one torch thread (research/env.md §6).
+On a shared CPU set `train.threads`; bench/README.md's runs use one thread per run when several
+run at once.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Rollouts with vLLM (GPU), colocated in the training process, same interface as the hf backend.
 
 vLLM is imported only when this backend is built (`get_rollout_backend("vllm", ...)`); it is not
-a dcrl dependency (it pins its own CUDA torch: research/env.md §4). Install it on a GPU machine.
+a dcrl dependency (its package pins an exact torch build of its own). Install it on a GPU machine.
 
 The engine loads the policy's checkpoint directory once; after each optimizer step the trainer
 calls `sync_weights(policy)`, which copies the current weights into the engine through vLLM's

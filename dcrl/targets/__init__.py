@@ -1,6 +1,6 @@
 """Target distributions: REINFORCE toward a better distribution than the policy's own samples.
 
-AEPO, DCPO and ICR are one idea (research/papers.md §2–4): instead of bonusing lucky samples,
+AEPO, DCPO and ICR are one idea (docs/papers.md §2–4): instead of bonusing lucky samples,
 add a REINFORCE term whose samples come from a *target* distribution — π at temperature T drawn
 for real (`aepo`), the same T by per-token importance weights (`dcpo`), the shortest correct
 response of a group (`icr`), the best of the group (`best_of_n`). A run composes a base estimator

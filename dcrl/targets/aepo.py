@@ -1,4 +1,4 @@
-"""`aepo`: π at temperature T, *really sampled* (AEPO, arXiv 2510.08141; papers.md §2.2–2.4,
+"""`aepo`: π at temperature T, *really sampled* (AEPO, arXiv 2510.08141; docs/papers.md §2.2–2.4,
 code-faithful).
 
 A row replacement (stage "replace"): the first prompts are sampled again at the controller's T;
@@ -153,7 +153,7 @@ def reinforce_rows(
     advantage_std: str,
 ) -> tuple[torch.Tensor, int]:
     """The positives among the tempered samples, (P,) indices in batch order, and m, how many of
-    the first ones become REINFORCE rows (papers.md §2.2); any trainer can call it."""
+    the first ones become REINFORCE rows (docs/papers.md §2.2); any trainer can call it."""
     positive = aepo_select_positives(
         tempered_scores,
         tempered_group_index,

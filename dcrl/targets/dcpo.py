@@ -1,5 +1,5 @@
 """`dcpo`: π_old at temperature T, *virtual* — the batch's own correct responses re-weighted per
-token by ρ = π_old^T / π_old (DCPO, arXiv 2601.12730; papers.md §3.2–3.4, code-faithful).
+token by ρ = π_old^T / π_old (DCPO, arXiv 2601.12730; docs/papers.md §3.2–3.4, code-faithful).
 
 A token-level mix (stage "mix"): Â' = (1 − α)·Â + α·c·ρ, c the correctness indicator, and
 α = a/(1 + a), a = min(|𝓗 − H_prev|, cap)/p (p the fraction correct; α = 0 when p = 0). T comes

@@ -1,5 +1,5 @@
 """`icr`: the group's shortest correct response, a *virtual shorter distribution* (ICR, arXiv
-2605.07316; papers.md §4.2, §4.5, code-faithful).
+2605.07316; docs/papers.md §4.2, §4.5, code-faithful).
 
 A sequence-level bonus (stage "bonus"): each group's shortest correct response gets C/k added to
 its advantage (k = groups with a correct response), so the bonus mass per step is C — REINFORCE

@@ -1,5 +1,5 @@
 """Problems from local JSONL or Parquet files (for example DAPO-Math-17k's `problem`/`answer`
-columns, research notes §1.1)."""
+columns, docs/papers.md §1.2)."""
 
 from __future__ import annotations
 

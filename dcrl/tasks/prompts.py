@@ -1,6 +1,6 @@
 r"""Turning a problem's text into the prompt the policy sees.
 
-The papers' prompt (research notes §1.2; arXiv 2510.08141, 2601.12730, 2605.07316 via EasyR1's
+The papers' prompt (docs/papers.md §1.2; arXiv 2510.08141, 2601.12730, 2605.07316 via EasyR1's
 `verl/utils/dataset.py`) is the problem, a space, and an instruction to reason inside
 `<think></think>` and put the final answer in `\boxed{}`, wrapped in the tokenizer's chat template
 as one user turn. dcrl's instruction says the same in its own words.

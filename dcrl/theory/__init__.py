@@ -1,7 +1,7 @@
 """dcrl.theory: an exact numpy simulator that checks the RLHF generalization theory of
 Li et al., "Towards a Theoretical Understanding to the Generalization of RLHF" (arXiv 2601.16403).
 
-The model is a RECONSTRUCTION (the paper's body was not available; research/theory.md §1–2): a
+The model is a RECONSTRUCTION (the paper's body was not available; docs/papers.md §8): a
 finite prompt pool, K actions with bounded d-dimensional features, a known linear reward, a
 Boltzmann reference policy and a log-linear policy trained on the KL-regularized objective.
 Experiments E1–E6 (`dcrl.theory.experiments`) test the n^-1/2 rate under feature coverage, the

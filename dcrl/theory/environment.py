@@ -1,8 +1,8 @@
-"""The simulated RLHF environment of the theory check ("Setting A", research/theory.md §4.1).
+"""The simulated RLHF environment of the theory check ("Setting A", docs/papers.md §8.3).
 
 This is a RECONSTRUCTION of the setting of Li et al., "Towards a Theoretical Understanding to the
 Generalization of RLHF" (arXiv 2601.16403): the paper's body was not available, so the model is
-the simplest one consistent with its abstract and a third-party reading note (theory.md §1–2).
+the simplest one consistent with its abstract and a third-party reading note (docs/papers.md §8).
 
 - A finite pool of M prompts; the population ρ is uniform on the pool, so every population
   quantity is an exact average over the pool. Training prompts are drawn i.i.d. with replacement.
@@ -11,9 +11,9 @@ the simplest one consistent with its abstract and a third-party reading note (th
 - A known linear reward r*(x, a) = ⟨θ*, φ(x, a)⟩ and a Boltzmann reference policy
   π_ref(a|x) ∝ exp(⟨θ_ref, φ(x, a)⟩).
 - The learned policy tilts the reference, π_w(a|x) ∝ π_ref(a|x) exp(⟨w, φ(x, a)⟩), and the
-  KL-regularized optimum is w* = θ*/β (theory.md §1.2).
+  KL-regularized optimum is w* = θ*/β (docs/papers.md §8.1).
 
-The rare-direction construction (theory.md §4.4, E3) breaks feature coverage on purpose: only a
+The rare-direction construction (docs/papers.md §8.5, E3) breaks feature coverage on purpose: only a
 fraction p of the prompts has features along the last coordinate e_d.
 """
 
@@ -114,7 +114,7 @@ class TheoryEnvironment:
 
     @property
     def w_star(self) -> np.ndarray:
-        """(d,) the KL-regularized optimum θ*/β (theory.md §1.2)."""
+        """(d,) the KL-regularized optimum θ*/β (docs/papers.md §8.1)."""
         return self.theta_star / self.beta
 
     @property
@@ -162,7 +162,7 @@ def make_environment(
     ref_norm: float = 1.0,
     seed: int = 0,
 ) -> TheoryEnvironment:
-    """Setting A of theory.md §4.1.
+    """Setting A (docs/papers.md §8.3).
 
     φ̃ ~ N(0, I_d/d), φ = φ̃ / max(1, ‖φ̃‖) (so B = 1); θ* = reward_norm · g/‖g‖ and
     θ_ref = ref_norm · h/‖h‖ with g, h ~ N(0, I_d). The same seed gives the same features and
@@ -203,7 +203,7 @@ def make_rare_direction_environment(
     rare_reward: float = 3.0,
     seed: int = 0,
 ) -> TheoryEnvironment:
-    """Setting A with coverage violated along e_d (theory.md §4.4, E3).
+    """Setting A with coverage violated along e_d (docs/papers.md §8.5, E3).
 
     A fraction p of the pool (round(p·M) prompts, at least one) is "rare". Common prompts get
     φ(x, a)_d = 0, so their feature differences are orthogonal to e_d. Rare prompts get
@@ -257,7 +257,7 @@ def sample_prompts(pool_size: int, num_prompts: int, seed: int) -> np.ndarray:
     """n training prompts drawn i.i.d. (with replacement) from the uniform pool.
 
     With the same seed, a smaller n gives a prefix of a larger one (common random numbers,
-    theory.md §4.7).
+    docs/papers.md §8.6).
 
     Returns:
         (n,) int64 prompt indices.

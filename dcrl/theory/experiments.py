@@ -1,4 +1,4 @@
-"""Experiments E1–E6 of the RLHF generalization check (research/theory.md §4.4, criteria §4.5).
+"""Experiments E1–E6 of the RLHF generalization check (docs/papers.md §8.5).
 
 They test the claims of arXiv 2601.16403 in a RECONSTRUCTED model (the paper's body was not
 available; see `dcrl.theory.environment`):
@@ -13,8 +13,8 @@ available; see `dcrl.theory.environment`):
 - E6  Setting B (Bradley–Terry preferences, DPO fit): E(ŵ) ∝ 1/n with a predicted constant.
 
 Each `run_*` returns an `ExperimentResult`: its parameters, the measured series, the fitted
-log-log slopes and the pass/fail of each criterion of theory.md §4.5. Sample seeds are 1000 + s,
-and a smaller n is a prefix of a larger one (common random numbers, theory.md §4.7).
+log-log slopes and the pass/fail of each criterion (docs/papers.md §8.5). Sample seeds are
+1000 + s, and a smaller n is a prefix of a larger one (common random numbers, docs/papers.md §8.6).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from dcrl.theory.solvers import (
 )
 
 SAMPLE_SEED_OFFSET = 1000
-"""Sample seed s uses numpy seed 1000 + s (theory.md §4.1)."""
+"""Sample seed s uses numpy seed 1000 + s (docs/papers.md §8.3)."""
 
 EXCESS_FLOOR = 1e-14
 """Excess risks are floored here before taking logs: J is an average of O(1) terms over the
@@ -72,7 +72,7 @@ def powers_of_two(low: int, high: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """The parameters of Setting A (theory.md §4.1); `build` makes the environment."""
+    """The parameters of Setting A (docs/papers.md §8.3); `build` makes the environment."""
 
     dim: int = 8
     num_actions: int = 4
@@ -108,7 +108,7 @@ class EnvSpec:
 
 @dataclass
 class Criterion:
-    """One pass/fail check of theory.md §4.5.
+    """One pass/fail check of docs/papers.md §8.5.
 
     Attributes:
         name: a short identifier, e.g. "rms_slope".
@@ -137,7 +137,7 @@ class ExperimentResult:
         params: the parameters it ran with.
         series: the measured arrays (for JSON and the figure).
         slopes: fitted log-log slopes by name.
-        criteria: the checks of theory.md §4.5.
+        criteria: the checks of docs/papers.md §8.5.
         seconds: wall-clock time.
     """
 
@@ -213,7 +213,7 @@ def bootstrap_slope_interval(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of a log-log slope, resampling seeds (theory.md §4.2).
+    """Percentile bootstrap interval of a log-log slope, resampling seeds (docs/papers.md §8.4).
 
     Args:
         x: (N,) the abscissa (n or T).
@@ -280,7 +280,7 @@ def run_e1(
     solves Ĵ_S on the first `num_newton_seeds` seeds at every n to confirm ŵ_S = w* (to 1e-6); G
     is then evaluated at w* for all seeds, each of whose samples is checked to be covered.
 
-    `slope_tolerance`: the RMS slope must lie in −0.5 ± this. 0.05 is theory.md §4.5's band for
+    `slope_tolerance`: the RMS slope must lie in −0.5 ± this. 0.05 is the band for
     100 seeds on 2^6…2^14 (a Monte Carlo over 300 seed sets gives a slope s.d. of 0.016, so
     ±3.2 s.d.); `--quick` (2^6…2^12) has s.d. 0.025 and uses 0.1 (±4 s.d.).
     """
@@ -391,7 +391,7 @@ def run_e2(
     num_seeds: int = 4,
     max_steps: int = 2048,
 ) -> ExperimentResult:
-    """E2: GA and SGA best-gradient iterates versus the horizon T (theory.md §2.3–2.4).
+    """E2: GA and SGA best-gradient iterates versus the horizon T (docs/papers.md §8.2).
 
     Records, at T = 1, 2, 4, …, max_steps: the excess E(w_{t*}), the gap |G(w_{t*})| and
     ‖∇Ĵ_S(w_{t*})‖, averaged over seeds, for each n.
@@ -847,10 +847,11 @@ def run_e4(
 
 
 E6_SPEC = EnvSpec(pool_size=2**13)
-"""E6's default environment: a 2^13 pool keeps the exact K² pair sums cheap (theory.md §4.4)."""
+"""E6's default environment: a 2^13 pool keeps the exact K² pair sums cheap (docs/papers.md
+§8.5)."""
 
 E6_CONFIGURATIONS = ((0.5, 8), (2.0, 8))
-"""E6's default (β, d) pairs, the two the prototype checked (theory.md §4.4)."""
+"""E6's default (β, d) pairs, the two the prototype checked (docs/papers.md §8.5)."""
 
 
 def run_e6(

@@ -1,6 +1,6 @@
 """The KL-regularized RLHF objective, its gradient and Hessian, and the coverage statistics.
 
-Reconstructed model of arXiv 2601.16403 (theory.md §1.2; the paper's body was not available).
+Reconstructed model of arXiv 2601.16403 (docs/papers.md §8.1; the paper's body was not available).
 Per prompt x and policy parameter w:
 
     π_w(a|x) = π_ref(a|x) exp(⟨w, φ(x,a)⟩) / Z_w(x)
@@ -25,7 +25,8 @@ import numpy as np
 from dcrl.theory.environment import TheoryEnvironment, log_softmax
 
 COVERAGE_RELATIVE_TOLERANCE = 1e-10
-"""A direction is covered when its eigenvalue exceeds this fraction of λ_max (theory.md §4.2)."""
+"""A direction is covered when its eigenvalue exceeds this fraction of λ_max
+(docs/papers.md §8.4)."""
 
 _POOL_CHUNK_ELEMENTS = 2**22
 """Largest (parameters × prompts × actions) block evaluated at once over the pool (memory cap)."""
@@ -95,7 +96,7 @@ def prompt_gradient(
 def prompt_hessian(
     env: TheoryEnvironment, w: np.ndarray, prompts: np.ndarray | None = None
 ) -> np.ndarray:
-    """∇²f(w; x) for each prompt (theory.md §1.2); not negative definite in general.
+    """∇²f(w; x) for each prompt (docs/papers.md §8.1); not negative definite in general.
 
     Returns:
         (..., N, d, d).
@@ -111,7 +112,7 @@ def policy_covariance(
 ) -> np.ndarray:
     """Σ_w(x) = Cov_{a~π_w(·|x)}[φ(x, a)], the centered action-feature covariance per prompt.
 
-    Centered, because softmax policies ignore per-prompt shifts of φ (theory.md §2.1, item 4).
+    Centered, because softmax policies ignore per-prompt shifts of φ (docs/papers.md §8.1).
 
     Returns:
         (..., N, d, d).
@@ -195,7 +196,7 @@ def hessian(env: TheoryEnvironment, w: np.ndarray, prompts: np.ndarray | None = 
 def optimal_prompt_objective(
     env: TheoryEnvironment, prompts: np.ndarray | None = None
 ) -> np.ndarray:
-    """f(w*; x) = β log Σ_a π_ref(a|x) exp(r*(x,a)/β), the per-prompt optimum (theory.md §1.2).
+    """f(w*; x) = β log Σ_a π_ref(a|x) exp(r*(x,a)/β), the per-prompt optimum (docs/papers.md §8.1).
 
     Returns:
         (..., N).
@@ -249,7 +250,7 @@ def span_projection(covariance: np.ndarray) -> np.ndarray:
 
     The covered subspace is spanned by the eigenvectors with eigenvalue > 1e-10 · λ_max. For the
     sample mean of Σ_0(x_i) this is span{φ(x_i, a) − φ(x_i, a′)}, the subspace gradient ascent
-    from w = 0 never leaves (theory.md §4.3).
+    from w = 0 never leaves (docs/papers.md §8.4).
 
     Args:
         covariance: (..., d, d) symmetric.
@@ -269,7 +270,7 @@ def smoothness_constant(
     """L̂ = 1.1 · max ‖∇²f(w; x)‖₂ over probe prompts and w ∈ {c·w*, c = 0, 0.2, …, 1.2}.
 
     The probe set is a random subset of the pool plus up to `max_rare_probes` rare prompts
-    (theory.md §4.1: rare prompts must be probed, they carry the largest curvature along e_d).
+    (docs/papers.md §8.3: rare prompts must be probed, they carry the largest curvature along e_d).
 
     Returns:
         L̂ > 0, the step-size scale of gradient ascent (η = 1/L̂).

@@ -1,6 +1,7 @@
-"""Setting B: Bradley–Terry preferences and a DPO-style end-to-end objective (theory.md §4.4, E6).
+"""Setting B: Bradley–Terry preferences and a DPO-style end-to-end objective
+(docs/papers.md §8.5, E6).
 
-The preference reading of arXiv 2601.16403 (ambiguity #1 of theory.md §5): the policy is trained
+The preference reading of arXiv 2601.16403 (docs/papers.md §8.5): the policy is trained
 directly on n preference triples instead of the known reward. Per [N] this is NOT the paper's
 analyzed objective; it is the natural preference-based counterpart.
 
@@ -174,7 +175,8 @@ def bradley_terry_fisher(env: TheoryEnvironment) -> np.ndarray:
 
 
 def predicted_scaled_excess_risk(env: TheoryEnvironment) -> float:
-    """tr(Σ̄_{w*} I⁻¹) / (2β): the predicted limit of n·E(ŵ) for the DPO fit (theory.md §4.4)."""
+    """tr(Σ̄_{w*} I⁻¹) / (2β): the predicted limit of n·E(ŵ) for the DPO fit
+    (docs/papers.md §8.5)."""
     optimal_covariance = policy_covariance(env, env.w_star).mean(axis=0)  # (d, d)
     fisher = bradley_terry_fisher(env)
     return float(np.trace(np.linalg.solve(fisher, optimal_covariance)) / (2.0 * env.beta))

@@ -1,11 +1,12 @@
 """Solvers for the empirical RLHF objective Ĵ_S: Newton, gradient ascent, stochastic gradient ascent.
 
-- `newton_optimum`: the empirical optimum ŵ_S = argmax Ĵ_S to ‖∇Ĵ_S‖ ≤ 1e-10 (theory.md §4.3).
+- `newton_optimum`: the empirical optimum ŵ_S = argmax Ĵ_S to ‖∇Ĵ_S‖ ≤ 1e-10 (docs/papers.md §8.4).
 - `gradient_ascent`: GA with η = 1/L̂ and the best-gradient iterate t* = argmin_{t<T} ‖∇Ĵ_S(w_t)‖,
-  the iterate the GA bound O(T^-1/4 + n^-1/2) of arXiv 2601.16403 is stated for (theory.md §2.3).
+  the iterate the GA bound O(T^-1/4 + n^-1/2) of arXiv 2601.16403 is stated for
+  (docs/papers.md §8.2).
 - `stochastic_gradient_ascent`: single-prompt steps with η_t = 1/(2L̂√t) and the best
-  full-gradient iterate, the setting of the SGA bound O(T^-1/8 + n^-1/2) (theory.md §2.4).
-- `gradient_ascent_limit`: the limit of GA from w = 0, P_{span(S)} w* (theory.md §4.3).
+  full-gradient iterate, the setting of the SGA bound O(T^-1/8 + n^-1/2) (docs/papers.md §8.2).
+- `gradient_ascent_limit`: the limit of GA from w = 0, P_{span(S)} w* (docs/papers.md §8.4).
 
 GA and SGA run a stack of independent problems at once: `prompts` (..., n) holds one training
 sample per leading index, and every returned array carries the same leading dimensions.
@@ -72,7 +73,7 @@ def newton_optimum(
 ) -> NewtonResult:
     """Maximize Ĵ_S from w = 0 with a safeguarded Newton method.
 
-    Ĵ_S is not globally concave (theory.md §1.2), so each step preconditions the gradient with
+    Ĵ_S is not globally concave (docs/papers.md §8.1), so each step preconditions the gradient with
     |∇²Ĵ_S| (the Hessian's eigenvalues in absolute value, floored at 1e-12 of the largest), which is
     always an ascent direction, and backtracks until the Armijo condition holds. Near the optimum
     the Hessian is negative definite and this is plain Newton with quadratic convergence; the line
@@ -179,9 +180,9 @@ def gradient_ascent(
     horizons: Sequence[int] | None = None,
     keep_iterates: bool = False,
 ) -> AscentTrace:
-    """Full-batch GA w_{t+1} = w_t + η ∇Ĵ_S(w_t) from w_0 = 0 with η = 1/L̂ (theory.md §4.3).
+    """Full-batch GA w_{t+1} = w_t + η ∇Ĵ_S(w_t) from w_0 = 0 with η = 1/L̂ (docs/papers.md §8.4).
 
-    Safeguard (theory.md §4.1): if a step would decrease Ĵ_S by more than rounding
+    Safeguard (docs/papers.md §8.3): if a step would decrease Ĵ_S by more than rounding
     (1e-13 · max(1, |Ĵ_S|)), that run's η is halved until it does not.
 
     Args:
@@ -233,7 +234,7 @@ def stochastic_gradient_ascent(
     """SGA w_t = w_{t−1} + η_t ∇f(w_{t−1}; x_{i_t}), η_t = 1/(2L̂√t), i_t uniform over the sample.
 
     The best full-gradient iterate (smallest ‖∇Ĵ_S‖) is tracked, which costs a full-batch
-    gradient per candidate (theory.md §2.4). `select_every` = k > 1 examines only every k-th
+    gradient per candidate (docs/papers.md §8.2). `select_every` = k > 1 examines only every k-th
     iterate (faster); the theory assumes k = 1.
 
     Args:
@@ -270,7 +271,7 @@ def stochastic_gradient_ascent(
 
 
 def gradient_ascent_limit(env: TheoryEnvironment, sample_covariance: np.ndarray) -> np.ndarray:
-    """ŵ_GA∞ = P_{span(S)} w*, the limit of GA from w = 0 (theory.md §4.3).
+    """ŵ_GA∞ = P_{span(S)} w*, the limit of GA from w = 0 (docs/papers.md §8.4).
 
     Every gradient Σ̂_w(θ* − βw) lies in span(S) = span{φ(x_i, a) − φ(x_i, a′)}, the range of the
     sample mean reference covariance (1/n) Σ_i Σ_0(x_i); without coverage GA never leaves it.

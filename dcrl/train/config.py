@@ -1,7 +1,7 @@
 """The configuration of a training run: `dcrl train --config FILE key.sub=value ...`.
 
 Sections: model, data, rollout, train (optimizer and batching), algorithm (its own dataclass, picked
-by `algorithm.name`), log. Defaults are the papers' (research/papers.md §7) where they apply to a
+by `algorithm.name`), log. Defaults are the papers' (docs/papers.md §7) where they apply to a
 real model; the CPU recipes in configs/ override what a tiny model needs.
 """
 

@@ -2,8 +2,8 @@
 log-probs and entropy at a temperature — the one place the trainer turns the model's output into
 numbers.
 
-Temperature is explicit at every call (a recurring bug class in peer frameworks: research/anchors.md
-§3): old log-probs, tempered old log-probs (DCPO) and the trained log-probs all come from here.
+Temperature is explicit at every call (a recurring bug class in peer frameworks: docs/papers.md
+§9.1): old log-probs, tempered old log-probs (DCPO) and the trained log-probs all come from here.
 
 Two paths, the same numbers (to float rounding; equal in float64, tests/test_fused_head.py):
 - fused (the default, `fused=True`): the model's backbone gives the last hidden states of the

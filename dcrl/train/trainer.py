@@ -1,7 +1,7 @@
 """The training loop: rollout → rewards → algorithm.prepare → one PPO epoch over mini-batches with
 micro-batch gradient accumulation → AdamW → controller update → metrics → checkpoint.
 
-research/DESIGN.md "One training step" is this file's outline. Everything an algorithm decides lives
+docs/design.md "One training step" is this file's outline. Everything an algorithm decides lives
 in `dcrl.algorithms`; everything here is the same for all of them.
 """
 

@@ -1,4 +1,4 @@
-# Settings shared by the papers' runs (research notes, papers.md §1.2 and §2.3): GRPO-style
+# Settings shared by the papers' runs (docs/papers.md §1.2 and §2.3): GRPO-style
 # groups, one PPO epoch, lr 1e-6 constant, no KL, no entropy bonus, token-mean, clip 0.2 / dual
 # clip 3, FSDP + vLLM on one node of 8 GPUs. Sourced by the run_*.sh scripts; override with
 # environment variables (MODEL, TRAIN_FILES, VAL_FILES, N_GPUS, CKPT_DIR).

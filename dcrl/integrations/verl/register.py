@@ -4,7 +4,7 @@
 
 `import verl` then imports this module in the driver and in each worker (verl/__init__.py), which
 is where the policy loss and the agent loop run (a decorator run only in the driver script would
-not reach them; research/anchors.md §2.1). On a multi-node cluster forward the variable with
+not reach them; docs/papers.md §9.2). On a multi-node cluster forward the variable with
 `+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=...`.
 
 Registered names:

@@ -242,7 +242,7 @@ def aepo_splice(
 ) -> tuple[Any, dict[str, float]]:
     """AEPO's batch for the update: m correct tempered rows swapped into the on-policy batch.
 
-    The same recipe as `dcrl.algorithms.aepo.AEPO.prepare` (papers.md §2.2): GRPO advantages of
+    The same recipe as `dcrl.algorithms.aepo.AEPO.prepare` (docs/papers.md §2.2): GRPO advantages of
     the on-policy batch; positives = tempered samples with group advantage > threshold; m =
     `aepo_num_reinforce(...)`; the first m positives replace rows of the batch (front or spread)
     with advantage +1 on every valid token. Every tensor key the two batches share is replaced
@@ -321,7 +321,7 @@ def neutralize_rollout_logprobs(batch: Any, old_log_probs: torch.Tensor) -> int:
 
     verl keeps the sampler's log-probs (`rollout_log_probs`) for its rollout correction, which
     reweights or rejects a row by π_old/π_rollout. A spliced row was sampled at AEPO's T, and
-    AEPO trains on it as a sample of its target π^T with no importance correction (papers.md
+    AEPO trains on it as a sample of its target π^T with no importance correction (docs/papers.md
     §2.2), so its ratio is made exactly 1. Returns how many rows changed (0 without the key or
     without spliced rows).
 
