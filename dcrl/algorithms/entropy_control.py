@@ -31,7 +31,7 @@ class EntropyControlFields:
         "bang_bang",
         help="bang_bang: the papers' rule, T_high if H_prev ≤ 𝓗 else T_low; pi: dcrl's smoother "
         "proportional-integral temperature (an extension); adaptive: the authors' later "
-        "continuous T = clip(1 + (𝓗 − H)) (papers.md §2.5).",
+        "continuous T = clip(1 + (𝓗 − H)) (docs/papers.md §2.5).",
     )
     temperature_high: float = field(
         1.2, gt=1, le=10, help="T when entropy is low (upper bound for pi/adaptive)."
@@ -62,7 +62,7 @@ class EntropyControlFields:
     entropy_signal: Literal["sampled_nll", "on_policy_nll", "full"] = field(
         "sampled_nll",
         help="What the controller measures: sampled_nll, the sampled-token NLL of the whole "
-        "update batch (the papers' `actor/entropy_loss`, papers.md §1.2; with AEPO it includes "
+        "update batch (the papers' `actor/entropy_loss`, docs/papers.md §1.2; with AEPO it includes "
         "the tempered REINFORCE rows, so the control input moves its own measurement); "
         "on_policy_nll, the same without those rows (dcrl: the policy's own entropy; equal to "
         "sampled_nll for DCPO); full, the full-vocabulary entropy of the whole batch.",
