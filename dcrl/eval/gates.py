@@ -35,26 +35,13 @@ def _sample(model: Any, tokenizer: Any, prompts: list[str], n: int, temperature:
 
 def _token_nll(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, Lr) negative log-likelihood of each sampled token at T = 1, and the response mask."""
+    from dcrl.train.forward import score_responses
+
     input_ids, attention = batch.sequences()
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    nll = []
     with torch.no_grad():
-        for start in range(0, len(batch), 256):
-            rows = slice(start, start + 256)
-            logits = (
-                model(
-                    input_ids=input_ids[rows],
-                    attention_mask=attention[rows],
-                    position_ids=positions[rows],
-                )
-                .logits[:, batch.response_logits_slice]
-                .float()
-            )
-            logp = torch.log_softmax(logits, -1)
-            taken = logp.gather(-1, batch.response_ids[rows].unsqueeze(-1)).squeeze(-1)
-            nll.append(-taken)
+        logprobs, _ = score_responses(model, input_ids, attention, batch.response_ids)
     mask = batch.response_mask.bool()
-    return torch.cat(nll) * mask, mask
+    return -logprobs.float() * mask, mask
 
 
 def _fork_entropy(model: Any, tokenizer: Any, prompts: list[str]) -> float:
