@@ -18,7 +18,8 @@ from bench.experiments.common import EVAL_DIR, TESTBEDS, RunSpec, controlled, rm
 from bench.reproduce import build_parser, write_claims, write_results
 
 # The explore testbed: absolute targets in nats per token (entropy 0.14, 0.10, 0.07; sweep
-# 0.06 to 0.14; exploration and combined 0.10), its measured start ~0.115.
+# 0.06 to 0.14; exploration: each algorithm's best in the sweep; combined 0.10), its measured
+# start ~0.115.
 EXPLORE = TESTBEDS["explore"]
 START = 0.115  # the synthetic runs' starting entropy
 
@@ -152,38 +153,56 @@ def test_aepo_heating_fails_below_the_margin(tmp_path):
 )
 def test_sweep_interior_peak_against_grpo(tmp_path, accuracies, grpo, interior, beats):
     specs = sweep.specs([1, 2], EXPLORE)
-    settings = sweep.SETTINGS["explore"]
-    assert len(settings.targets) >= 5 and settings.algorithm == "aepo"
-    assert settings.targets == (0.06, 0.08, 0.10, 0.12, 0.14)
-    accuracy_of = dict(zip(settings.targets, accuracies, strict=True))
+    aepo, dcpo = sweep.SETTINGS["explore"]
+    assert (aepo.algorithm, dcpo.algorithm) == ("aepo", "dcpo")
+    assert aepo.targets == (0.06, 0.08, 0.10, 0.12, 0.14)
+    assert dcpo.targets == (0.07, 0.085, 0.10, 0.12, 0.14)
+    accuracy_of = {
+        (settings.algorithm, target): accuracy
+        for settings in (aepo, dcpo)
+        for target, accuracy in zip(settings.targets, accuracies, strict=True)
+    }
+    assert sum(spec.target is None for spec in specs) == 2  # GRPO once per seed, shared
     for spec in specs:
         if spec.target is None:
             avg = grpo[spec.seed - 1]
             write_log(tmp_path, spec, [START] * 8)
         else:
-            avg = accuracy_of[spec.target] + (0.01 if spec.seed == 1 else -0.01)
+            avg = accuracy_of[spec.recipe, spec.target] + (0.01 if spec.seed == 1 else -0.01)
             write_log(tmp_path, spec, [START] * 4 + [spec.target] * 4)
         write_eval(tmp_path, spec, same_kinds(avg, 0.9))
     summary = sweep.summarize(specs, tmp_path, EXPLORE, None)
-    shape = summary["shape"]
-    assert shape["rises_then_falls"] is interior
-    assert shape["beats_grpo"] is beats
+    assert list(summary["algorithms"]) == ["aepo", "dcpo"]
     peak = max(accuracies)
-    assert shape["margin_over_grpo"] == pytest.approx(peak - sum(grpo) / 2)
-    assert shape["seed_spread"] == pytest.approx(max(0.01, (grpo[1] - grpo[0]) / 2))
-    assert shape["best_target"] == settings.targets[accuracies.index(peak)]
-    assert list(summary["points"]) == ["0.06", "0.08", "0.1", "0.12", "0.14"]
-    assert summary["points"]["0.1"]["mean_avg_at_n_trap"] == pytest.approx(accuracies[2])
-    assert summary["points"]["0.1"]["mean_second_half_entropy"] == pytest.approx(0.10)
+    for settings in (aepo, dcpo):
+        part = summary["algorithms"][settings.algorithm]
+        shape = part["shape"]
+        assert shape["rises_then_falls"] is interior
+        assert shape["beats_grpo"] is beats
+        assert shape["margin_over_grpo"] == pytest.approx(peak - sum(grpo) / 2)
+        assert shape["seed_spread"] == pytest.approx(max(0.01, (grpo[1] - grpo[0]) / 2))
+        assert shape["best_target"] == settings.targets[accuracies.index(peak)]
+        assert list(part["points"]) == [str(t).rstrip("0") for t in settings.targets]
+        middle = part["points"]["0.1"]
+        assert middle["mean_avg_at_n_trap"] == pytest.approx(accuracies[2])
+        assert middle["mean_second_half_entropy"] == pytest.approx(0.10)
+    assert sweep.best_targets(summary, EXPLORE) == {
+        s.algorithm: s.targets[accuracies.index(peak)] for s in (aepo, dcpo)
+    }
     rows = sweep.claims(summary, EXPLORE)
-    assert [row["met"] for row in rows] == [interior, beats]
-    assert "trap avg@n" in sweep.markdown(summary, EXPLORE)
+    assert [row["met"] for row in rows] == [interior, beats] * 2
+    assert [row["claim"].split(" at ")[0][-4:] for row in rows[1::2]] == ["AEPO", "DCPO"]
+    text = sweep.markdown(summary, EXPLORE)
+    assert "### AEPO" in text and "### DCPO" in text and "trap avg@n" in text
 
 
 def test_exploration_per_algorithm_and_kind(tmp_path):
     specs = exploration.specs([1, 2], EXPLORE)
-    assert {s.name for s in specs} == {"grpo", "dcpo-H0.1-pi", "aepo-H0.1-pi"}
-    assert {s.target for s in specs} == {None, 0.10}
+    assert {s.name for s in specs} == {"grpo", "dcpo-H0.1-pi", "aepo-H0.06-pi"}
+    assert {s.target for s in specs} == {None, 0.10, 0.06}
+    for algorithm, target in exploration.SETTINGS["explore"].algorithms:  # a swept target
+        swept = next(x for x in sweep.SETTINGS["explore"] if x.algorithm == algorithm)
+        assert target in swept.targets
     scores = {
         "grpo": {"plain": (0.8, 0.9, 20), "trap": (0.2, 0.6, 20)},
         "dcpo": {"plain": (0.8, 0.95, 25), "trap": (0.4, 0.9, 25)},  # better on both
@@ -201,7 +220,7 @@ def test_exploration_per_algorithm_and_kind(tmp_path):
     rows = exploration.claims(summary, EXPLORE)
     assert [row["claim"] for row in rows] == [
         "exploration: DCPO at its best target 0.1 >= GRPO on the held-out split",
-        "exploration: AEPO at its best target 0.1 >= GRPO on the held-out split",
+        "exploration: AEPO at its best target 0.06 >= GRPO on the held-out split",
     ]
     assert rows[0]["value"]["by_kind"]["trap"]["pass_at_16"] == [0.9, 0.6]
     table = exploration.markdown(summary, EXPLORE)

@@ -5,8 +5,10 @@ Goals, per testbed:
 - overthink: the best target is neither the lowest nor the highest. The entropy is set with
   DCPO: on this testbed AEPO's heating stops near 0.12 nats (the entropy experiment), so it
   cannot reach the upper targets.
-- explore (AEPO, `Settings.algorithm`): the same interior peak, and the peak's avg@n beats
-  GRPO's by more than the seed spread (the larger of the two standard deviations over seeds).
+- explore: AEPO and DCPO, each over its own 5 targets (one `Settings` each): the same interior
+  peak, and the peak's avg@n beats GRPO's by more than the seed spread (the larger of the two
+  standard deviations over seeds). Each algorithm's best target is the one the exploration
+  experiment runs it at.
 """
 
 from __future__ import annotations
@@ -47,25 +49,34 @@ class Settings:
     placeholders: tuple[str, ...] = ()
 
 
-SETTINGS = {
+SETTINGS: dict[str, tuple[Settings, ...]] = {
     # 0.07, 0.15, 0.22: the entropy experiment's runs, reused.
-    "overthink": Settings(algorithm="dcpo", targets=(0.07, 0.1, 0.13, 0.15, 0.19, 0.22)),
-    "explore": Settings(
-        algorithm="aepo",
-        targets=(0.06, 0.08, 0.10, 0.12, 0.14),  # nats per token; the start is ~0.115
-        against_grpo=True,
+    "overthink": (Settings(algorithm="dcpo", targets=(0.07, 0.1, 0.13, 0.15, 0.19, 0.22)),),
+    "explore": (
+        Settings(
+            algorithm="aepo",
+            targets=(0.06, 0.08, 0.10, 0.12, 0.14),  # nats per token; the start is ~0.115
+            against_grpo=True,
+        ),
+        Settings(
+            algorithm="dcpo",
+            # 0.07, 0.10, 0.14: the entropy experiment's PI runs, reused.
+            targets=(0.07, 0.085, 0.10, 0.12, 0.14),
+            against_grpo=True,
+        ),
     ),
 }
 
 
 def specs(seeds: list[int], testbed: Testbed) -> list[RunSpec]:
-    settings = SETTINGS[testbed.name]
-    runs = [
-        controlled(testbed, settings.algorithm, t, "pi", seed)
-        for t in settings.targets
-        for seed in seeds
-    ]
-    if settings.against_grpo:
+    runs: list[RunSpec] = []
+    for settings in SETTINGS[testbed.name]:
+        runs += [
+            controlled(testbed, settings.algorithm, t, "pi", seed)
+            for t in settings.targets
+            for seed in seeds
+        ]
+    if any(settings.against_grpo for settings in SETTINGS[testbed.name]):
         runs += [RunSpec("grpo", "grpo", seed) for seed in seeds]
     return runs
 
@@ -79,8 +90,37 @@ def uses_pretrained(testbed: Testbed) -> bool:
 
 
 def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: dict | None) -> dict:
-    """Held-out accuracy and pass@k against the target entropy."""
-    settings = SETTINGS[testbed.name]
+    """Held-out accuracy and pass@k against the target entropy: one algorithm's summary, or with
+    several {"algorithms": {name: its summary}}."""
+    parts = {
+        settings.algorithm: _summarize_one(
+            settings,
+            [s for s in specs if s.target is None or s.recipe == settings.algorithm],
+            root,
+            testbed,
+        )
+        for settings in SETTINGS[testbed.name]
+    }
+    parts = {name: part for name, part in parts.items() if part["points"]}
+    if len(SETTINGS[testbed.name]) == 1:
+        return next(iter(parts.values()))
+    return {"algorithms": parts}
+
+
+def parts_of(summary: dict, testbed: Testbed) -> list[tuple[Settings, dict]]:
+    """(settings, summary) of each algorithm in `summary` (see `summarize`)."""
+    settings_of = {settings.algorithm: settings for settings in SETTINGS[testbed.name]}
+    if "algorithms" not in summary:
+        return [(SETTINGS[testbed.name][0], summary)]
+    return [(settings_of[name], part) for name, part in summary["algorithms"].items()]
+
+
+def best_targets(summary: dict, testbed: Testbed) -> dict[str, float]:
+    """Each algorithm's best target (highest held-out avg@n), by algorithm name."""
+    return {s.algorithm: part["shape"]["best_target"] for s, part in parts_of(summary, testbed)}
+
+
+def _summarize_one(settings: Settings, specs: list[RunSpec], root: Path, testbed: Testbed) -> dict:
     labels = {testbed.target_value(t): testbed.target_label(t) for t in settings.targets}
     points: dict[float, dict] = {}
     grpo: dict = {"seeds": {}}
@@ -103,6 +143,8 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
             {k: v for k, v in scores.items() if k.startswith(("avg_at_n_", "pass_at_16_"))}
         )
         point["seeds"][spec.seed] = record
+    if not points:
+        return {"points": {}}
     for point in points.values():
         add_seed_statistics(point)
     targets = sorted(points)
@@ -134,6 +176,16 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
 
 
 def markdown(summary: dict, testbed: Testbed) -> str:
+    parts = parts_of(summary, testbed)
+    if len(parts) == 1:
+        return _markdown_one(parts[0][1], testbed)
+    return "\n".join(
+        f"### {settings.algorithm.upper()}\n\n{_markdown_one(part, testbed)}"
+        for settings, part in parts
+    )
+
+
+def _markdown_one(summary: dict, testbed: Testbed) -> str:
     kinds = testbed.kinds
     lines = [
         "| target | second-half entropy | held-out avg@n | held-out pass@16 |"
@@ -178,7 +230,13 @@ def markdown(summary: dict, testbed: Testbed) -> str:
 
 
 def claims(summary: dict, testbed: Testbed) -> list[dict]:
-    algorithm = SETTINGS[testbed.name].algorithm.upper()
+    return [
+        row for settings, part in parts_of(summary, testbed) for row in _claims_one(settings, part)
+    ]
+
+
+def _claims_one(settings: Settings, summary: dict) -> list[dict]:
+    algorithm = settings.algorithm.upper()
     shape = summary["shape"]
     rows = [
         {
@@ -211,10 +269,20 @@ def figures(
     specs: list[RunSpec], root: Path, summary: dict, out: Path, testbed: Testbed
 ) -> list[str]:
     plt = pyplot()
-    algorithm = SETTINGS[testbed.name].algorithm
+    parts = parts_of(summary, testbed)
+    fig, axes = plt.subplots(1, len(parts), figsize=(5 * len(parts), 3.4), squeeze=False)
+    for axis, (settings, part) in zip(axes[0], parts, strict=True):
+        _plot_one(axis, settings.algorithm, part)
+    fig.tight_layout()
+    name = "sweep_accuracy_vs_target.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return [name]
+
+
+def _plot_one(axis: object, algorithm: str, summary: dict) -> None:
     points = list(summary["points"].values())
     reached = [p["mean_second_half_entropy"] for p in points]
-    fig, axis = plt.subplots(figsize=(5, 3.4))
     for key, label in (("avg_at_n", "avg@n"), ("pass_at_16", "pass@16")):
         axis.errorbar(
             reached,
@@ -231,9 +299,5 @@ def figures(
         axis.annotate(f"H*={target}", (x, y), textcoords="offset points", xytext=(0, 6), fontsize=7)
     axis.set_xlabel(f"{algorithm.upper()}'s second-half entropy (nats/token)")
     axis.set_ylabel("held-out")
+    axis.set_title(algorithm.upper())
     axis.legend()
-    fig.tight_layout()
-    name = "sweep_accuracy_vs_target.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return [name]
