@@ -1,16 +1,16 @@
 """Miniature reproductions of the papers' claims on a small testbed (CPU).
 
-    python bench/reproduce.py                         # every experiment, 3 seeds
+    python bench/reproduce.py                         # every experiment, 3 seeds, explore testbed
     python bench/reproduce.py --experiment entropy --seeds 1 --steps 20    # a quick look
-    python bench/reproduce.py --experiment exploration --seeds 4 5 6       # other seeds
-    python bench/reproduce.py --testbed explore --experiment entropy       # the other testbed
+    python bench/reproduce.py --experiment all --seeds 4 5 6               # other seeds
+    python bench/reproduce.py --testbed overthink --experiment entropy     # the first testbed
 
 Testbeds (bench/experiments/common.py):
-- overthink (the default): the built-in `tiny-overthink` policy on 1-3 step arithmetic chains
+- overthink: the built-in `tiny-overthink` policy on 1-3 step arithmetic chains
   whose re-checks can slip (configs/tiny-*.yaml): it starts unsharp (about 0.18 nats per sampled
   token) and over-thinking (longer answers are more often wrong), so GRPO's entropy collapse and
   ICR's compression have room to show. Results in bench/results/.
-- explore: the `tiny-explore` policy on the `explore` task (configs/explore-*.yaml), whose
+- explore (the default): the `tiny-explore` policy on the `explore` task (configs/explore-*.yaml), whose
   held-out problems are "plain" or "trap" (meta["kind"]); every held-out metric is also reported
   per kind. Results in bench/results/explore/.
 
@@ -199,7 +199,10 @@ def write_claims(path: Path, prefixes: tuple[str, ...], rows: list[dict], comman
 
 def placeholders(experiment: str, testbed: Testbed) -> list[str]:
     """The constants this experiment uses on this testbed that are not measured yet."""
-    own = EXPERIMENTS[experiment].SETTINGS[testbed.name].placeholders
+    settings = EXPERIMENTS[experiment].SETTINGS[testbed.name]
+    if not isinstance(settings, tuple):  # one Settings, or one per algorithm (sweep)
+        settings = (settings,)
+    own = [name for one in settings for name in one.placeholders]
     return [f"common.TESTBEDS[{testbed.name!r}].{name}" for name in testbed.placeholders] + [
         f"{experiment}.SETTINGS[{testbed.name!r}].{name}" for name in own
     ]
@@ -243,12 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--experiment", choices=[*EXPERIMENTS, "all"], default="all")
-    parser.add_argument("--testbed", choices=list(TESTBEDS), default="overthink")
+    parser.add_argument("--testbed", choices=list(TESTBEDS), default="explore")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps per run (default: the testbed's recipes')"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--only", default=None, help="regular expression: train/report only settings it matches"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs to train (and whether each is already done), then stop",
     )
     parser.add_argument("--eval-problems", type=int, default=100)
     parser.add_argument("--eval-samples", type=int, default=32, help="n of pass@k (k ≤ n)")
@@ -268,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     testbed = TESTBEDS[args.testbed]
     root = args.runs or testbed.runs
+    if args.steps is None:
+        args.steps = testbed.steps
     out = args.out or testbed.results
 
     from dcrl.report import build_report
@@ -286,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         return [s for s in specs if chosen is None or chosen.search(s.name)]
 
     all_specs = list(dict.fromkeys(s for e in experiments for s in specs_of(e)))
+    if args.dry_run:
+        for spec in all_specs:
+            done = (spec.run_dir(root) / "policy").is_dir()
+            print(f"{spec.run_dir(root)}  {args.steps} steps  {'done' if done else 'to train'}")
+        print(f"{len(all_specs)} runs ({testbed.name} testbed, seeds {args.seeds})")
+        return 0
     run_all(
         [(train_one, (s, root, args.steps, testbed)) for s in all_specs], args.workers, "training"
     )

@@ -15,7 +15,7 @@ import pytest
 
 from bench.experiments import EXPERIMENTS, combined, compression, entropy, exploration, sweep
 from bench.experiments.common import EVAL_DIR, TESTBEDS, RunSpec, controlled, rms_relative_error
-from bench.reproduce import build_parser, write_claims, write_results
+from bench.reproduce import build_parser, main, write_claims, write_results
 
 # The explore testbed: absolute targets in nats per token (entropy 0.14, 0.10, 0.07; sweep
 # 0.06 to 0.14; exploration: each algorithm's best in the sweep; combined 0.10), its measured
@@ -322,8 +322,9 @@ def test_relative_targets_are_multiples_of_the_start():
 
 
 def test_arguments_and_registry():
-    args = build_parser().parse_args(["--testbed", "explore", "--seeds", "4", "5", "6"])
+    args = build_parser().parse_args(["--seeds", "4", "5", "6"])
     assert (args.testbed, args.seeds, args.out, args.runs) == ("explore", [4, 5, 6], None, None)
+    assert args.steps is None  # the testbed's: 40 on explore, 60 on overthink
     assert list(EXPERIMENTS) == ["entropy", "sweep", "exploration", "compression", "combined"]
     for module in EXPERIMENTS.values():  # every experiment has constants for every testbed
         assert set(module.SETTINGS) == set(TESTBEDS)
@@ -333,3 +334,22 @@ def test_arguments_and_registry():
     assert EXPLORE.recipe_path("dcpo-icr").name == "explore-dcpo-icr.yaml"
     names = [s.run_dir(Path("runs")).name for s in entropy.specs([5], overthink)[:3]]
     assert names == ["grpo-seed5", "aepo-H0.22-bang_bang-seed5", "aepo-H0.22-pi-seed5"]
+
+
+@pytest.mark.parametrize(("testbed", "steps"), [("explore", 40), ("overthink", 60)])
+def test_every_experiment_plans_its_runs_on_seeds_the_default_does_not_use(
+    tmp_path, capsys, testbed, steps
+):
+    """`--experiment all --seeds 4 5 6 --dry-run`: every experiment's settings resolve (their
+    placeholders too) and the plan lists each run once, at the testbed's recipe length."""
+    argv = ["--experiment", "all", "--seeds", "4", "5", "6", "--dry-run"]
+    argv += ["--testbed", testbed, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    plan = [line for line in lines if line.endswith("to train")]
+    specs = {s for e in EXPERIMENTS.values() for s in e.specs([4, 5, 6], TESTBEDS[testbed])}
+    assert len(plan) == len(set(plan)) == len(specs)
+    assert all(f"  {steps} steps  " in line for line in plan)
+    assert {line.split()[0].rsplit("-seed", 1)[1] for line in plan} == {"4", "5", "6"}
+    assert lines[-1] == f"{len(specs)} runs ({testbed} testbed, seeds [4, 5, 6])"
+    assert not any((tmp_path / "runs").iterdir())  # nothing trained

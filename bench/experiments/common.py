@@ -35,6 +35,7 @@ class Testbed:
         are multiples of it.
     relative_targets: the experiments' target entropies are given as multiples of
         `start_entropy` (run names then read e.g. `dcpo-H1.25x-pi`).
+    steps: training steps per run, the default of `--steps` (the recipes' own).
     placeholders: the constants above that are not measured yet.
     """
 
@@ -42,6 +43,7 @@ class Testbed:
     recipe_prefix: str
     results: Path
     runs: Path
+    steps: int = 60
     group_by: str | None = None
     kinds: tuple[str, ...] = ()
     start_entropy: float | None = None
@@ -79,6 +81,7 @@ TESTBEDS = {
         recipe_prefix="explore",
         results=REPO / "bench" / "results" / "explore",
         runs=REPO / "runs" / "bench" / "explore",
+        steps=40,  # configs/explore-*.yaml
         group_by="kind",
         kinds=("plain", "trap"),
         # Measured: the first 3 steps of a GRPO run of configs/explore-grpo.yaml (seed 1),
