@@ -191,7 +191,8 @@ def test_unknown_config_key_names_the_key_and_the_known_keys(tmp_path):
 
 def test_bad_value_names_the_key_and_the_allowed_values(tmp_path):
     with pytest.raises(
-        ConfigError, match=r"rollout\.backend: 'sglang' is not allowed; choose one of 'hf', 'vllm'"
+        ConfigError,
+        match=r"rollout\.backend: unknown rollout backend 'sglang': choose one of hf, vllm",
     ):
         tiny_config(tmp_path, "grpo", "rollout.backend=sglang")
     with pytest.raises(ConfigError, match=r"algorithm\.controller: 'pid' .*'bang_bang', 'pi'"):

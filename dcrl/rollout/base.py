@@ -211,9 +211,27 @@ def encode_prompts(
 
 
 class RolloutBackend(abc.ABC):
-    """Generates responses for prompts. One interface for every engine (HF generate, vLLM)."""
+    """Generates responses for prompts. One interface for every engine (HF generate, vLLM).
+
+    A backend is registered by one line in `dcrl.rollout.ROLLOUT_BACKENDS` (name -> module with
+    `BACKEND = <the class>`), or named as 'package.module:Class'. The trainer builds it with
+    `from_config` from the run's rollout section and checks that section with `check_config`
+    before the model loads; override both when the backend has settings of its own.
+    """
 
     name: str = "base"
+    takes_batch_size: bool = True  # False: the engine schedules its own batches
+
+    @classmethod  # noqa: B027 — an optional hook
+    def check_config(cls, config: Any) -> None:
+        """Raise ValueError('<setting> ...: <problem>; <fix>') for rollout settings (the run's
+        rollout section) this backend cannot honour. Nothing to check by default."""
+
+    @classmethod
+    def from_config(cls, config: Any, model: torch.nn.Module, tokenizer: Any) -> RolloutBackend:
+        """The backend for the trainer, from the run's rollout section (`config`)."""
+        options = {"batch_size": config.batch_size} if cls.takes_batch_size else {}
+        return cls(model, tokenizer, **options)  # type: ignore[call-arg]
 
     @abc.abstractmethod
     def generate(

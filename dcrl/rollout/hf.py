@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from transformers import (
@@ -76,6 +76,12 @@ class HFRolloutBackend(RolloutBackend):
     """
 
     name = "hf"
+
+    @classmethod
+    def from_config(cls, config: Any, model: torch.nn.Module, tokenizer: Any) -> RolloutBackend:
+        """rollout.batch_size prompts per call; rollout.decoding, with "auto" meaning "loop"."""
+        decoding = "loop" if config.decoding == "auto" else config.decoding
+        return cls(model, tokenizer, batch_size=config.batch_size, decoding=decoding)
 
     def __init__(
         self,
@@ -443,3 +449,6 @@ def _in_place_cache(model: torch.nn.Module, max_length: int) -> DynamicCache:
     if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
         cache.layers = [_InPlaceLayer(max_length) for _ in cache.layers]
     return cache
+
+
+BACKEND = HFRolloutBackend

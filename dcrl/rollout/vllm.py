@@ -54,6 +54,15 @@ class VLLMRolloutBackend(RolloutBackend):
     """
 
     name = "vllm"
+    takes_batch_size = False  # vLLM schedules its own batches
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        if config.decoding == "loop":
+            raise ValueError(
+                "decoding=loop is the hf backend's decoder; with backend=vllm set decoding=auto "
+                "or generate"
+            )
 
     def __init__(
         self,
@@ -177,3 +186,6 @@ class VLLMRolloutBackend(RolloutBackend):
             if is_peft:
                 model.unmerge_adapter()
         self.llm.reset_prefix_cache()
+
+
+BACKEND = VLLMRolloutBackend

@@ -349,7 +349,7 @@ def run_e1(
         ),
         Criterion(
             "q90",
-            "90th percentile of |G|·√n/σ_f ≤ 2.0 at every n (theory.md §5.6)",
+            "90th percentile of |G|·√n/σ_f ≤ 2.0 at every n (docs/papers.md §8.5)",
             bool(np.all(scaled_abs_q90 <= 2.0)),
             float(scaled_abs_q90.max()),
         ),

@@ -105,7 +105,11 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: Literal["hf", "vllm"] = field("hf", help="Generation backend (vllm needs a GPU).")
+    backend: str = field(
+        "hf",
+        help="Generation backend: hf, vllm (needs a GPU), or a 'package.module:Class' of your own "
+        "(dcrl.rollout's registry; docs/design.md).",
+    )
     n: int = field(5, ge=2, le=1024, help="Responses per prompt (the group size G).")
     temperature: float = field(
         1.0, gt=0, le=100, help="Sampling temperature of the training rollouts."
@@ -123,17 +127,14 @@ class RolloutConfig:
         "seeded numbers stay reproducible); auto: loop on the hf backend, ignored on vllm.",
     )
 
-    @property
-    def hf_decoding(self) -> str:
-        """The hf backend's decoder: `decoding`, with "auto" resolved to "loop"."""
-        return "loop" if self.decoding == "auto" else self.decoding
-
     def validate(self) -> None:
-        if self.decoding == "loop" and self.backend != "hf":
-            raise ValueError(
-                f"decoding=loop is the hf backend's decoder; with backend={self.backend} set "
-                "decoding=generate"
-            )
+        from dcrl.rollout import RolloutBackendError, get_rollout_backend_class
+
+        try:
+            backend_class = get_rollout_backend_class(self.backend)
+        except RolloutBackendError as error:
+            raise ValueError(f"backend: {error}") from None
+        backend_class.check_config(self)  # the backend's own settings, before the model loads
         if not self.temperature > 0:
             raise ValueError(
                 f"temperature must be > 0 for training, got {self.temperature}: at 0 every "

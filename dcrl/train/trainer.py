@@ -99,7 +99,7 @@ class Trainer:
     @releases_lock_on_error
     def __init__(self, config: RunConfig, *, resume: bool = False) -> None:
         from dcrl.models import load_policy
-        from dcrl.rollout import get_rollout_backend
+        from dcrl.rollout import build_rollout_backend
 
         self.config = config
         self.run_dir = config.run_dir
@@ -129,12 +129,7 @@ class Trainer:
             device=_resolve_device(mc.device),
             strict=mc.strict_load,
         )
-        rollout_options = {"batch_size": config.rollout.batch_size}
-        if config.rollout.backend == "hf":
-            rollout_options["decoding"] = config.rollout.hf_decoding
-        self.backend = get_rollout_backend(
-            config.rollout.backend, self.model, self.tokenizer, **rollout_options
-        )
+        self.backend = build_rollout_backend(config.rollout, self.model, self.tokenizer)
 
         def format_problem(problem: Any) -> str:
             return format_prompt(problem.prompt, self.tokenizer, template=template)
