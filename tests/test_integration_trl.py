@@ -30,8 +30,9 @@ from trl import GRPOConfig  # noqa: E402
 
 from dcrl.algorithms import StepContext, make_algorithm  # noqa: E402
 from dcrl.algorithms.composed import ComposedConfig  # noqa: E402
+from dcrl.algorithms.dcpo import DCPOConfig  # noqa: E402
 from dcrl.errors import UserError  # noqa: E402
-from dcrl.integrations.trl import STATE_FILE, DCRLGRPOTrainer  # noqa: E402
+from dcrl.integrations.trl import STATE_FILE, DCRLGRPOTrainer, _algorithm_config  # noqa: E402
 from dcrl.models.loading import load_policy  # noqa: E402
 from dcrl.tasks import get_task  # noqa: E402
 from dcrl.train.forward import score_responses  # noqa: E402
@@ -159,11 +160,25 @@ def test_controller_state_is_saved_in_trl_checkpoints_and_restored_on_resume(tmp
             {"beta": 0.04},
             r"beta with algorithm composed: its row-replacing target \(aepo\)",
         ),
+        # A loss term is computed by dcrl's loss, not TRL's: refused, not dropped.
+        (
+            ComposedConfig(targets=["icr", "entropy_reg"]),
+            {},
+            r"algorithm composed: its target entropy_reg adds a loss term",
+        ),
     ],
 )
 def test_unsupported_settings_are_refused_with_the_fix(algorithm, overrides, named, tmp_path):
     with pytest.raises(UserError, match=named):
         make_trainer(algorithm, tmp_path, **overrides)
+
+
+def test_a_config_builds_the_algorithm_it_names():
+    """Each config carries its own name: no patching of `name` in the adapter."""
+    assert _algorithm_config(DCPOConfig(target_entropy=0.3)).name == "dcpo"
+    assert _algorithm_config("icr").name == "icr"
+    with pytest.raises(UserError, match=r"name: 'grpo' is not the algorithm DCPOConfig"):
+        _algorithm_config(DCPOConfig(name="grpo"))
 
 
 # ---------------------------------------------------------- 2. equivalence on a fixed batch

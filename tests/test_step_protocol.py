@@ -14,6 +14,7 @@ from dcrl.algorithms.aepo import AEPOConfig
 from dcrl.algorithms.base import AlgorithmConfig
 from dcrl.algorithms.composed import Composed, ComposedConfig
 from dcrl.algorithms.dcpo import DCPOConfig
+from dcrl.algorithms.grpo import GRPOConfig
 from dcrl.core.logprobs import entropy_signals, entropy_sums
 from dcrl.rollout.base import RolloutBatch
 from dcrl.targets import StepDraft, Target, TargetConfig
@@ -60,7 +61,7 @@ def test_row_replacement_is_found_by_stage_not_by_name():
     assert [t.name for t in step_protocol.row_replacing_targets(composed)] == ["aepo"]
     assert step_protocol.replaces_rows(make_algorithm(AEPOConfig(name="aepo")))
     assert not step_protocol.replaces_rows(make_algorithm(DCPOConfig(name="dcpo")))
-    assert not step_protocol.replaces_rows(make_algorithm(AlgorithmConfig(name="grpo")))
+    assert not step_protocol.replaces_rows(make_algorithm(GRPOConfig()))
     custom = Composed(AlgorithmConfig(), [SwapRows(TargetConfig(name="x"), AlgorithmConfig())])
     assert step_protocol.replaces_rows(custom)
 

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 
 from dcrl.algorithms.base import AlgorithmConfig
 from dcrl.algorithms.composed import Preset
+from dcrl.config import field
 from dcrl.targets.aepo import AEPOSettings, AEPOTarget
 
 
 @dataclass
 class AEPOConfig(AEPOSettings, AlgorithmConfig):
     """The PPO settings of GRPO and the `aepo` target's, in one section."""
+
+    name: str = field("aepo", help="Algorithm name (see `dcrl algorithms`).")
 
 
 class AEPO(Preset):

@@ -1,179 +1,90 @@
-"""What every algorithm shares: the config fields of the PPO-style update, the batch it trains on,
-the context it may use while preparing a step, and the default PPO-clip loss.
+"""The one algorithm: GRPO (the base estimator) with a list of targets (dcrl.targets) composed
+on it, and the registered policy loss its config names. Every name of `dcrl algorithms` is this
+class with its own config: a preset (dcrl.algorithms.composed.Preset) or `composed`.
 
-An algorithm turns one step's rollouts and scores into a `TrainBatch` (old log-probs and per-token
-advantages) in `prepare`, and may add a loss term in `loss`. The trainer owns everything else:
-sampling, micro-batching, optimizer, logging, checkpoints.
+A step (`prepare`), in an order fixed by what each target changes, not by the list, so that
+every composition has one meaning; within a stage the list order holds:
+
+    1. shape    each target's `shape_rewards`, in list order (LP-F, Kimi, ShorterBetter);
+    2. base     GRPO advantages of the shaped reward, per response (N,);
+    3. bonus    sequence-level bonuses added to those (icr, best_of_n): Â_i ← Â_i + b_i;
+    4. mix      the token-level edit (dcpo, entropy_adv; at most one), e.g. DCPO's
+                Â'_{i,t} = (1 − α)·Â_i + α·c_i·ρ_{i,t}, so α weighs its REINFORCE term against
+                GRPO *with* the bonuses;
+    5. replace  the row replacement (aepo, at most one): tempered rows with advantage +1 replace
+                the first m rows, whatever the earlier stages gave them;
+    6. old log-probs at T = 1 of the final rows (shared with a mix target's pass unless rows
+       changed).
+
+The update (`loss`, per micro-batch): the policy loss registered under `config.policy_loss`
+(dcrl.core.losses; its registration says which config fields are its settings and whether it
+draws random numbers), plus each target's `loss_term` (Entropy-Reg's bonus). The trainer owns
+everything else: sampling, micro-batching, optimizer, logging, checkpoints.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 
-from dcrl.config import field
-from dcrl.core import advantages as core_advantages
 from dcrl.core import losses as core_losses
-
-AggMode = Literal[
-    "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
-]
-
-
-@dataclass
-class AlgorithmConfig:
-    """PPO-clip update settings shared by all algorithms (defaults: docs/papers.md §1.2 and §7)."""
-
-    name: str = field("grpo", help="Algorithm name (see `dcrl algorithms`).")
-    clip_low: float = field(
-        0.2, ge=0, lt=1, help="PPO ε_low: the ratio is clipped below at 1 − ε_low."
-    )
-    clip_high: float = field(
-        0.2,
-        ge=0,
-        le=100,
-        help="PPO ε_high: clipped above at 1 + ε_high (DAPO clip-higher uses 0.28).",
-    )
-    dual_clip: float | None = field(
-        3.0,
-        gt=1,
-        le=1e6,
-        help="Dual-clip constant c for negative advantages (Ye et al. 2020); null disables.",
-    )
-    log_ratio_clamp: float | None = field(
-        None,
-        gt=0,
-        le=1000,
-        help="Clamp log(π_θ/π_old) to ±this before exponentiating (the ICR code uses 20).",
-    )
-    loss_agg_mode: AggMode = field(
-        "token-mean",
-        help="How token losses become one scalar; token-mean over the mini-batch is the papers' "
-        "(DAPO) choice; seq-mean-token-sum-norm is Dr.GRPO.",
-    )
-    advantage_std: Literal["unbiased", "population", "none"] = field(
-        "unbiased",
-        help="GRPO group std: unbiased (n−1, the papers' code), population, or none (Dr.GRPO).",
-    )
-    policy_loss: Literal["ppo_clip", "clip_cov", "kl_cov"] = field(
-        "ppo_clip", help="Policy loss; clip_cov / kl_cov are the Cui et al. 2025 baselines."
-    )
-
-    def validate(self) -> None:
-        if not 0 <= self.clip_low < 1:
-            raise ValueError(f"clip_low must be in [0, 1), got {self.clip_low}")
-        if self.clip_high < 0:
-            raise ValueError(f"clip_high must be ≥ 0, got {self.clip_high}")
-        if self.dual_clip is not None and self.dual_clip <= 1:
-            raise ValueError(f"dual_clip must be > 1 (or null to disable), got {self.dual_clip}")
-
-
-@dataclass
-class TrainBatch:
-    """One step's training data, N rows, aligned with a rollout batch.
-
-    input_ids / attention_mask: (N, Lp + Lr), prompt left-padded then response right-padded.
-    response_mask: (N, Lr), 1 on the response tokens the loss sees.
-    old_logprobs: (N, Lr), log π_old of the response tokens at T = 1 (no grad), or None when the
-        update is on-policy (one optimizer step on the batch, `StepContext.on_policy`): π_old is
-        then the policy the loss scores with, and the loss uses its detached log-probs.
-    advantages: (N, Lr), per-token advantages (sequence advantages broadcast).
-    extras: more (N, ...) tensors an algorithm's loss needs (e.g. old entropy); selected with the rows.
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    response_mask: torch.Tensor
-    old_logprobs: torch.Tensor | None
-    advantages: torch.Tensor
-    extras: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def select(self, index: torch.Tensor | slice) -> TrainBatch:
-        return TrainBatch(
-            input_ids=self.input_ids[index],
-            attention_mask=self.attention_mask[index],
-            response_mask=self.response_mask[index],
-            old_logprobs=None if self.old_logprobs is None else self.old_logprobs[index],
-            advantages=self.advantages[index],
-            extras={k: v[index] for k, v in self.extras.items()},
-        )
-
-    def to(self, device: torch.device | str) -> TrainBatch:
-        """The same batch with every tensor on `device` (the model's, for the update)."""
-        return TrainBatch(
-            input_ids=self.input_ids.to(device),
-            attention_mask=self.attention_mask.to(device),
-            response_mask=self.response_mask.to(device),
-            old_logprobs=None if self.old_logprobs is None else self.old_logprobs.to(device),
-            advantages=self.advantages.to(device),
-            extras={k: v.to(device) for k, v in self.extras.items()},
-        )
-
-
-@dataclass
-class StepContext:
-    """What `Algorithm.prepare` may use. Built by the trainer for each step.
-
-    rollout(prompt_indices, n, temperature): sample more responses for some of this step's prompts
-        through the rollout backend (AEPO's tempered groups); returns (RolloutBatch, scores (M,)),
-        the batch's group_index numbering the given prompts 0, 1, ...
-    score(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
-        log-probs (and full-vocabulary entropy) of the responses under the current (old) policy
-        with logits / temperature, no grad; (N, Lr) each (entropy None unless asked).
-    on_policy: the update takes exactly one optimizer step on this batch (one mini-batch, one
-        epoch), so π_old at T = 1 is the policy the loss scores with: `old_logprobs` skips that
-        pass and returns None, and the loss uses its own detached log-probs (ratio exactly 1).
-    """
-
-    step: int
-    rollout: Callable[..., tuple[Any, torch.Tensor]]
-    score: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
-    on_policy: bool = False
-
-    def old_logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
-    ) -> torch.Tensor | None:
-        """log π_old at T = 1 of the responses for the PPO ratio: (N, Lr), or None when the
-        update is on-policy (the loss then takes the current log-probs, detached)."""
-        if self.on_policy:
-            return None
-        return self.score(input_ids, attention_mask, response_mask)[0]
+from dcrl.core.advantages import grpo_advantages
+from dcrl.step_data import AlgorithmConfig, StepContext, StepDraft, TrainBatch
+from dcrl.targets import STAGES, Target, TargetError
+from dcrl.targets.base import edits_draft
 
 
 class Algorithm:
-    """Base class: GRPO's recipe. Subclasses override `prepare` and/or `loss_terms`."""
+    """GRPO plus targets. Subclasses say where the targets come from (`Composed`: the config's
+    list; `Preset`: one fixed target) and the checkpoint layout."""
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
 
-    def __init__(self, config: AlgorithmConfig) -> None:
+    def __init__(self, config: AlgorithmConfig, targets: list[Target] | None = None) -> None:
         self.config = config
+        self.targets: list[Target] = list(targets or [])
+        self.loss_spec = core_losses.policy_loss_spec(config.policy_loss)
+        # A loss's own settings (and, for a seeded one, its random source) come with a config
+        # that carries them (the Clip-Cov preset); without them the loss runs on its defaults.
+        self.loss_configured = all(hasattr(config, name) for name in self.loss_spec.options)
+        self.loss_generator: torch.Generator | None = None
+        if self.loss_spec.seeded and self.loss_spec.options and self.loss_configured:
+            self.loss_generator = torch.Generator().manual_seed(0)
 
     # -- the step recipe -------------------------------------------------------------------
+    def shape_rewards(self, batch: Any, scores: torch.Tensor) -> torch.Tensor:
+        """The reward the advantages are computed from: the task's scores, shaped by each target
+        in list order. (N,) -> (N,)."""
+        rewards = scores
+        for target in self.targets:
+            rewards = target.shape_rewards(batch, rewards)
+        return rewards
+
     def prepare(
         self, batch: Any, scores: torch.Tensor, ctx: StepContext
     ) -> tuple[TrainBatch, dict[str, float]]:
-        """GRPO (docs/papers.md §1.2): group-normalized advantages of the (shaped) rewards, old
-        log-probs at T = 1."""
+        """The step's TrainBatch and metrics from its rollouts (a RolloutBatchLike) and (N,)
+        scores, in the stage order of the module docstring (docs/papers.md §1.2 for GRPO)."""
         rewards = self.shape_rewards(batch, scores)
-        advantages = core_advantages.grpo_advantages(
-            rewards, batch.group_index, std=self.config.advantage_std
-        )
-        return self.make_batch(batch, advantages, ctx), {
-            "reward/shaped_mean": float(rewards.mean())
-        }
-
-    def shape_rewards(self, batch: Any, scores: torch.Tensor) -> torch.Tensor:
-        """The reward the advantages are computed from; the task's scores unless a length-shaping
-        baseline adds a term. (N,) -> (N,)."""
-        return scores
+        advantages = grpo_advantages(rewards, batch.group_index, std=self.config.advantage_std)
+        draft = StepDraft.start(batch, scores, rewards, advantages)
+        metrics: dict[str, float] = {}
+        # The shaped reward is logged when it is what the step trains on: a target shaped it,
+        # or no target edits the advantages (GRPO and the loss-only baselines).
+        if any(t.shapes_rewards for t in self.targets) or not any(map(edits_draft, self.targets)):
+            metrics["reward/shaped_mean"] = float(rewards.mean())
+        for stage in STAGES:
+            for target in (t for t in self.targets if t.stage == stage):
+                add_metrics(metrics, target.apply(draft, ctx), target)
+                if stage == "bonus" and draft.advantages.dim() != 1:
+                    raise TargetError(
+                        f"target {target.name!r} (stage bonus) left per-token advantages; a "
+                        "bonus keeps them per response, (N,): declare stage = 'mix' instead"
+                    )
+        return draft.finish(ctx), metrics
 
     def loss(
         self,
@@ -192,7 +103,6 @@ class Algorithm:
             counts: {"num_tokens", "num_sequences"} of the whole mini-batch.
         """
         cfg = self.config
-        loss_fn = core_losses.get_policy_loss(cfg.policy_loss)
         # Every registered loss takes the shared PPO options (KL-Cov accepts and ignores the
         # clip ones), so Clip-Cov clips exactly as configured instead of with its own defaults.
         options: dict[str, Any] = dict(
@@ -206,7 +116,9 @@ class Algorithm:
         )
         options.update(self.policy_loss_options())
         old_logprobs = logprobs.detach() if mb.old_logprobs is None else mb.old_logprobs
-        loss, metrics = loss_fn(logprobs, old_logprobs, mb.advantages, mb.response_mask, **options)
+        loss, metrics = self.loss_spec.loss_fn(
+            logprobs, old_logprobs, mb.advantages, mb.response_mask, **options
+        )
         extra_loss, extra_metrics = self.loss_terms(mb, logprobs, entropy, counts)
         if extra_loss is not None:
             loss = loss + extra_loss
@@ -219,44 +131,85 @@ class Algorithm:
         entropy: torch.Tensor | None,
         counts: dict[str, float],
     ) -> tuple[torch.Tensor | None, dict[str, float]]:
-        """An extra loss term added to the policy loss (entropy bonus baselines); none by default."""
-        return None, {}
+        """The targets' loss terms, summed in list order (Entropy-Reg's bonus); None if none."""
+        total: torch.Tensor | None = None
+        metrics: dict[str, float] = {}
+        for target in self.targets:
+            term, term_metrics = target.loss_term(mb, logprobs, entropy, counts)
+            if term is not None:
+                total = term if total is None else total + term
+            metrics.update(term_metrics)
+        return total, metrics
 
     def policy_loss_options(self) -> dict[str, Any]:
-        """Extra keyword options for the chosen policy loss (Clip-Cov / KL-Cov settings)."""
-        return {}
+        """The chosen loss's own settings from the config (Clip-Cov's, KL-Cov's), and its random
+        source when it draws one; {} when the config does not carry them."""
+        if not self.loss_configured:
+            return {}
+        options: dict[str, Any] = {
+            name: getattr(self.config, name) for name in self.loss_spec.options
+        }
+        if self.loss_generator is not None:
+            options["generator"] = self.loss_generator
+        return options
 
     # -- what the trainer asks ---------------------------------------------------------------
-    needs_entropy_grad: ClassVar[bool] = False
+    @property
+    def needs_entropy_grad(self) -> bool:
+        """Whether a loss term differentiates the entropy (the trainer keeps its graph)."""
+        return any(target.needs_entropy_grad for target in self.targets)
+
+    @property
+    def micro_batches_in_order(self) -> bool:
+        """Whether the policy loss selects per call (its registration's
+        `micro_batch_statistic`), so that micro-batches keep rollout order."""
+        return self.loss_spec.micro_batch_statistic
+
+    def foreign_rows(self, extras: Mapping[str, Any] | None) -> torch.Tensor | None:
+        """(N,) bool: the rows of a batch with these `extras` that a target swapped in from
+        another distribution (its `foreign_rows` column), left out of the policy's own entropy;
+        None when no target marks any."""
+        marked = None
+        for target in self.targets:
+            column = target.foreign_rows
+            if column is None or extras is None or column not in extras:
+                continue
+            marked = extras[column] if marked is None else marked | extras[column]
+        return marked
 
     def after_update(self, metrics: dict[str, float]) -> None:
         """Called once per step with the update's metrics (the controllers read their entropy)."""
+        for target in self.targets:
+            target.after_update(metrics)
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {"targets": [target.state_dict() for target in self.targets], **self.loss_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        for target, target_state in zip(self.targets, state["targets"], strict=True):
+            target.load_state_dict(target_state)
+        self.load_loss_state(state)
 
-    # -- helpers for subclasses ------------------------------------------------------------
-    def make_batch(
-        self,
-        batch: Any,
-        advantages: torch.Tensor,
-        ctx: StepContext,
-        old_logprobs: torch.Tensor | None = None,
-    ) -> TrainBatch:
-        """Assemble a TrainBatch from a RolloutBatch; advantages (N,) or (N, Lr)."""
-        input_ids, attention_mask = batch.sequences()
-        response_mask = batch.response_mask
-        if old_logprobs is None:
-            old_logprobs = ctx.old_logprobs(input_ids, attention_mask, response_mask)
-        if advantages.dim() == 1:
-            advantages = core_advantages.broadcast_to_tokens(advantages, response_mask)
-        return TrainBatch(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            response_mask=response_mask,
-            old_logprobs=old_logprobs,
-            advantages=advantages * response_mask.to(advantages.dtype),
+    def loss_state(self) -> dict[str, Any]:
+        """The policy loss's random source ({"generator": ...}), or {} when it has none."""
+        if self.loss_generator is None:
+            return {}
+        return {"generator": self.loss_generator.get_state().tolist()}
+
+    def load_loss_state(self, state: dict[str, Any]) -> None:
+        if self.loss_generator is not None:
+            self.loss_generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+
+
+def add_metrics(metrics: dict[str, float], new: dict[str, float], target: Target) -> None:
+    """Merge a target's metrics; two targets logging one name would hide one of them."""
+    clash = sorted(set(metrics) & set(new))
+    if clash:
+        raise TargetError(
+            f"target {target.name!r} logs {clash[0]!r}, which another target (or the base) logs "
+            f"too; name its metrics '{target.name}/...'"
         )
+    metrics.update(new)
+
+
+__all__ = ["Algorithm", "AlgorithmConfig", "StepContext", "TrainBatch", "add_metrics"]

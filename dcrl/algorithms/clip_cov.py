@@ -1,24 +1,24 @@
 """Clip-Cov (Cui et al. 2025, "The Entropy Mechanism of RL for Reasoning LMs", arXiv 2505.22617):
 PPO-clip where a small random fraction of the tokens with high covariance between advantage and
 log-prob have their gradient detached, slowing the entropy collapse those tokens drive.
+
+A policy-loss choice: GRPO with `policy_loss: clip_cov` (dcrl.core.losses), whose registration
+names the settings below and a seeded random source, kept in the checkpoint.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
 
-import torch
-
-from dcrl.algorithms.base import Algorithm, AlgorithmConfig
+from dcrl.algorithms.base import AlgorithmConfig
+from dcrl.algorithms.composed import Preset
 from dcrl.config import field
 
 
 @dataclass
 class ClipCovConfig(AlgorithmConfig):
-    policy_loss: Literal["ppo_clip", "clip_cov", "kl_cov"] = field(
-        "clip_cov", help="The Clip-Cov policy loss."
-    )
+    name: str = field("clip_cov", help="Algorithm name (see `dcrl algorithms`).")
+    policy_loss: str = field("clip_cov", help="The Clip-Cov policy loss.")
     clip_cov_ratio: float = field(
         2e-4, gt=0, le=1, help="Fraction of tokens detached (paper: 2e-4)."
     )
@@ -38,29 +38,9 @@ class ClipCovConfig(AlgorithmConfig):
             )
 
 
-class ClipCov(Algorithm):
+class ClipCov(Preset):
     name = "clip_cov"
     config_class = ClipCovConfig
-    config: ClipCovConfig
-
-    def __init__(self, config: ClipCovConfig) -> None:
-        super().__init__(config)
-        self.generator = torch.Generator().manual_seed(0)
-
-    def policy_loss_options(self) -> dict[str, Any]:
-        cfg = self.config
-        return {
-            "clip_cov_ratio": cfg.clip_cov_ratio,
-            "clip_cov_lb": cfg.clip_cov_lb,
-            "clip_cov_ub": cfg.clip_cov_ub,
-            "generator": self.generator,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state().tolist()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
 
 
 ALGORITHM = ClipCov

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 
 from dcrl.algorithms.base import AlgorithmConfig
 from dcrl.algorithms.composed import Preset
+from dcrl.config import field
 from dcrl.targets.dcpo import DCPOSettings, DCPOTarget
 
 
 @dataclass
 class DCPOConfig(DCPOSettings, AlgorithmConfig):
     """The PPO settings of GRPO and the `dcpo` target's, in one section."""
+
+    name: str = field("dcpo", help="Algorithm name (see `dcrl algorithms`).")
 
 
 class DCPO(Preset):

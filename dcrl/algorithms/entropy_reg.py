@@ -1,5 +1,5 @@
 """Entropy-Reg: GRPO plus an entropy bonus in the loss, the baseline of the AEPO and DCPO papers
-(docs/papers.md §5).
+(docs/papers.md §5): a preset of the `entropy_reg` target, whose loss term is the bonus.
 
 Code-faithful form (`form: sampled_nll`, EasyR1's `use_entropy_loss`): the bonus is the
 sampled-token NLL −mean log π_θ(o_t), whose expected gradient on-policy is zero — it acts only
@@ -10,56 +10,25 @@ through sampling noise and the later off-policy mini-batches, which plausibly ex
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-import torch
-
-from dcrl.algorithms.base import Algorithm, AlgorithmConfig, TrainBatch
+from dcrl.algorithms.base import AlgorithmConfig
+from dcrl.algorithms.composed import Preset
 from dcrl.config import field
-from dcrl.core.regularizers import entropy_reg_term
+from dcrl.targets.entropy_reg import EntropyRegSettings, EntropyRegTarget
 
 
 @dataclass
-class EntropyRegConfig(AlgorithmConfig):
-    coef: float = field(
-        0.01,
-        ge=0,
-        le=100,
-        help="Bonus coefficient (0.01 in the authors' script; code defaults 0.03 / 0.015).",
-    )
-    form: Literal["sampled_nll", "true_entropy"] = field(
-        "sampled_nll",
-        help="sampled_nll: the papers' estimator (code-faithful); true_entropy: full-vocabulary.",
-    )
+class EntropyRegConfig(EntropyRegSettings, AlgorithmConfig):
+    """The PPO settings of GRPO and the `entropy_reg` target's, in one section."""
+
+    name: str = field("entropy_reg", help="Algorithm name (see `dcrl algorithms`).")
 
 
-class EntropyReg(Algorithm):
+class EntropyReg(Preset):
     name = "entropy_reg"
     config_class = EntropyRegConfig
+    target_class = EntropyRegTarget
     config: EntropyRegConfig
-
-    @property
-    def needs_entropy_grad(self) -> bool:  # type: ignore[override]
-        return self.config.form == "true_entropy"
-
-    def loss_terms(
-        self,
-        mb: TrainBatch,
-        logprobs: torch.Tensor,
-        entropy: torch.Tensor | None,
-        counts: dict[str, float],
-    ) -> tuple[torch.Tensor | None, dict[str, float]]:
-        term = entropy_reg_term(
-            logprobs,
-            mb.response_mask,
-            self.config.coef,
-            form=self.config.form,
-            entropy=entropy,
-            agg_mode=self.config.loss_agg_mode,
-            num_tokens=counts["num_tokens"],
-            num_sequences=counts["num_sequences"],
-        )
-        return term, {"entropy_bonus": float(term.detach())}
 
 
 ALGORITHM = EntropyReg

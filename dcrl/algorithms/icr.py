@@ -22,6 +22,7 @@ from dcrl.targets.icr import ICRSettings, ICRTarget
 class ICRConfig(ICRSettings, AlgorithmConfig):
     """The PPO settings of GRPO and the `icr` target's, in one section."""
 
+    name: str = field("icr", help="Algorithm name (see `dcrl algorithms`).")
     log_ratio_clamp: float | None = field(
         20.0, gt=0, le=1000, help="The ICR code clamps log-ratios to ±20."
     )

@@ -1,36 +1,30 @@
 """Kimi-style group length reward (Kimi k1.5, arXiv 2501.12599), the ICR paper's LP2 baseline
 (docs/papers.md §4.4): λ = 0.5 − (L − L_min)/(L_max − L_min) within the group; a correct
-response gets λ, a wrong one min(0, λ).
+response gets λ, a wrong one min(0, λ). A preset of the `kimi` target.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import torch
-
-from dcrl.algorithms.base import Algorithm, AlgorithmConfig
+from dcrl.algorithms.base import AlgorithmConfig
+from dcrl.algorithms.composed import Preset
 from dcrl.config import field
-from dcrl.core.shaping import kimi_length_reward
+from dcrl.targets.kimi import KimiSettings, KimiTarget
 
 
 @dataclass
-class KimiConfig(AlgorithmConfig):
-    weight: float = field(
-        1.0, ge=0, le=1e6, help="Weight of the length reward added to accuracy (ICR code: 1)."
-    )
+class KimiConfig(KimiSettings, AlgorithmConfig):
+    """The PPO settings of GRPO and the `kimi` target's, in one section."""
+
+    name: str = field("kimi", help="Algorithm name (see `dcrl algorithms`).")
 
 
-class Kimi(Algorithm):
+class Kimi(Preset):
     name = "kimi"
     config_class = KimiConfig
+    target_class = KimiTarget
     config: KimiConfig
-
-    def shape_rewards(self, batch: Any, scores: torch.Tensor) -> torch.Tensor:
-        correct = scores > 0.5
-        bonus = kimi_length_reward(batch.response_lengths, correct, batch.group_index)
-        return scores + self.config.weight * bonus
 
 
 ALGORITHM = Kimi

@@ -2,22 +2,24 @@
 coef·|log π_θ − log π_old| on the top fraction of tokens by advantage/log-prob covariance.
 In a strictly on-policy mini-batch (ratio ≡ 1) the penalty is zero — it acts from the second
 mini-batch of a step on.
+
+A policy-loss choice: GRPO with `policy_loss: kl_cov` (dcrl.core.losses), whose registration
+names the settings below.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
 
-from dcrl.algorithms.base import Algorithm, AlgorithmConfig
+from dcrl.algorithms.base import AlgorithmConfig
+from dcrl.algorithms.composed import Preset
 from dcrl.config import field
 
 
 @dataclass
 class KLCovConfig(AlgorithmConfig):
-    policy_loss: Literal["ppo_clip", "clip_cov", "kl_cov"] = field(
-        "kl_cov", help="The KL-Cov policy loss."
-    )
+    name: str = field("kl_cov", help="Algorithm name (see `dcrl algorithms`).")
+    policy_loss: str = field("kl_cov", help="The KL-Cov policy loss.")
     kl_cov_ratio: float = field(
         2e-3,
         gt=0,
@@ -29,13 +31,9 @@ class KLCovConfig(AlgorithmConfig):
     )
 
 
-class KLCov(Algorithm):
+class KLCov(Preset):
     name = "kl_cov"
     config_class = KLCovConfig
-    config: KLCovConfig
-
-    def policy_loss_options(self) -> dict[str, Any]:
-        return {"kl_cov_ratio": self.config.kl_cov_ratio, "kl_coef": self.config.kl_coef}
 
 
 ALGORITHM = KLCov

@@ -7,7 +7,9 @@ response tokens; log-probs are float32 (N, L); advantages are per sequence (N,) 
     loss_fn(logprobs, old_logprobs, advantages, mask, **options) -> (loss, metrics)
 
 and is registered by name (`register_policy_loss`, `get_policy_loss`): "ppo_clip", "clip_cov",
-"kl_cov". `metrics` holds Python floats.
+"kl_cov". The registration also says what the loss needs (`PolicyLossSpec`: its own settings,
+a seeded random source, micro-batches in rollout order), so that no trainer knows loss names.
+`metrics` holds Python floats.
 
 Aggregation and micro-batching. `aggregate_loss` takes optional *global* counts (`num_tokens`,
 `num_sequences`) of the whole mini-batch. Passing them to every micro-batch makes the sum of the
@@ -29,8 +31,10 @@ Clip-Cov and KL-Cov, Cui et al. 2025 (arXiv 2505.22617 §4).
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -256,11 +260,44 @@ def _metric_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
 # Registry
 # ----------------------------------------------------------------------------------------------
 
-_POLICY_LOSSES: dict[str, PolicyLoss] = {}
+
+@dataclass(frozen=True)
+class PolicyLossSpec:
+    """A registered policy loss and what it declares to the algorithm and the trainer.
+
+    loss_fn: `(logprobs, old_logprobs, advantages, mask, **options) -> (loss, metrics)`.
+    options: its own keyword settings; an algorithm config that has fields of these names (the
+        Clip-Cov preset's `clip_cov_ratio`, ...) passes them, one without them calls the loss with
+        its defaults.
+    seeded: it takes `generator=` for a random choice; an algorithm whose config carries the
+        options owns that generator (seeded 0) and keeps its state in the checkpoint.
+    micro_batch_statistic: its result depends on which rows share a call (a selection made per
+        call, as Clip-Cov's and KL-Cov's tokens), so a trainer keeps its micro-batches in rollout
+        order instead of grouping rows by length.
+    """
+
+    loss_fn: PolicyLoss
+    options: tuple[str, ...] = ()
+    seeded: bool = False
+    micro_batch_statistic: bool = False
 
 
-def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
-    """Decorator registering a policy loss under `name`.
+_POLICY_LOSSES: dict[str, PolicyLossSpec] = {}
+
+# Policy losses defined in modules of their own: name -> module, imported the first time the name
+# is asked for. A new loss is one file (its function under @register_policy_loss("name", ...))
+# and one line here (docs/design.md, "Adding a piece").
+POLICY_LOSS_MODULES: dict[str, str] = {}
+
+
+def register_policy_loss(
+    name: str,
+    *,
+    options: tuple[str, ...] = (),
+    seeded: bool = False,
+    micro_batch_statistic: bool = False,
+) -> Callable[[PolicyLoss], PolicyLoss]:
+    """Decorator registering a policy loss under `name`, with what it declares (`PolicyLossSpec`).
 
     The function must have the signature
     `(logprobs, old_logprobs, advantages, mask, **options) -> (loss, metrics)`.
@@ -269,22 +306,33 @@ def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
 
     def decorator(loss_fn: PolicyLoss) -> PolicyLoss:
         registered = _POLICY_LOSSES.get(name)
-        if registered is not None and registered is not loss_fn:
+        if registered is not None and registered.loss_fn is not loss_fn:
             raise ValueError(
-                f"a policy loss named {name!r} is already registered ({registered.__module__}."
-                f"{registered.__qualname__}); register yours under another name"
+                f"a policy loss named {name!r} is already registered "
+                f"({registered.loss_fn.__module__}.{registered.loss_fn.__qualname__}); register "
+                "yours under another name"
             )
-        _POLICY_LOSSES[name] = loss_fn
+        _POLICY_LOSSES[name] = PolicyLossSpec(
+            loss_fn, tuple(options), seeded, micro_batch_statistic
+        )
         return loss_fn
 
     return decorator
 
 
+def policy_loss_spec(name: str) -> PolicyLossSpec:
+    """The registration of the policy loss `name`; ValueError listing the known names otherwise."""
+    if name not in _POLICY_LOSSES and name in POLICY_LOSS_MODULES:
+        importlib.import_module(POLICY_LOSS_MODULES[name])
+    if name not in _POLICY_LOSSES:
+        known = sorted(set(_POLICY_LOSSES) | set(POLICY_LOSS_MODULES))
+        raise ValueError(f"unknown policy loss {name!r}; registered: {known}")
+    return _POLICY_LOSSES[name]
+
+
 def get_policy_loss(name: str) -> PolicyLoss:
     """The policy loss registered under `name`; ValueError listing the known names otherwise."""
-    if name not in _POLICY_LOSSES:
-        raise ValueError(f"unknown policy loss {name!r}; registered: {sorted(_POLICY_LOSSES)}")
-    return _POLICY_LOSSES[name]
+    return policy_loss_spec(name).loss_fn
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,7 +462,12 @@ def ppo_clip_loss(
 # ----------------------------------------------------------------------------------------------
 
 
-@register_policy_loss("clip_cov")
+@register_policy_loss(
+    "clip_cov",
+    options=("clip_cov_ratio", "clip_cov_lb", "clip_cov_ub"),
+    seeded=True,
+    micro_batch_statistic=True,
+)
 def clip_cov_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -506,7 +559,7 @@ def clip_cov_loss(
     return loss, metrics
 
 
-@register_policy_loss("kl_cov")
+@register_policy_loss("kl_cov", options=("kl_cov_ratio", "kl_coef"), micro_batch_statistic=True)
 def kl_cov_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,

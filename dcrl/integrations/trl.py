@@ -35,7 +35,6 @@ samples its extra groups at τ·T, and DCPO's ratio is ρ = π^{τT}/π^τ. Cost
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -381,9 +380,9 @@ class DCRLGRPOTrainer(GRPOTrainer):
         finally:
             self._captured = None
         if self.model.training:
-            # AEPO's tempered rows (is_reinforce) are not the policy's own samples.
+            # Rows a target swapped in (AEPO's tempered ones) are not the policy's own samples.
             window = step_protocol.measure_entropy(
-                logprobs, inputs["completion_mask"], inputs, entropy
+                logprobs, inputs["completion_mask"], self.algorithm.foreign_rows(inputs), entropy
             )
             self._entropy_window = self._entropy_window.to(window.device) + window
             if (self._step + 1) % (self.args.steps_per_generation * self.num_iterations) == 0:
@@ -425,11 +424,7 @@ def _algorithm_config(algorithm: AlgorithmConfig | str) -> AlgorithmConfig:
                 f"{', '.join(SUPPORTED_ALGORITHMS)} (the others change the loss, which TRL "
                 "computes here; train them with `dcrl train`)"
             )
-        algorithm = get_algorithm_class(algorithm).config_class(name=algorithm)
-    # DCPOConfig(...) names DCPO even though its `name` field defaults to "grpo".
-    for name in SUPPORTED_ALGORITHMS:
-        if type(algorithm) is get_algorithm_class(name).config_class:
-            algorithm = dataclasses.replace(algorithm, name=name)
+        algorithm = get_algorithm_class(algorithm).config_class()  # each names its own
     if not isinstance(algorithm, AlgorithmConfig) or algorithm.name not in SUPPORTED_ALGORITHMS:
         raise UserError(
             f"algorithm={algorithm!r}: pass a dcrl algorithm config whose name is one of "
@@ -478,6 +473,12 @@ def _check_trainer_settings(trainer: DCRLGRPOTrainer) -> None:
             trainer.beta != 0.0,
             f"its row-replacing target ({replacing}) swaps rows in after the reference "
             "log-probs are taken; set beta=0.0 (the papers train without a KL term)",
+        )
+    loss_terms = ", ".join(t.name for t in step_protocol.loss_term_targets(trainer.algorithm))
+    if loss_terms:
+        raise UserError(
+            f"algorithm {trainer.algorithm.name}: its target {loss_terms} adds a loss term, which "
+            "TRL's loss does not compute here; train it with `dcrl train`, or drop it"
         )
     for setting, (is_refused, fix) in refused.items():
         if is_refused:

@@ -1,11 +1,14 @@
-"""Target distributions: REINFORCE toward a better distribution than the policy's own samples.
+"""Target distributions: REINFORCE toward a better distribution than the policy's own samples,
+and the other terms a method adds to GRPO (reward shaping, advantage edits, loss terms).
 
 AEPO, DCPO and ICR are one idea (docs/papers.md §2–4): instead of bonusing lucky samples,
 add a REINFORCE term whose samples come from a *target* distribution — π at temperature T drawn
 for real (`aepo`), the same T by per-token importance weights (`dcpo`), the shortest correct
-response of a group (`icr`), the best of the group (`best_of_n`). A run composes a base estimator
-(GRPO) with a list of targets (`algorithm.name: composed`, dcrl.algorithms.composed); the
-algorithm names aepo, dcpo and icr are presets of one target each.
+response of a group (`icr`), the best of the group (`best_of_n`). The baselines are targets of
+the same contract: reward shaping (`lp_f`, `kimi`, `shorter_better`), a token-level advantage
+edit (`entropy_adv`) and a loss term (`entropy_reg`). A run composes the base estimator (GRPO)
+with a list of targets (`algorithm.name: composed`, dcrl.algorithms.composed); the algorithm
+names of dcrl.algorithms are presets of at most one target each.
 
 The contract of a target (built in, or your own as 'package.module:Class'):
 
@@ -16,31 +19,39 @@ The contract of a target (built in, or your own as 'package.module:Class'):
                                           # ValueError("<field> ...: <problem>; <fix>")
         stage = "bonus"                   # "bonus" | "mix" | "replace" (below)
         shapes_rewards = False            # True if shape_rewards changes the reward
+        foreign_rows = None               # the extras column marking rows it swaps in from
+                                          # another distribution (aepo: "is_reinforce")
 
         def __init__(self, config, base): # base: the base estimator's AlgorithmConfig
         def shape_rewards(self, batch, rewards) -> rewards   # optional, (N,) -> (N,)
-        def apply(self, draft, ctx) -> dict[str, float]     # required: edit the draft,
+        def apply(self, draft, ctx) -> dict[str, float]     # optional: edit the draft,
                                                             # return metrics "my_target/..."
+        def loss_term(self, mb, logprobs, entropy, counts)   # optional: (term or None, metrics)
+        needs_entropy_grad                                   # optional property: True when
+                                                            # loss_term differentiates entropy
         def after_update(self, metrics)                      # optional: read the update's
         def state_dict(self) / load_state_dict(self, state)  # optional: JSON-able, checkpointed
 
 `apply` receives a `StepDraft` (the step's rollouts `batch`, `scores`, shaped `rewards`, the
 running `advantages`, the row tensors and `extras`) and the trainer's `StepContext` (`rollout`
-for extra samples at any temperature, `score` for a no-grad scoring pass at any temperature).
-It writes its REINFORCE term — which rows or tokens, with what weight — into the draft, by its
-stage:
+for extra samples at any temperature, `score` for a no-grad scoring pass at any temperature);
+both live in dcrl.step_data. It writes its REINFORCE term — which rows or tokens, with what
+weight — into the draft, by its stage:
 
     bonus    changes per-response advantages, (N,) in and (N,) out (icr, best_of_n);
-    mix      turns them into per-token advantages, (N,) in and (N, Lr) out (dcpo); at most one;
+    mix      turns them into per-token advantages, (N,) in and (N, Lr) out (dcpo, entropy_adv);
+             at most one;
     replace  swaps rows for other samples, sets `draft.old_logprobs = None` so the new rows are
-             scored again, and clears other targets' per-row `extras` on them (aepo); at most one.
+             scored again, clears other targets' per-row `extras` on them and marks them in its
+             `foreign_rows` column (aepo); at most one.
 
-Every formula a target uses lives in `dcrl.core` (regularizers, shaping); a target's module holds
-its settings and the calls, one screen each. `examples/targets/my_target.py` is a worked user
-target; docs/targets.md is the short guide.
+`loss_term` adds to the policy loss of each micro-batch, normalized by the mini-batch's counts
+(`entropy_reg`). Every formula a target uses lives in `dcrl.core` (regularizers, shaping); a
+target's module holds its settings and the calls, one screen each. `examples/targets/my_target.py`
+is a worked user target; docs/targets.md is the short guide.
 
->>> sorted(TARGETS)
-['aepo', 'best_of_n', 'dcpo', 'icr']
+>>> sorted(TARGETS)[:5]
+['aepo', 'best_of_n', 'dcpo', 'entropy_adv', 'entropy_reg']
 """
 
 from __future__ import annotations
@@ -59,6 +70,11 @@ TARGETS: dict[str, str] = {
     "dcpo": "dcrl.targets.dcpo",
     "icr": "dcrl.targets.icr",
     "best_of_n": "dcrl.targets.best_of_n",
+    "lp_f": "dcrl.targets.lp_f",
+    "kimi": "dcrl.targets.kimi",
+    "shorter_better": "dcrl.targets.shorter_better",
+    "entropy_adv": "dcrl.targets.entropy_adv",
+    "entropy_reg": "dcrl.targets.entropy_reg",
 }
 CHOICES = f"{', '.join(sorted(TARGETS))}, or a 'package.module:Class' of your own"
 

@@ -16,12 +16,12 @@ from typing import Literal
 
 import torch
 
-from dcrl.algorithms.base import StepContext
-from dcrl.algorithms.entropy_control import EntropyControlFields
 from dcrl.config import field
 from dcrl.core.control import ControlDecision
 from dcrl.core.regularizers import aepo_mix_batch, aepo_num_reinforce, aepo_select_positives
+from dcrl.step_data import StepContext
 from dcrl.targets.base import ControlledTarget, StepDraft, TargetConfig
+from dcrl.targets.entropy_control import EntropyControlFields
 
 
 @dataclass
@@ -74,6 +74,7 @@ class AEPOTarget(ControlledTarget):
     name = "aepo"
     config_class = AEPOTargetConfig
     stage = "replace"
+    foreign_rows = "is_reinforce"  # the tempered rows are π^T's samples, not the policy's
     config: AEPOTargetConfig
 
     def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:

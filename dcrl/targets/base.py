@@ -1,20 +1,19 @@
-"""What every target shares: its config, the draft of the step's training data it edits, and the
-class a target (built in or a user's) subclasses. The contract is in the package docstring.
+"""What every target shares: its config and the class a target (built in or a user's)
+subclasses. The contract is in the package docstring; the step's data types (`StepDraft`,
+`StepContext`, `TrainBatch`) live one layer below, in dcrl.step_data.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 
-from dcrl.algorithms.base import AlgorithmConfig, StepContext, TrainBatch
-from dcrl.algorithms.entropy_control import EntropyControl, EntropyControlFields
 from dcrl.config import field
-from dcrl.core.advantages import broadcast_to_tokens
 from dcrl.core.control import ControlDecision, EntropyController
+from dcrl.step_data import AlgorithmConfig, StepContext, StepDraft, TrainBatch
+from dcrl.targets.entropy_control import EntropyControl, EntropyControlFields
 
 # The order the composition applies the targets in, by what they change (package docstring).
 Stage = Literal["bonus", "mix", "replace"]
@@ -31,65 +30,13 @@ class TargetConfig:
         """Raise ValueError('<field> ...: <problem>; <fix>') on a bad setting."""
 
 
-@dataclass
-class StepDraft:
-    """One step's training data while the targets edit it; N rows aligned with `batch` until a
-    row replacement swaps some rows for other samples.
-
-    batch: the on-policy RolloutBatch (read it; do not change it).
-    scores: (N,) the task's scores. rewards: (N,) the reward after every target's shaping, which
-        the base estimator normalized into `advantages`.
-    advantages: (N,) per-response (bonus stage) or (N, Lr) per-token (after a mix).
-    input_ids / attention_mask: (N, Lp + Lr); response_mask: (N, Lr).
-    old_logprobs: (N, Lr) log π_old at T = 1 once a target has scored the rows (DCPO shares its
-        pass); None: the composition asks `StepContext.old_logprobs` at the end. A target that
-        changes rows sets it back to None.
-    extras: (N, ...) tensors the loss or the trainer reads (e.g. `is_reinforce`).
-    """
-
-    batch: Any
-    scores: torch.Tensor
-    rewards: torch.Tensor
-    advantages: torch.Tensor
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    response_mask: torch.Tensor
-    old_logprobs: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def start(
-        cls, batch: Any, scores: torch.Tensor, rewards: torch.Tensor, advantages: torch.Tensor
-    ) -> StepDraft:
-        input_ids, attention_mask = batch.sequences()
-        return cls(
-            batch, scores, rewards, advantages, input_ids, attention_mask, batch.response_mask
-        )
-
-    def finish(self, ctx: StepContext) -> TrainBatch:
-        """The TrainBatch for the update: per-token advantages, 0 on padding."""
-        mask = self.response_mask
-        old_logprobs = self.old_logprobs
-        if old_logprobs is None:
-            old_logprobs = ctx.old_logprobs(self.input_ids, self.attention_mask, mask)
-        advantages = self.advantages
-        if advantages.dim() == 1:
-            advantages = broadcast_to_tokens(advantages, mask)  # (N, Lr)
-        return TrainBatch(
-            input_ids=self.input_ids,
-            attention_mask=self.attention_mask,
-            response_mask=mask,
-            old_logprobs=old_logprobs,
-            advantages=advantages * mask.to(advantages.dtype),
-            extras=self.extras,
-        )
-
-
 class Target:
     """A target distribution: REINFORCE toward it, written into the step's draft.
 
-    Subclasses set `name`, `config_class`, `stage` and implement `apply`; the other methods are
-    optional hooks (package docstring).
+    Subclasses set `name` and `config_class` and override the hooks they use (package
+    docstring): `shape_rewards` (with `shapes_rewards = True`), `apply` (by its `stage`),
+    `loss_term` (with `needs_entropy_grad` when it differentiates the entropy), `after_update`,
+    `state_dict` / `load_state_dict`.
     """
 
     name: ClassVar[str] = "target"
@@ -97,18 +44,39 @@ class Target:
     stage: ClassVar[Stage] = "bonus"
     shapes_rewards: ClassVar[bool] = False  # True: `shape_rewards` may change the reward
     controls_entropy: ClassVar[bool] = False  # True: owns an entropy controller
+    # The extras column, (N,) bool, that marks rows this target swapped in from another
+    # distribution (AEPO's tempered rows): not the policy's own samples, so the entropy the
+    # controllers read leaves them out. None: the target keeps the policy's rows.
+    foreign_rows: ClassVar[str | None] = None
 
     def __init__(self, config: TargetConfig, base: AlgorithmConfig) -> None:
         self.config = config
-        self.base = base  # the base estimator's settings (advantage_std, ...)
+        self.base = base  # the base estimator's settings (advantage_std, loss_agg_mode, ...)
 
     def shape_rewards(self, batch: Any, rewards: torch.Tensor) -> torch.Tensor:
         """The reward the base estimator normalizes, (N,) -> (N,); unchanged by default."""
         return rewards
 
     def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
-        """Write this target's REINFORCE term into `draft`; return its metrics."""
-        raise NotImplementedError
+        """Write this target's REINFORCE term into `draft`; return its metrics. By default the
+        draft is left as it is (a target that only shapes the reward or adds a loss term)."""
+        return {}
+
+    @property
+    def needs_entropy_grad(self) -> bool:
+        """Whether `loss_term` differentiates the entropy (the trainer then keeps its graph)."""
+        return False
+
+    def loss_term(
+        self,
+        mb: TrainBatch,
+        logprobs: torch.Tensor,
+        entropy: torch.Tensor | None,
+        counts: dict[str, float],
+    ) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """A term added to the policy loss of a micro-batch (an entropy bonus), normalized by the
+        mini-batch's `counts`; (None, {}) by default. Arguments as `Algorithm.loss`'s."""
+        return None, {}
 
     def after_update(self, metrics: dict[str, float]) -> None:
         """Called once per step with the update's metrics (a controller reads its entropy)."""
@@ -118,6 +86,17 @@ class Target:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def adds_loss_term(target: Target) -> bool:
+    """Whether the target overrides `loss_term` (adds to the policy loss)."""
+    return type(target).loss_term is not Target.loss_term
+
+
+def edits_draft(target: Target) -> bool:
+    """Whether the target overrides `apply` (edits advantages or rows), rather than only shaping
+    the reward or adding a loss term."""
+    return type(target).apply is not Target.apply
 
 
 class ControlledTarget(Target):

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from dcrl.algorithms.base import StepContext
 from dcrl.config import field
 from dcrl.core.regularizers import best_of_n_bonus
+from dcrl.step_data import StepContext
 from dcrl.targets.base import StepDraft, Target, TargetConfig
 
 

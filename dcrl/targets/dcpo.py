@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from dcrl.algorithms.base import StepContext
-from dcrl.algorithms.entropy_control import EntropyControlFields
 from dcrl.config import field
 from dcrl.core.control import ControlDecision
 from dcrl.core.regularizers import correct_indicator, dcpo_alpha, dcpo_rho, dcpo_token_advantages
+from dcrl.step_data import StepContext
 from dcrl.targets.base import ControlledTarget, StepDraft, TargetConfig
+from dcrl.targets.entropy_control import EntropyControlFields
 
 
 @dataclass

@@ -4,7 +4,8 @@
 A sequence-level bonus (stage "bonus"): each group's shortest correct response gets C/k added to
 its advantage (k = groups with a correct response), so the bonus mass per step is C — REINFORCE
 under the law of "the shortest correct of n draws", on-policy. The released scripts also add the
-DAPO soft overlong penalty (LP-F) to the reward the base estimator normalizes: `lp_f: true`.
+DAPO soft overlong penalty (LP-F) to the reward the base estimator normalizes: `lp_f: true`
+runs the `lp_f` target (dcrl.targets.lp_f) with `lp_f_max_length` and `lp_f_buffer`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from typing import Any, Literal
 
 import torch
 
-from dcrl.algorithms.base import StepContext
 from dcrl.config import field
 from dcrl.core.regularizers import icr_bonus
-from dcrl.core.shaping import overlong_penalty
+from dcrl.step_data import AlgorithmConfig, StepContext
 from dcrl.targets.base import StepDraft, Target, TargetConfig
+from dcrl.targets.lp_f import LPFTarget, LPFTargetConfig
 
 
 @dataclass
@@ -74,12 +75,21 @@ class ICRTarget(Target):
     shapes_rewards = True
     config: ICRTargetConfig
 
+    def __init__(self, config: TargetConfig, base: AlgorithmConfig) -> None:
+        super().__init__(config, base)
+        self.lp_f: LPFTarget | None = None
+        if self.config.lp_f:
+            lp_f = LPFTargetConfig(
+                name=LPFTarget.name,
+                max_length=self.config.lp_f_max_length,
+                buffer=self.config.lp_f_buffer,
+            )
+            self.lp_f = LPFTarget(lp_f, base)
+
     def shape_rewards(self, batch: Any, rewards: torch.Tensor) -> torch.Tensor:
-        if not self.config.lp_f:
+        if self.lp_f is None:
             return rewards
-        return rewards + overlong_penalty(
-            batch.response_lengths, self.config.lp_f_max_length, self.config.lp_f_buffer
-        )
+        return self.lp_f.shape_rewards(batch, rewards)
 
     def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
         cfg = self.config

@@ -2,17 +2,21 @@
 verl adapter (dcrl.integrations.verl): what every trainer calls between its rollout and its
 update, so that any algorithm, a composition of targets included, means the same in all three.
 
-    prepare(algorithm, batch, scores, ctx)  the algorithm's step recipe: for a composition
-        (dcrl.algorithms.composed, the presets aepo / dcpo / icr included) every target's
-        `apply` on one `StepDraft`, in stage order; returns the TrainBatch and its metrics.
+    prepare(algorithm, batch, scores, ctx)  the algorithm's step recipe: GRPO and every
+        target's `apply` on one `StepDraft`, in stage order (dcrl.algorithms.base); returns the
+        TrainBatch and its metrics.
     measure_entropy(...) / entropy_signals(sums)  the entropy signals the controllers read, from
-        one dcrl.core function (`entropy_sums`), summed over micro-batches or processes first.
+        one dcrl.core function (`entropy_sums`), summed over micro-batches or processes first;
+        the rows a target swapped in from another distribution are named by the algorithm
+        (`Algorithm.foreign_rows`), not by a column this module knows.
     after_update(algorithm, sums)  the signals of the step's update, handed to the algorithm
         (its controllers); returns them for the trainer's logs.
     replaces_rows(algorithm) / row_replacing_targets(algorithm)  what the targets *do*, for the
         adapters' refusals: a target with stage "replace" swaps rows for samples drawn outside
         the trainer's own rollout (AEPO's tempered groups), which a trainer must be able to
         sample, score and splice in.
+    loss_term_targets(algorithm)  the targets that add a loss term (Entropy-Reg), which an
+        engine that computes its own loss (TRL, verl) would silently drop.
 
 The adapters hold no algorithm logic of their own: they translate their batches into dcrl's
 `RolloutBatch` and `StepContext`, call `prepare`, and translate the TrainBatch back.
@@ -24,13 +28,16 @@ from typing import Any
 
 import torch
 
-from dcrl.algorithms.base import Algorithm, StepContext, TrainBatch
+from dcrl.algorithms.base import Algorithm
 from dcrl.core.logprobs import ENTROPY_SIGNALS, entropy_signals, entropy_sums
+from dcrl.step_data import StepContext, TrainBatch
+from dcrl.targets.base import adds_loss_term
 
 __all__ = [
     "ENTROPY_SIGNALS",
     "after_update",
     "entropy_signals",
+    "loss_term_targets",
     "measure_entropy",
     "prepare",
     "replaces_rows",
@@ -40,14 +47,20 @@ __all__ = [
 
 
 def targets_of(algorithm: Algorithm) -> list[Any]:
-    """The targets an algorithm composes (dcrl.targets.Target objects); [] for an algorithm that
-    is not a composition (grpo, the loss-changing baselines)."""
+    """The targets an algorithm composes (dcrl.targets.Target objects); [] for one with none
+    (grpo, the policy-loss choices)."""
     return list(getattr(algorithm, "targets", []) or [])
 
 
 def row_replacing_targets(algorithm: Algorithm) -> list[Any]:
     """The targets that swap rows for other samples (stage "replace", e.g. aepo)."""
     return [target for target in targets_of(algorithm) if target.stage == "replace"]
+
+
+def loss_term_targets(algorithm: Algorithm) -> list[Any]:
+    """The targets that add a term to the loss (`Target.loss_term`, e.g. entropy_reg): an
+    adapter whose engine computes the loss itself must refuse them."""
+    return [target for target in targets_of(algorithm) if adds_loss_term(target)]
 
 
 def replaces_rows(algorithm: Algorithm) -> bool:
@@ -67,13 +80,13 @@ def prepare(
 def measure_entropy(
     logprobs: torch.Tensor,
     mask: torch.Tensor,
-    extras: dict[str, torch.Tensor] | None = None,
+    foreign_rows: torch.Tensor | None = None,
     entropy: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`dcrl.core.logprobs.entropy_sums` of a batch whose extras may mark REINFORCE rows drawn
-    from another distribution (`is_reinforce`, set by a row-replacing target). (5,) float64."""
-    is_reinforce = (extras or {}).get("is_reinforce")
-    return entropy_sums(logprobs, mask, is_reinforce, entropy)
+    """`dcrl.core.logprobs.entropy_sums` of a batch; `foreign_rows` (N,) bool marks the rows
+    drawn from another distribution (`Algorithm.foreign_rows` of the batch's extras), left out
+    of the on-policy signal. (5,) float64."""
+    return entropy_sums(logprobs, mask, foreign_rows, entropy)
 
 
 def after_update(algorithm: Algorithm, sums: torch.Tensor) -> dict[str, float]:

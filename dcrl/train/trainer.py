@@ -18,11 +18,12 @@ import torch
 import yaml
 
 from dcrl._atomic import write_text_atomic
-from dcrl.algorithms import Algorithm, StepContext, TrainBatch, make_algorithm
+from dcrl.algorithms import Algorithm, make_algorithm
 from dcrl.config import ConfigError, to_dict
 from dcrl.core.advantages import dense_group_index
 from dcrl.core.stats import length_accuracy_correlation, length_summary
 from dcrl.errors import UserError, one_line
+from dcrl.step_data import StepContext, TrainBatch
 from dcrl.tasks import format_prompt
 from dcrl.train import checkpoint as ckpt
 from dcrl.train import step as step_protocol
@@ -33,10 +34,6 @@ from dcrl.train.forward import score_responses
 from dcrl.train.resume_check import apply_checkpoint, read_checkpoint, run_identity
 from dcrl.train.run_lock import RunLock, releases_lock_after, releases_lock_on_error
 from dcrl.train.sinks import ConsoleSink, JsonlSink, MetricSink, TensorBoardSink, WandbSink
-
-# Policy losses whose result depends on which rows share a micro-batch (a token selection made
-# per `loss` call): the update keeps their micro-batches in rollout order.
-MICRO_BATCH_STATISTIC_LOSSES = ("clip_cov", "kl_cov")
 
 
 class CheckpointError(UserError):
@@ -448,9 +445,9 @@ class Trainer:
                 mb_loss = 0.0
                 # The loss is normalized by the mini-batch's counts, so how its rows are split
                 # into micro-batches changes the gradient only by float summation order: rows
-                # of similar length go together and trim_padding cuts more. Clip-Cov and KL-Cov
-                # pick their tokens per micro-batch, so their micro-batches keep rollout order.
-                if self.config.algorithm.policy_loss in MICRO_BATCH_STATISTIC_LOSSES:
+                # of similar length go together and trim_padding cuts more. A loss that picks
+                # its tokens per call (registered with micro_batch_statistic) keeps rollout order.
+                if self.algorithm.micro_batches_in_order:
                     micro_rows = _chunks(len(minibatch), tc.micro_batch_size)
                 else:
                     micro_rows = length_sorted_chunks(mask, tc.micro_batch_size)
@@ -472,10 +469,13 @@ class Trainer:
                     mb_loss += float(loss.detach())
                     n_tok = float(micro.response_mask.sum())
                     tokens_seen += n_tok
-                    # Rows an algorithm drew from another distribution (AEPO's tempered
-                    # REINFORCE rows) are left out of the policy's own entropy estimate.
+                    # Rows a target drew from another distribution (its `foreign_rows`) are
+                    # left out of the policy's own entropy estimate.
                     entropy_window += step_protocol.measure_entropy(
-                        logprobs, micro.response_mask, micro.extras, entropy
+                        logprobs,
+                        micro.response_mask,
+                        self.algorithm.foreign_rows(micro.extras),
+                        entropy,
                     ).cpu()
                     for name, value in metrics.items():
                         sums[name] = sums.get(name, 0.0) + float(value) * n_tok

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from dcrl.algorithms.base import StepContext
 from dcrl.config import field
+from dcrl.step_data import StepContext
 from dcrl.targets import StepDraft, Target, TargetConfig
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

@@ -249,6 +249,11 @@ def test_dcpo_hooks_feed_dcrl_and_checkpoint_the_controller(tmp_path, monkeypatc
             {"name": "composed", "targets": ["icr", "aepo"]},
             r"error: algorithm.dcrl.targets: 'aepo' replaces rows and is composed with icr",
         ),
+        # A loss term, which verl's actor loss would silently drop.
+        (
+            {"name": "composed", "targets": ["dcpo", "entropy_reg"]},
+            r"error: algorithm.dcrl.targets: entropy_reg adds a loss term",
+        ),
     ],
 )
 def test_recipe_refuses_what_it_cannot_run(tmp_path, block, named):

@@ -42,10 +42,11 @@ import torch
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
-from dcrl.algorithms import StepContext, get_algorithm_class
-from dcrl.algorithms.composed import Composed
+from dcrl.algorithms import get_algorithm_class
+from dcrl.algorithms.base import Algorithm
 from dcrl.integrations.verl import transforms
 from dcrl.integrations.verl.register import dcrl_settings
+from dcrl.step_data import StepContext
 from dcrl.targets.aepo import AEPOTarget
 from dcrl.train import step as step_protocol
 
@@ -53,7 +54,7 @@ CONTROLLER_FILE = "dcrl_controller.json"
 RECIPE_ALGORITHMS = ("aepo", "dcpo", "icr", "composed")
 
 
-def _row_replacer(algorithm: Composed) -> AEPOTarget | None:
+def _row_replacer(algorithm: Algorithm) -> AEPOTarget | None:
     """The algorithm's row-replacing target, if any; refuses what the verl recipe cannot run."""
     replacing = step_protocol.row_replacing_targets(algorithm)
     if not replacing:
@@ -110,11 +111,11 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
                 f"error: algorithm.dcrl.name={name!r}: {error}; the dcrl verl trainer runs "
                 f"{', '.join(RECIPE_ALGORITHMS)}"
             ) from None
-        if not issubclass(algorithm_class, Composed):
+        if name not in RECIPE_ALGORITHMS:
             raise ValueError(
-                f"error: algorithm.dcrl.name={name!r} is not a composition of targets; the dcrl "
-                f"verl trainer runs {', '.join(RECIPE_ALGORITHMS)} (GRPO itself runs on verl's "
-                "own trainer, with algorithm.adv_estimator=dcrl_grpo)"
+                f"error: algorithm.dcrl.name={name!r} is not a composition of targets this "
+                f"recipe runs; the dcrl verl trainer runs {', '.join(RECIPE_ALGORITHMS)} (GRPO "
+                "itself runs on verl's own trainer, with algorithm.adv_estimator=dcrl_grpo)"
             )
         if config.algorithm.get("use_kl_in_reward", False):
             raise ValueError(
@@ -141,6 +142,12 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
             dcrl_settings(config.algorithm, algorithm_class.config_class)
         )
         self.dcrl_config = self.dcrl_algorithm.config
+        loss_terms = [t.name for t in step_protocol.loss_term_targets(self.dcrl_algorithm)]
+        if loss_terms:
+            raise ValueError(
+                f"error: algorithm.dcrl.targets: {', '.join(loss_terms)} adds a loss term, which "
+                "verl's actor loss does not compute; train it with `dcrl train`, or drop it"
+            )
         # By what the targets do: a row-replacing one (stage "replace") needs its extra samples
         # drawn in verl's generation phase and spliced in before the old-log-prob pass.
         self._replacer = _row_replacer(self.dcrl_algorithm)
@@ -238,11 +245,10 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
         )
         if neutralized:
             self._step_metrics["aepo/rollout_logprobs_reset"] = float(neutralized)
-        is_reinforce = batch.batch.get("dcrl_is_reinforce", None)
         self._entropy_sums = step_protocol.measure_entropy(
             old_log_prob.batch["old_log_probs"],
             batch.batch["response_mask"],
-            {"is_reinforce": is_reinforce} if is_reinforce is not None else None,
+            batch.batch.get("dcrl_is_reinforce", None),  # AEPO's spliced rows, if any
             old_log_prob.batch["entropys"],
         )
         self._entropy = step_protocol.entropy_signals(self._entropy_sums)

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcrl.algorithms.base import StepContext
 from dcrl.algorithms.icr import ICRConfig
 from dcrl.core.advantages import grpo_advantages
 from dcrl.core.control import ControlDecision
@@ -32,6 +31,7 @@ from dcrl.core.logprobs import entropy_signals as core_entropy_signals
 from dcrl.core.logprobs import entropy_sums
 from dcrl.core.regularizers import aepo_mix_batch
 from dcrl.rollout.base import RolloutBatch
+from dcrl.step_data import StepContext
 from dcrl.targets.aepo import AEPOSettings, num_tempered_prompts, reinforce_rows
 
 TEMPERED_AGENT = "dcrl_tempered_agent"  # the agent loop that samples AEPO's tempered rows
