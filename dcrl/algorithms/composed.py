@@ -1,6 +1,7 @@
-"""`composed`: GRPO plus a list of targets named in the config (dcrl.targets), e.g. DCPO's
-entropy control with ICR's compression in one run; and `Preset`, what every other algorithm name
-is: GRPO plus at most one fixed target, configured by one flat config.
+"""Composed: a base estimator (GRPO) plus a list of target distributions (dcrl.targets), e.g.
+DCPO's entropy control with ICR's compression in one run, the targets named in the config; and
+`Preset`, what every other algorithm name is: GRPO plus at most one fixed target, configured by
+one flat config.
 
 The stage order the targets are applied in is `Algorithm.prepare`'s (dcrl.algorithms.base). At
 most one entropy-controlled target (aepo or dcpo): two controllers would fight over one entropy.
