@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcrl import algorithms, targets
+from dcrl import algorithms, rollout, targets
 from dcrl.algorithms import make_algorithm
 from dcrl.core import losses as core_losses
 from dcrl.core.advantages import grpo_advantages
@@ -47,6 +47,7 @@ def registered(tmp_path, monkeypatch):
         "dcrl.targets.hard_correct",
         "dcrl.algorithms.hard_correct",
         "dcrl.core.losses_cispo",
+        "dcrl.rollout.counting",
     }
     local = {name: f"{PACKAGE}.{name.replace('.', '_')}" for name in sources}
     (tmp_path / PACKAGE).mkdir()
@@ -64,6 +65,7 @@ def registered(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(core_losses, "_POLICY_LOSSES", dict(core_losses._POLICY_LOSSES))
     monkeypatch.setitem(core_losses.POLICY_LOSS_MODULES, "cispo", local["dcrl.core.losses_cispo"])
+    monkeypatch.setitem(rollout.ROLLOUT_BACKENDS, "counting", local["dcrl.rollout.counting"])
     return local
 
 
@@ -116,3 +118,18 @@ def test_a_new_policy_loss_is_one_file_and_one_line(registered):
     expected = (-ratio * train_batch.advantages * logprobs.detach() * mask).sum() / mask.sum()
     torch.testing.assert_close(loss.detach(), expected)
     assert not algorithm.micro_batches_in_order
+
+
+def test_a_new_rollout_backend_is_one_file_and_one_line(registered, tmp_path):
+    from dcrl.config import ConfigError
+    from dcrl.train.trainer import Trainer
+    from tests.helpers import read_metrics, tiny_overrides
+
+    overrides = [*tiny_overrides(tmp_path / "run"), "rollout.backend=counting"]
+    with pytest.raises(ConfigError, match=r"backend_options\.strat: not a setting"):
+        load_run_config(None, [*overrides, "rollout.backend_options={strat: 0}"])
+    trainer = Trainer(load_run_config(None, [*overrides, "rollout.backend_options={start: 5}"]))
+    trainer.fit()
+    assert type(trainer.backend).__name__ == "CountingBackend"
+    lengths = [r["length/mean"] * 16 for r in read_metrics(tmp_path / "run")]  # 4 prompts × 4
+    assert trainer.backend.tokens == pytest.approx(5 + sum(lengths))

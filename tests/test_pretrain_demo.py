@@ -38,7 +38,6 @@ def test_pretraining_lowers_the_loss_and_saves_a_loadable_policy(tmp_path):
     record = pretrain(config, tmp_path / "policy", progress=False)
     first_loss = record["first_loss"]
     assert record["final_loss"] < 0.8 * first_loss
-    assert 0.0 <= record["greedy_accuracy"] <= 1.0
     saved = json.loads((tmp_path / "policy" / "pretrain.json").read_text())
     assert saved["settings"]["steps"] == 60 and saved["command"].startswith("dcrl pretrain")
     model, tokenizer = load_policy(tmp_path / "policy")
@@ -47,7 +46,6 @@ def test_pretraining_lowers_the_loss_and_saves_a_loadable_policy(tmp_path):
     assert tokenizer.decode(prompt_ids + solution_ids, skip_special_tokens=True).endswith(
         task.problems("test", 1)[0].solution
     )
-    assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_shipped_tiny_arith_checkpoint_solves_some_held_out_problems():

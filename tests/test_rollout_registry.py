@@ -80,3 +80,26 @@ def test_a_user_backend_named_in_the_config_samples_every_step(tmp_path, monkeyp
     trainer.fit()
     # 2 steps, each one call of 4 prompts × 4 samples at the rollout temperature.
     assert trainer.backend.calls == [(4, 4, 1.0), (4, 4, 1.0)]
+
+
+def test_backend_options_reach_the_constructor_and_are_checked_when_read(tmp_path):
+    config = tiny_config(
+        tmp_path / "run", "grpo", "rollout.backend_options={add_special_tokens: false}"
+    )
+    assert Trainer(config).backend.add_special_tokens is False
+    with pytest.raises(
+        ConfigError,
+        match=r"rollout\.backend_options\.add_special_token: not a setting of the hf backend; "
+        r"its settings: stop_token_ids, add_special_tokens",
+    ):
+        tiny_config(tmp_path / "a", "grpo", "rollout.backend_options={add_special_token: false}")
+    with pytest.raises(ConfigError, match=r"backend_options\.decoding: set by the rollout section"):
+        tiny_config(tmp_path / "b", "grpo", "rollout.backend_options={decoding: loop}")
+    # vllm passes unknown options to vllm.LLM, so any key is accepted there.
+    vllm = tiny_config(
+        tmp_path / "c",
+        "grpo",
+        "rollout.backend=vllm",
+        "rollout.backend_options={max_model_len: 64}",
+    )
+    assert vllm.rollout.backend_options == {"max_model_len": 64}

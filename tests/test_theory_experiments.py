@@ -92,7 +92,6 @@ def test_quick_e3_identity_coverage_and_e5_bound(quick_e3):
             )
     e5 = run_e5(quick_e3)
     assert e5.passed
-    assert 0.0 <= e5.criteria[0].value <= 1.0
 
 
 def test_result_serializes_to_json(quick_e1):

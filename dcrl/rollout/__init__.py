@@ -6,7 +6,7 @@ by name in a registry like the losses' and the targets'.
 - "vllm": a colocated vLLM engine (GPU, `pip install vllm`), `dcrl.rollout.vllm`; vLLM itself is
   imported only when the backend is built.
 - your own: `rollout.backend: package.module:Class`, a `RolloutBackend` subclass (docs/design.md,
-  "Adding a rollout backend").
+  "Adding a piece").
 
     backend = get_rollout_backend("hf", model, tokenizer, batch_size=32)
     batch = backend.generate(prompts, n=8, temperature=1.0, top_p=0.99, max_new_tokens=64, seed=0)

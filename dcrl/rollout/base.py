@@ -16,6 +16,7 @@ must reproduce the sampling distribution passes `position_ids = (attention_mask.
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -222,16 +223,55 @@ class RolloutBackend(abc.ABC):
     name: str = "base"
     takes_batch_size: bool = True  # False: the engine schedules its own batches
 
-    @classmethod  # noqa: B027 — an optional hook
+    # Constructor arguments the trainer sets from the rollout section itself, so that
+    # `rollout.backend_options` may not set them too.
+    section_arguments: tuple[str, ...] = ("batch_size",)
+
+    @classmethod
     def check_config(cls, config: Any) -> None:
         """Raise ValueError('<setting> ...: <problem>; <fix>') for rollout settings (the run's
-        rollout section) this backend cannot honour. Nothing to check by default."""
+        rollout section) this backend cannot honour. By default: every key of
+        `backend_options` must be a keyword argument of the constructor (any key, when it takes
+        **options), and not one the section sets. Extend it, calling this one first."""
+        named, open_ended = cls._constructor_options()
+        for key in config.backend_options:
+            if key in cls.section_arguments:
+                raise ValueError(
+                    f"backend_options.{key}: set by the rollout section itself; set "
+                    f"rollout.{key} instead"
+                )
+            if key not in named and not open_ended:
+                raise ValueError(
+                    f"backend_options.{key}: not a setting of the {config.backend} backend; "
+                    f"its settings: {', '.join(named) or 'none'}"
+                )
+
+    @classmethod
+    def _constructor_options(cls) -> tuple[list[str], bool]:
+        """The keyword arguments `backend_options` may set, and whether any other is accepted:
+        each constructor up the class chain adds its own, and one that takes **options passes
+        the rest to its parent's (open-ended when no constructor in the chain is closed)."""
+        named: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass) or not issubclass(klass, RolloutBackend):
+                continue
+            parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
+            named += [
+                p.name
+                for p in parameters
+                if p.name not in ("self", "model", "tokenizer", *cls.section_arguments, *named)
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            ]
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+                return named, False
+        return named, True
 
     @classmethod
     def from_config(cls, config: Any, model: torch.nn.Module, tokenizer: Any) -> RolloutBackend:
-        """The backend for the trainer, from the run's rollout section (`config`)."""
+        """The backend for the trainer, from the run's rollout section (`config`): its
+        `backend_options` as keyword arguments, and `batch_size` when the backend takes one."""
         options = {"batch_size": config.batch_size} if cls.takes_batch_size else {}
-        return cls(model, tokenizer, **options)  # type: ignore[call-arg]
+        return cls(model, tokenizer, **options, **config.backend_options)  # type: ignore[call-arg]
 
     @abc.abstractmethod
     def generate(

@@ -77,11 +77,20 @@ class HFRolloutBackend(RolloutBackend):
 
     name = "hf"
 
+    section_arguments = ("batch_size", "decoding")
+
     @classmethod
     def from_config(cls, config: Any, model: torch.nn.Module, tokenizer: Any) -> RolloutBackend:
-        """rollout.batch_size prompts per call; rollout.decoding, with "auto" meaning "loop"."""
+        """rollout.batch_size prompts per call; rollout.decoding, with "auto" meaning "loop";
+        rollout.backend_options: stop_token_ids, add_special_tokens."""
         decoding = "loop" if config.decoding == "auto" else config.decoding
-        return cls(model, tokenizer, batch_size=config.batch_size, decoding=decoding)
+        return cls(
+            model,
+            tokenizer,
+            batch_size=config.batch_size,
+            decoding=decoding,
+            **config.backend_options,
+        )
 
     def __init__(
         self,

@@ -58,6 +58,7 @@ class VLLMRolloutBackend(RolloutBackend):
 
     @classmethod
     def check_config(cls, config: Any) -> None:
+        super().check_config(config)
         if config.decoding == "loop":
             raise ValueError(
                 "decoding=loop is the hf backend's decoder; with backend=vllm set decoding=auto "

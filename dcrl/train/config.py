@@ -126,6 +126,12 @@ class RolloutConfig:
         "sampling distribution but other samples for a seed (the tiny-* recipes pin it so their "
         "seeded numbers stay reproducible); auto: loop on the hf backend, ignored on vllm.",
     )
+    backend_options: dict[str, Any] = field(
+        {},
+        help="The chosen backend's own settings, passed to it as keyword arguments and checked "
+        "when the config is read: hf takes stop_token_ids, add_special_tokens; vllm takes "
+        "gpu_memory_utilization, dtype, model_path and vllm.LLM options.",
+    )
 
     def validate(self) -> None:
         from dcrl.rollout import RolloutBackendError, get_rollout_backend_class

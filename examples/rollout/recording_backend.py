@@ -5,7 +5,7 @@ examples/rollout on PYTHONPATH:
     PYTHONPATH=examples/rollout dcrl train -c configs/tiny-grpo.yaml \
         rollout.backend=recording_backend:Recording rollout.decoding=generate
 
-It shows the whole contract of a backend (docs/design.md, "Adding a rollout backend"): subclass
+It shows the whole contract of a backend (docs/design.md, "Adding a piece"): subclass
 `dcrl.rollout.RolloutBackend`, implement `generate` (or reuse a backend's, as here), and read
 your settings from the run's rollout section in `from_config`; `check_config` refuses settings
 the backend cannot honour before the model loads.
@@ -27,12 +27,14 @@ class Recording(HFRolloutBackend):
 
     @classmethod
     def check_config(cls, config: Any) -> None:
+        super().check_config(config)  # backend_options: the constructor's keyword arguments
         if config.decoding == "loop":
             raise ValueError("decoding=loop: the recording backend wraps generate; set generate")
 
     @classmethod
     def from_config(cls, config: Any, model: Any, tokenizer: Any) -> Recording:
-        return cls(model, tokenizer, batch_size=config.batch_size, decoding="generate")
+        options = config.backend_options
+        return cls(model, tokenizer, batch_size=config.batch_size, decoding="generate", **options)
 
     def generate(
         self, prompts: list[str], n: int, temperature: float, *args: Any, **kw: Any
