@@ -15,7 +15,7 @@ import pytest
 
 from bench.experiments import EXPERIMENTS, combined, compression, entropy, exploration, sweep
 from bench.experiments.common import EVAL_DIR, TESTBEDS, RunSpec, controlled, rms_relative_error
-from bench.reproduce import build_parser, main, write_claims, write_results
+from bench.reproduce import build_parser, main, placeholders, write_claims, write_results
 
 # The explore testbed: absolute targets in nats per token (entropy 0.14, 0.10, 0.07; sweep
 # 0.06 to 0.14; exploration: each algorithm's best in the sweep; combined 0.10), its measured
@@ -291,7 +291,7 @@ def test_write_claims_replaces_only_the_experiments_rows(tmp_path):
     ]
 
 
-def test_driver_writes_an_explore_record_with_its_placeholders(tmp_path):
+def test_driver_writes_an_explore_record_and_no_constant_is_a_placeholder(tmp_path):
     specs = exploration.specs([4], EXPLORE)  # seeds the default does not use
     for spec in specs:
         write_eval(tmp_path, spec, same_kinds(0.5, 0.9))
@@ -301,8 +301,8 @@ def test_driver_writes_an_explore_record_with_its_placeholders(tmp_path):
     record = {"command": "python bench/reproduce.py", "seeds": [4], "steps": 8}
     written = write_results("exploration", specs, tmp_path, out, EXPLORE, pretrained, record, [])
     assert written["testbed"] == "explore"
-    assert "exploration.SETTINGS['explore'].algorithms" in written["placeholders"]
-    assert not any(p.startswith("common.TESTBEDS") for p in written["placeholders"])
+    assert written["placeholders"] == []  # every constant of every experiment is measured
+    assert all(placeholders(name, EXPLORE) == [] for name in EXPERIMENTS)
     assert json.loads((out / "exploration.json").read_text())["seeds"] == [4]
     assert (out / "exploration.md").read_text().startswith("<!-- made by: python bench")
     assert [r["met"] for r in json.loads((out / "claims.json").read_text())] == [True, True]

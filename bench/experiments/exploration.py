@@ -36,10 +36,9 @@ SETTINGS = {
     "overthink": Settings(algorithms=(("dcpo", 0.15),), flat_goals=True),
     "explore": Settings(
         # Each one's best target in the sweep (seeds 1-3, bench/results/explore/sweep.json),
-        # so that seeds the sweep did not use test the choice. PLACEHOLDER: DCPO's (no sweep yet).
+        # so that seeds the sweep did not use test the choice.
         algorithms=(("dcpo", 0.10), ("aepo", 0.06)),
         best_targets=True,
-        placeholders=("algorithms",),
     ),
 }
 
