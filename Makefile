@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-verl faults lint format bench reproduce check-latest freeze clean
+.PHONY: install demo test test-fast test-verl faults lint format bench reproduce check-latest freeze clean
 
 $(PY): pyproject.toml scripts/install.sh requirements/constraints.txt
 	bash scripts/install.sh
@@ -15,6 +15,10 @@ demo: $(PY)
 
 test: $(PY)
 	$(PY) -m pytest
+
+# The fast tier while editing: everything but the trainer-level runs marked `slow` (which CI runs).
+test-fast: $(PY)
+	$(PY) -m pytest -m "not slow"
 
 # tests/verl/ in verl's own venv (.venv-verl: verl 0.9.1 on CPU, created by
 # scripts/install-verl.sh when missing): dcrl's registrations, recipe transforms and the

@@ -93,6 +93,7 @@ def expected_temperature(previous_entropy: float, target_entropy: float) -> floa
     return 1.2 if previous_entropy <= target_entropy else 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 def test_every_algorithm_changes_every_parameter_and_logs_finite_metrics(tmp_path, algorithm):
     trainer = Trainer(tiny_config(tmp_path / "run", algorithm))
@@ -121,6 +122,7 @@ def test_every_algorithm_changes_every_parameter_and_logs_finite_metrics(tmp_pat
                 assert record[name] == value, name
 
 
+@pytest.mark.slow
 def test_aepo_swaps_in_tempered_positives_with_advantage_one(tmp_path):
     config = tiny_config(
         tmp_path / "run",
@@ -255,6 +257,7 @@ def test_dcpo_alpha_and_rho_match_the_core_functions_on_an_independent_scoring(t
         torch.testing.assert_close(batch.advantages, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_icr_bonus_lands_on_the_shortest_correct_response_of_each_group(tmp_path):
     # Longer responses so that lengths vary and "shortest" is decided by length, not by ties.
     config = tiny_config(tmp_path / "run", "icr", "rollout.max_new_tokens=48")
@@ -324,6 +327,7 @@ def test_clip_cov_clips_with_the_configured_ppo_options():
     assert not torch.allclose(clip_cov, loss_of("algorithm.name=grpo"))  # the options matter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["aepo", "dcpo"])
 def test_weight_authority_reaches_the_regularizer(tmp_path, algorithm):
     """dcrl's pi with weight_max: the controller's weight sets AEPO's tempered prompts and

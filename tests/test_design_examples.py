@@ -120,6 +120,7 @@ def test_a_new_policy_loss_is_one_file_and_one_line(registered):
     assert not algorithm.micro_batches_in_order
 
 
+@pytest.mark.slow
 def test_a_new_rollout_backend_is_one_file_and_one_line(registered, tmp_path):
     from dcrl.config import ConfigError
     from dcrl.train.trainer import Trainer

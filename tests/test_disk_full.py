@@ -20,6 +20,7 @@ pytestmark = pytest.mark.faults
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_a_real_file_size_limit_is_one_error_naming_the_checkpoint(tmp_path):
     """`ulimit -f` of 4 MiB: the tiny model's weights (3.4 MB) fit, its optimizer state does not.
     Python ignores SIGXFSZ, so the write fails with EFBIG, surfacing from torch.save as a

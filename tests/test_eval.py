@@ -179,6 +179,7 @@ def test_evaluate_groups_by_a_meta_key(policy, problems, tmp_path):
         run_eval(policy, problems, tmp_path / "unlabeled", group_by="kind")
 
 
+@pytest.mark.slow
 def test_interrupted_evaluation_resumes_to_the_same_metrics(policy, problems, tmp_path):
     whole = run_eval(policy, problems, tmp_path / "whole", samples_per_call=4)
 

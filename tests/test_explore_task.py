@@ -136,6 +136,7 @@ def test_profile_statistics_and_gates_against_hand_counts():
     assert worse_gate["goal"].startswith(">= -0.080") and worse_gate["met"] is False
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_passes_its_gates_at_a_small_size():
     """tiny-explore, before any RL, at 32 prompts x 16 samples (bench/testbed_gates.py measures
     the same gates at 256 prompts): accuracy in range at T = 1 and enough of it at T = 1.5, two

@@ -99,6 +99,7 @@ def grader():
     grader.close()
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None, database=None, derandomize=True)
 @given(prediction=hostile_text, answer=reference_text, boxed=st.booleans())
 @example(prediction=TOO_EXPENSIVE[0], answer="x", boxed=True)
@@ -114,6 +115,7 @@ def test_the_grader_scores_any_string_in_0_1(grader, prediction, answer, boxed):
 
 
 # -- checkpoints, kills and torn writes ----------------------------------------------------------
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_is_one_error_and_keeps_the_previous_checkpoint(
     tmp_path, monkeypatch
 ):
@@ -152,6 +154,7 @@ def straight_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rename", [1, 2], ids=["writing-config.yaml", "cutting-metrics.jsonl"])
 def test_a_kill_during_resume_start_up_loses_no_metrics(
     tmp_path, monkeypatch, straight_run, rename
@@ -180,6 +183,7 @@ def test_a_kill_during_resume_start_up_loses_no_metrics(
     check_resumed_run(straight_run, interrupted)
 
 
+@pytest.mark.slow
 def test_resume_skips_a_torn_last_line(tmp_path, straight_run):
     interrupted = tmp_path / "run"
     run_until_killed(interrupted, "grpo", "save")
@@ -190,6 +194,7 @@ def test_resume_skips_a_torn_last_line(tmp_path, straight_run):
     check_resumed_run(straight_run, interrupted)
 
 
+@pytest.mark.slow
 def test_a_damaged_metrics_line_before_the_last_is_one_error(tmp_path):
     interrupted = tmp_path / "run"
     run_until_killed(interrupted, "grpo", "save")
@@ -230,6 +235,7 @@ def poison_loss(trainer: Trainer, steps: set[int]) -> None:
     trainer.algorithm.loss = loss
 
 
+@pytest.mark.slow
 def test_a_non_finite_step_is_skipped_and_logged(tmp_path):
     trainer = Trainer(tiny_config(tmp_path / "run", "grpo", "train.steps=3"))
     poison_loss(trainer, {2})
@@ -253,6 +259,7 @@ def test_a_non_finite_step_is_skipped_and_logged(tmp_path):
     assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
 
 
+@pytest.mark.slow
 def test_consecutive_non_finite_steps_stop_the_run_with_its_last_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     options = ("train.steps=5", "train.save_every=1", "train.max_bad_steps=2")

@@ -308,6 +308,7 @@ def test_a_model_it_cannot_handle_takes_the_naive_path_and_says_so(caplog):
             assert torch.equal(got, expected)
 
 
+@pytest.mark.slow
 def test_a_training_step_is_unchanged_by_the_fused_head(tmp_path):
     """One step of DCPO (tempered old-log-prob pass at T != 1, old-log-prob pass, update) in
     float64, fused (the default) and train.fused_head=false: the same gradients to 1e-10, and the

@@ -106,6 +106,7 @@ def make_trainer(
 # ----------------------------------------------------------------------- 1. training steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["aepo", "dcpo", "icr"])
 def test_training_steps_change_weights_and_log_dcrl_metrics(algorithm, tmp_path):
     trainer = make_trainer(algorithm, tmp_path)
@@ -127,6 +128,7 @@ def test_training_steps_change_weights_and_log_dcrl_metrics(algorithm, tmp_path)
         assert any(record["control/num_reinforce"] > 0 for record in steps)
 
 
+@pytest.mark.slow
 def test_controller_state_is_saved_in_trl_checkpoints_and_restored_on_resume(tmp_path):
     trainer = make_trainer("dcpo", tmp_path, save_strategy="steps", save_steps=2)
     trainer.train()
@@ -320,6 +322,7 @@ def test_trl_path_matches_dcrl_advantages_and_loss(algorithm, tmp_path):
 # ------------------------------------------------------------------------ 3. data-parallel
 
 
+@pytest.mark.slow
 def test_data_parallel_ranks_agree(tmp_path):
     """torchrun --nproc_per_node 2: both ranks end with identical weights and decided the same
     temperatures, from the entropy all-reduced over both ranks' (different) rows. The worker uses
@@ -349,6 +352,7 @@ def test_data_parallel_ranks_agree(tmp_path):
         assert ranks[0]["controller"]["state"]["previous_entropy"] == pytest.approx(pooled)
 
 
+@pytest.mark.slow
 def test_a_composed_run_of_dcpo_and_icr_trains_in_trl(tmp_path):
     """Target distributions compose inside TRL as in `dcrl train`: DCPO's controller and ICR's
     bonus both act, the controller updates every step, and every parameter moves."""

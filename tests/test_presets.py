@@ -105,6 +105,7 @@ def test_lp_f_exists_once_icr_runs_the_lp_f_target():
     assert make_algorithm(no_lp_f).target.lp_f is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lp_f", "kimi", "shorter_better", "entropy_adv", "entropy_reg"])
 def test_a_baseline_preset_trains_exactly_as_its_target_composed(tmp_path, name):
     """The preset and `composed` with its one target log the same steps (the reference values

@@ -4,6 +4,7 @@ import json
 import statistics
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -23,6 +24,7 @@ def test_collate_masks_the_prompt_out_of_the_labels():
     assert short["labels"][0].tolist() == [-100, 2, -100, -100]
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_the_loss_and_saves_a_loadable_policy(tmp_path):
     config = PretrainConfig(
         steps=60,
@@ -63,6 +65,7 @@ def test_shipped_tiny_arith_checkpoint_solves_some_held_out_problems():
     assert sum(correct) / len(correct) > 0.2  # the checkpoint learned the task, not by chance
 
 
+@pytest.mark.slow
 def test_demo_trains_evaluates_and_reports_every_algorithm(tmp_path):
     torch.manual_seed(0)
     out = tmp_path / "demo"
@@ -95,6 +98,7 @@ def test_demo_trains_evaluates_and_reports_every_algorithm(tmp_path):
     assert "already trained" in again.output
 
 
+@pytest.mark.slow
 def test_shipped_tiny_overthink_is_unsharp_and_over_thinks():
     """The embedded testbed's starting point (issue: a policy where temperature matters and
     longer answers are more often wrong), measured on its own samples at a small size."""

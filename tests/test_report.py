@@ -68,6 +68,7 @@ def copy_runs(names: list[str], destination: Path, keep_evals: bool = True) -> l
     return copies
 
 
+@pytest.mark.slow
 def test_report_of_the_fixture_embeds_every_figure(tmp_path):
     report_path = build_report([FIXTURE], tmp_path / "report")
     page = parse_page(report_path)
@@ -86,6 +87,7 @@ def test_report_of_the_fixture_embeds_every_figure(tmp_path):
     assert "| dcpo | 2 |" in by_setting and "±" in by_setting
 
 
+@pytest.mark.slow
 def test_missing_metrics_skip_their_figures(tmp_path):
     runs = copy_runs(["grpo-seed1", "grpo-seed2"], tmp_path, keep_evals=False)
     page = parse_page(build_report(runs, tmp_path / "report"))
@@ -115,6 +117,7 @@ def test_runs_are_labelled_by_algorithm_and_seed_and_grouped_by_setting(tmp_path
     assert len({run.group for run in loaded}) == 3
 
 
+@pytest.mark.slow
 def test_curves_are_the_mean_over_seeds_with_a_min_max_band():
     runs = load_runs([FIXTURE / "grpo-seed1", FIXTURE / "grpo-seed2"])
     accuracy = next(f for f in report_figures(runs) if f.id == "accuracy").figure
@@ -171,6 +174,7 @@ def test_bad_run_directories_give_clear_errors(tmp_path):
         load_runs([])
 
 
+@pytest.mark.slow
 def test_report_and_compare_commands(tmp_path):
     app = typer.Typer()
     app.command("report")(report_command)

@@ -76,6 +76,7 @@ def check_resumed_run(straight: Path, resumed: Path) -> None:
 RANDOM_CLIP_COV = ("algorithm.clip_cov_ratio=0.3", "algorithm.clip_cov_lb=-10")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("algorithm", "where", "extra"),
     [("grpo", "train_step", ()), ("aepo", "save", ()), ("clip_cov", "train_step", RANDOM_CLIP_COV)],
@@ -94,6 +95,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, algorithm, where, ext
     check_resumed_run(straight, interrupted)
 
 
+@pytest.mark.slow
 def test_cli_resume_restores_the_dcpo_controller(tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     Trainer(tiny_config(straight, "dcpo", *RESUME_OPTIONS)).fit()
@@ -108,6 +110,7 @@ def test_cli_resume_restores_the_dcpo_controller(tmp_path):
     assert step3["control/previous_entropy"] == step2["entropy/sampled_nll"]
 
 
+@pytest.mark.slow
 def test_a_fresh_run_over_an_attempt_that_died_before_any_checkpoint_starts_its_log_over(
     tmp_path,
 ):

@@ -33,6 +33,7 @@ from dcrl.rewards import (
 POWER_TOWER = r"9^{9^{9^{9}}}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "module",
     [dcrl.rewards, dcrl.rewards.extraction, dcrl.rewards.matching, dcrl.rewards.math_grader],
@@ -174,6 +175,7 @@ def _grade_in_thread(grader: MathGrader, completion: str, answer: str) -> float:
     return results[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("caller", ["main thread", "worker thread"])
 def test_math_grader_times_out_to_zero_and_recovers(caller: str) -> None:
     grader = MathGrader(timeout_s=1.0)
@@ -190,6 +192,7 @@ def test_math_grader_times_out_to_zero_and_recovers(caller: str) -> None:
     grader.close()
 
 
+@pytest.mark.slow
 def test_math_grader_replaces_a_worker_killed_while_idle() -> None:
     grader = MathGrader(timeout_s=5.0)
     assert grader(r"\boxed{0.5}", r"\frac{1}{2}") == 1.0
@@ -201,6 +204,7 @@ def test_math_grader_replaces_a_worker_killed_while_idle() -> None:
     grader.close()
 
 
+@pytest.mark.slow
 def test_math_grader_is_thread_safe() -> None:
     grader = MathGrader(timeout_s=5.0, num_workers=2)
     cases = [(r"\boxed{0.5}", r"\frac{1}{2}", 1.0), (r"\boxed{x+1}", "1+x", 1.0)]

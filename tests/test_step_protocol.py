@@ -105,6 +105,7 @@ def test_composed_dcpo_icr_step_gives_the_advantages_of_dcrl_core():
     torch.testing.assert_close(train_batch.advantages, expected, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_dcrl_trainer_trains_one_composed_dcpo_icr_step(tmp_path):
     """configs/tiny-dcpo-icr.yaml, shrunk to one small step: dcrl's trainer runs it through the
     protocol, both targets act, and the entropy signal reaches DCPO's controller."""

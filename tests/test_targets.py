@@ -346,6 +346,7 @@ PRESET_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(PRESET_CASES))
 def test_preset_matches_the_pre_refactor_reference_bit_for_bit(tmp_path, case):
     algorithm, *overrides = PRESET_CASES[case]
@@ -372,6 +373,7 @@ def without_timings(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if not k.startswith(("time/", "perf/"))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("preset", "preset_overrides", "composed_overrides"),
     [
@@ -389,6 +391,7 @@ def test_a_composed_run_of_one_target_logs_exactly_its_preset_run(
     assert composed.config.run_dir.name == "composed"
 
 
+@pytest.mark.slow
 def test_dcpo_and_icr_compose_bonus_first_then_the_token_mix(tmp_path):
     """Â' = (1 − α)(Â_GRPO(r + LP-F) + ICR bonus) + α·c·ρ, the documented order, recomputed from
     the core functions; DCPO's T = 1 pass is the batch's old log-probs; the state holds one
@@ -453,6 +456,7 @@ def test_dcpo_and_icr_compose_bonus_first_then_the_token_mix(tmp_path):
     assert state["targets"][1]["controller"]["state"]["num_updates"] == 2
 
 
+@pytest.mark.slow
 def test_the_row_replacement_comes_last_whatever_the_list_order(tmp_path):
     """[best_of_n, aepo, icr]: the two bonuses (list order) on the GRPO advantages, then AEPO's
     tempered rows replace the first m rows with +1 and clear the bonus marks there."""
@@ -570,6 +574,7 @@ def test_a_bad_target_entry_is_one_error_naming_its_key(monkeypatch, case):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_a_user_target_loads_from_its_import_path_and_keeps_its_state(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     from my_target import MajorityVote, final_answer, majority_agreement
@@ -602,6 +607,7 @@ def test_a_user_target_loads_from_its_import_path_and_keeps_its_state(tmp_path, 
     assert restored.targets[0].total_agreeing == total
 
 
+@pytest.mark.slow
 def test_a_composed_run_with_a_user_target_resumes_exactly(tmp_path, monkeypatch):
     """Killed in step 3 and resumed from the saved config.yaml and checkpoint: the controller's
     and the user target's state come back, and the run logs what it logs uninterrupted."""
@@ -634,6 +640,7 @@ class BorrowedMetric(Target):
         return {"icr/bonus": 0.0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("targets", "message"),
     [

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from dcrl.theory.cli import app
 
 
+@pytest.mark.slow
 def test_run_writes_json_figures_and_summary(tmp_path):
     out = tmp_path / "run"
     figures = tmp_path / "figures"

@@ -24,6 +24,7 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, ["train", *args])
 
 
+@pytest.mark.slow
 def test_cli_train_changes_every_parameter_and_exports_the_policy(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(*tiny_overrides(run_dir, "grpo", "log.console=true"))
@@ -44,6 +45,7 @@ def test_cli_train_changes_every_parameter_and_exports_the_policy(tmp_path):
     assert saved["algorithm"]["name"] == "grpo" and saved["train"]["steps"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("algorithm", "extra"),
     [("grpo", ()), ("entropy_reg", ()), ("entropy_reg", ("algorithm.form=true_entropy",))],
@@ -118,6 +120,7 @@ def _snapshot_before(trainer: Trainer, prepare):
     return wrapped
 
 
+@pytest.mark.slow
 def test_a_failed_save_leaves_latest_on_the_previous_complete_checkpoint(tmp_path, monkeypatch):
     trainer = Trainer(tiny_config(tmp_path / "run"))
     trainer.train_step()
@@ -152,6 +155,7 @@ def test_a_failed_save_leaves_latest_on_the_previous_complete_checkpoint(tmp_pat
     assert ckpt.latest_checkpoint(tmp_path / "run") == root / "step_000002"
 
 
+@pytest.mark.slow
 def test_sinks_write_one_jsonl_line_per_step_and_tensorboard_events(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -248,6 +252,7 @@ def test_print_config_prints_the_resolved_config_with_algorithm_defaults(tmp_pat
     assert not run_dir.exists()  # printing starts nothing
 
 
+@pytest.mark.slow
 def test_run_dir_with_checkpoints_needs_resume(tmp_path):
     run_dir = tmp_path / "run"
     Trainer(tiny_config(run_dir, "grpo", "train.steps=1")).fit()
@@ -288,6 +293,7 @@ def test_pass_at_n_counts_prompts_with_any_correct_response():
     assert _pass_at_n(correct, group_index) == pytest.approx(2 / 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["grpo", "aepo"])
 def test_on_policy_update_skips_the_old_logprob_pass_and_takes_the_same_step(tmp_path, algorithm):
     """One optimizer step per rollout: π_old is the policy being updated, so the no-grad
@@ -339,6 +345,7 @@ def test_length_sorted_chunks_hold_every_row_once_longest_first():
     assert order.tolist() == [1, 3, 4, 0, 6, 2, 5]  # ties (rows 1 and 3) keep row order
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reuse", [True, False], ids=["on_policy", "old_logprob_pass"])
 def test_length_sorted_micro_batches_take_the_rollout_order_step(tmp_path, monkeypatch, reuse):
     """Grouping rows of similar length into micro-batches (so trim_padding cuts more) changes
@@ -398,6 +405,7 @@ def test_length_sorted_micro_batches_take_the_rollout_order_step(tmp_path, monke
         assert metrics_sorted[name] == pytest.approx(metrics_plain[name], rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_rollout_decoding_option_reaches_the_backend_and_is_checked(tmp_path):
     trainer = Trainer(tiny_config(tmp_path / "run", "grpo", "rollout.decoding=loop"))
     assert trainer.backend.decoding == "loop"
