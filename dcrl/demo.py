@@ -115,6 +115,7 @@ def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], 
     tempered rows left out) of its first 3 steps and the mean over its second half; GRPO's drop
     (goal: at least GRPO_DROP_GOAL), and each controlled run's second-half RMS distance from its
     target relative to the target (goal: at most RMS_GOAL)."""
+    from dcrl.report.runs import load_run
     from dcrl.train.sinks import policy_entropy, read_metrics_log
 
     columns = [
@@ -137,7 +138,7 @@ def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], 
         target = metrics[-1].get("entropy/target")
         row = {"run": run_dir.name, "first_3": round(head, 3), "second_half": round(tail, 3)}
         if target is not None:
-            rms = (sum((h / target - 1) ** 2 for h in second) / len(second)) ** 0.5
+            rms = load_run(run_dir).tracking_error()  # the report's "H RMS err"
             row |= {"target": target, "change": f"{rms:.1%}", "goal": f"<= {RMS_GOAL:.0%}"}
             row["met"] = "yes" if rms <= RMS_GOAL else "no"
         elif run_dir.name == "grpo":

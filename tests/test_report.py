@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
+import math
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -117,6 +119,20 @@ def test_runs_are_labelled_by_algorithm_and_seed_and_grouped_by_setting(tmp_path
     assert len({run.group for run in loaded}) == 3
 
 
+def test_a_mapping_setting_at_its_empty_default_groups_with_a_run_saved_before_it_existed(
+    tmp_path,
+):
+    older, newer = copy_runs(["dcpo-seed1", "dcpo-seed2"], tmp_path)
+    config = yaml.safe_load((newer / "config.yaml").read_text())
+    config["rollout"]["backend_options"] = {}  # a setting added later, at its default
+    (newer / "config.yaml").write_text(yaml.safe_dump(config))
+    loaded = load_runs([older, newer])
+    assert [run.label for run in loaded] == ["dcpo seed1", "dcpo seed2"]
+    config["rollout"]["backend_options"] = {"add_special_tokens": False}  # a real difference
+    (newer / "config.yaml").write_text(yaml.safe_dump(config))
+    assert len({run.group for run in load_runs([older, newer])}) == 2
+
+
 @pytest.mark.slow
 def test_curves_are_the_mean_over_seeds_with_a_min_max_band():
     runs = load_runs([FIXTURE / "grpo-seed1", FIXTURE / "grpo-seed2"])
@@ -141,6 +157,25 @@ def test_summary_final_values_average_the_last_tenth_of_steps():
     _, group_rows = summary_table(runs, by_group=True)
     assert group_rows[0]["seeds"] == 2
     assert group_rows[0]["accuracy"] == (f"{np.mean(accuracy):.3f} ± {np.std(accuracy):.3f}")
+
+
+def test_summary_tracking_error_is_the_second_half_rms_relative_to_the_target():
+    runs = load_runs([FIXTURE / "dcpo-seed1", FIXTURE / "grpo-seed1"])
+    columns, rows = summary_table(runs)
+    records = [
+        json.loads(line)
+        for line in (FIXTURE / "dcpo-seed1" / "metrics.jsonl").read_text().splitlines()
+    ]
+    second = records[len(records) // 2 :]  # 20 steps: steps 11-20
+    errors = [r["entropy/sampled_nll"] / r["entropy/target"] - 1 for r in second]
+    expected = math.sqrt(sum(e * e for e in errors) / len(errors))
+    assert rows[0]["tracking_error"] == pytest.approx(expected, rel=1e-12)
+    assert rows[0]["entropy_target"] == pytest.approx(0.3)
+    assert rows[1]["tracking_error"] is None  # GRPO holds no target
+    assert ("tracking_error", "H RMS err") in columns
+    # Without any controlled run the columns are left out.
+    grpo_columns, _ = summary_table(load_runs([FIXTURE / "grpo-seed1"]))
+    assert not {"tracking_error", "entropy_target"} & {key for key, _ in grpo_columns}
 
 
 def test_pareto_frontier_and_smoothing_by_hand():

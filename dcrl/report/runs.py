@@ -69,12 +69,28 @@ class Run:
         tail = tail[np.isfinite(tail)]
         return float(tail.mean()) if len(tail) else None
 
+    def tracking_error(self) -> float | None:
+        """How far an entropy-controlled run kept its policy entropy from the target: the RMS
+        over the second half of the logged steps of (H / target − 1), H the policy's own
+        sampled-token NLL and target the logged `entropy/target` of that step; None for a run
+        without a target."""
+        if not (self.has("entropy/target") and self.has("entropy/on_policy_nll")):
+            return None
+        half = len(self.steps) // 2
+        entropy = self.metrics["entropy/on_policy_nll"][half:]
+        target = self.metrics["entropy/target"][half:]
+        relative = entropy / target - 1
+        relative = relative[np.isfinite(relative)]
+        return float(np.sqrt(np.mean(relative**2))) if len(relative) else None
+
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested config; an empty mapping counts as absent, so that a run saved
+    before a mapping setting existed groups with one saved with its default ({})."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             flat.update(_flatten(value, f"{name}."))
         else:
             flat[name] = value
@@ -247,6 +263,8 @@ SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("entropy_nll", "H(nll)"),
     ("entropy_full", "H(full)"),
     ("temperature", "T"),
+    ("entropy_target", "H target"),
+    ("tracking_error", "H RMS err"),
     ("length", "len"),
     ("corr", "corr(L,acc)"),
     ("eval_avg", "eval avg@n"),
@@ -261,6 +279,7 @@ _FINAL_METRICS = {
     "entropy_nll": "entropy/on_policy_nll",
     "entropy_full": "entropy/full",
     "temperature": "control/temperature",
+    "entropy_target": "entropy/target",
     "length": "length/mean",
     "corr": "corr/length_acc_group",
 }
@@ -280,6 +299,7 @@ def summary_table(runs: list[Run], *, by_group: bool = False) -> tuple[Columns, 
     for run in runs:
         row: dict[str, Any] = {"run": run.label, "steps": int(run.steps[-1])}
         row.update({key: run.final(metric) for key, metric in _FINAL_METRICS.items()})
+        row["tracking_error"] = run.tracking_error()  # second half, relative to the target
         evaluation = run.evals.get(eval_name) if eval_name is not None else None
         if evaluation is not None:
             n = evaluation["settings"]["n"]
