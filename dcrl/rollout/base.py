@@ -216,8 +216,10 @@ class RolloutBackend(abc.ABC):
 
     A backend is registered by one line in `dcrl.rollout.ROLLOUT_BACKENDS` (name -> module with
     `BACKEND = <the class>`), or named as 'package.module:Class'. The trainer builds it with
-    `from_config` from the run's rollout section and checks that section with `check_config`
-    before the model loads; override both when the backend has settings of its own.
+    `from_config` from the run's rollout section (its `backend_options` become constructor
+    keyword arguments) and checks that section with `check_config` before the model loads;
+    override `from_config` to read other rollout settings (hf reads `decoding`) and extend
+    `check_config` to refuse settings the backend cannot honour.
     """
 
     name: str = "base"
