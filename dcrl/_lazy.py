@@ -17,3 +17,28 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
         return getattr(importlib.import_module(exports[name]), name)
 
     return __getattr__
+
+
+def import_subclass(
+    spec: str, base: type, *, what: str, base_name: str, hint: str, error: type[Exception]
+) -> type:
+    """The class a user names as 'package.module:Class', checked to subclass `base`.
+
+    Raises `error` with one message naming the spec: the module cannot be imported (anything it
+    raises while importing), or the attribute is missing or not a subclass of `base_name`
+    (followed by `hint`, the fix)."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or anything the module raises while importing
+        raise error(
+            f"cannot import module {module_name!r} of {what} {spec!r} ({exc}); check the "
+            "spelling and that the module is on PYTHONPATH"
+        ) from exc
+    found = getattr(module, attribute, None)
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise error(
+            f"{spec!r} is {'missing' if found is None else repr(found)}, not a subclass of "
+            f"{base_name}; {hint}"
+        )
+    return found

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from dcrl._lazy import import_subclass
 from dcrl.errors import UserError
 from dcrl.rollout.base import RolloutBackend, RolloutBatch, validate_sampling_arguments
 from dcrl.rollout.hf import HFRolloutBackend
@@ -52,21 +53,14 @@ def get_rollout_backend_class(name: str) -> type[RolloutBackend]:
         return importlib.import_module(ROLLOUT_BACKENDS[name]).BACKEND
     if ":" not in name:
         raise RolloutBackendError(f"unknown rollout backend {name!r}: choose one of {CHOICES}")
-    module_name, _, attribute = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # ImportError, or anything the module raises while importing
-        raise RolloutBackendError(
-            f"cannot import module {module_name!r} of rollout backend {name!r} ({error}); check "
-            "the spelling and that the module is on PYTHONPATH"
-        ) from error
-    backend_class = getattr(module, attribute, None)
-    if not (isinstance(backend_class, type) and issubclass(backend_class, RolloutBackend)):
-        raise RolloutBackendError(
-            f"{name!r} is {'missing' if backend_class is None else repr(backend_class)}, not a "
-            "subclass of dcrl.rollout.RolloutBackend; point it at your backend class"
-        )
-    return backend_class
+    return import_subclass(
+        name,
+        RolloutBackend,
+        what="rollout backend",
+        base_name="dcrl.rollout.RolloutBackend",
+        hint="point it at your backend class",
+        error=RolloutBackendError,
+    )
 
 
 def get_rollout_backend(

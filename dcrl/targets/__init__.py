@@ -60,6 +60,7 @@ import dataclasses
 import importlib
 from typing import Any
 
+from dcrl._lazy import import_subclass
 from dcrl.config import build
 from dcrl.errors import UserError
 from dcrl.targets.base import STAGES, StepDraft, Target, TargetConfig
@@ -94,21 +95,14 @@ def get_target_class(name: str) -> type[Target]:
         return importlib.import_module(TARGETS[name]).TARGET
     if ":" not in name:
         raise TargetError(f"unknown target {name!r}; choose one of {CHOICES}")
-    module_name, _, attribute = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # ImportError, or anything the module raises while importing
-        raise TargetError(
-            f"cannot import module {module_name!r} of target {name!r} ({error}); check the "
-            "spelling and that the module is on PYTHONPATH"
-        ) from error
-    target_class = getattr(module, attribute, None)
-    if not (isinstance(target_class, type) and issubclass(target_class, Target)):
-        raise TargetError(
-            f"{name!r} is {'missing' if target_class is None else repr(target_class)}, not a "
-            "subclass of dcrl.targets.Target; point it at your target class (see the contract "
-            "in dcrl/targets/__init__.py)"
-        )
+    target_class = import_subclass(
+        name,
+        Target,
+        what="target",
+        base_name="dcrl.targets.Target",
+        hint="point it at your target class (see the contract in dcrl/targets/__init__.py)",
+        error=TargetError,
+    )
     if not issubclass(target_class.config_class, TargetConfig):
         raise TargetError(f"{name!r}: its config_class must subclass dcrl.targets.TargetConfig")
     if target_class.stage not in STAGES:
