@@ -116,7 +116,6 @@ def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], 
     (goal: at least GRPO_DROP_GOAL), and each controlled run's second-half RMS distance from its
     target relative to the target (goal: at most RMS_GOAL)."""
     from dcrl.report.runs import load_run
-    from dcrl.train.sinks import policy_entropy, read_metrics_log
 
     columns = [
         ("run", "run"),
@@ -129,16 +128,15 @@ def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], 
     ]
     rows = []
     for run_dir in run_dirs:
-        metrics = [record for _, record in read_metrics_log(run_dir / "metrics.jsonl")]
-        entropy = [policy_entropy(m) for m in metrics]
-        if len(entropy) < 4:
+        run = load_run(run_dir)  # one read of metrics.jsonl, as `dcrl report` reads it
+        entropy = run.metrics.get("entropy/on_policy_nll")  # AEPO's tempered rows left out
+        if entropy is None or len(entropy) < 4:
             continue
-        first, second = entropy[:3], entropy[len(entropy) // 2 :]
-        head, tail = sum(first) / len(first), sum(second) / len(second)
-        target = metrics[-1].get("entropy/target")
+        head, tail = float(entropy[:3].mean()), float(entropy[len(entropy) // 2 :].mean())
+        target = float(run.metrics["entropy/target"][-1]) if run.has("entropy/target") else None
         row = {"run": run_dir.name, "first_3": round(head, 3), "second_half": round(tail, 3)}
         if target is not None:
-            rms = load_run(run_dir).tracking_error()  # the report's "H RMS err"
+            rms = run.tracking_error()  # the report's "H RMS err"
             row |= {"target": target, "change": f"{rms:.1%}", "goal": f"<= {RMS_GOAL:.0%}"}
             row["met"] = "yes" if rms <= RMS_GOAL else "no"
         elif run_dir.name == "grpo":
