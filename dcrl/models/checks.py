@@ -7,6 +7,12 @@ a weights file exists and every `*.safetensors` parses, a tokenizer is there. Af
 (`check_loading_info`): no weight of the architecture was missing from the files and no tensor
 of the files went unused. `strict=False` (`model.strict_load: false`, `dcrl eval
 --no-strict-load`) lets a mismatch through: the user knows those layers start random.
+
+Whether a loaded model attends causally (`check_attends_causally`) is decided by what
+transformers knows, not by a class name: an architecture that is an encoder able to act as a
+decoder (BERT, RoBERTa, ...: transformers maps it to a causal-LM class, and its config class
+declares `is_decoder`) looks only backwards when its config says `is_decoder: true`; with
+`false` a `BertLMHeadModel` sees the tokens it is asked to predict, so it is always refused.
 """
 
 from __future__ import annotations
@@ -93,3 +99,65 @@ def check_loading_info(path: Path, info: dict[str, Any], *, strict: bool = True)
                 f"weights belong to another model or were cut short; copy them again, or "
                 f"{OPT_OUT}"
             )
+
+
+def _declared_settings(config_class: type) -> set[str]:
+    """The settings a config class declares itself: its dataclass fields (transformers >= 5)
+    or its __init__ parameters (older releases, where the shared base class holds the rest)."""
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(config_class):
+        return {f.name for f in dataclasses.fields(config_class)}
+    try:
+        return set(inspect.signature(config_class.__init__).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def decoder_switch(config: Any) -> str | None:
+    """The config setting that makes an encoder architecture attend causally ("is_decoder", or
+    XLM's "causal"), or None for an architecture that is a decoder whatever its config says.
+
+    An encoder that can act as a decoder is one transformers gives both a causal-LM and a
+    masked-LM class (BERT, RoBERTa, ELECTRA, ...), or whose config class declares `is_decoder`
+    with `add_cross_attention` (the decoders of encoder-decoder pairs, e.g. BertGeneration).
+    A decoder-only architecture (Llama, Qwen2, Gemma2, GPT-2, GPT-NeoX, ...) is neither.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    declared = _declared_settings(type(config))
+    model_type = getattr(config, "model_type", None)
+    if "causal" in declared:
+        return "causal"
+    encoder = (
+        model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        or {
+            "is_decoder",
+            "add_cross_attention",
+        }
+        <= declared
+    )
+    return "is_decoder" if encoder else None
+
+
+def check_attends_causally(source: str | Path, model: Any) -> None:
+    """Raise a ValueError if the loaded `model` is an encoder left bidirectional: trained as a
+    causal LM it would see the very tokens it predicts (loss near 0, nothing learned, exit 0).
+
+    The model's own config decides (a class such as BartForCausalLM that makes itself a decoder
+    has `is_decoder` true there); `source` is the directory or hub id, named in the message.
+    """
+    config = getattr(model, "config", None)
+    switch = decoder_switch(config) if config is not None else None
+    if switch is None or getattr(config, switch, False) is True:
+        return
+    where = Path(source) / "config.json" if Path(source).is_dir() else f"model {str(source)!r}"
+    name = type(model).__name__
+    raise ValueError(
+        f"{where}: {name} is an encoder ({config.model_type}) with {switch}: "
+        f"{str(getattr(config, switch, None)).lower()}, so every token attends to the tokens "
+        f"after it and it would train as a causal LM on answers it can already see: set "
+        f'"{switch}": true in its config.json to use it as a decoder, or point model.name at a '
+        "causal LM (…ForCausalLM)"
+    )

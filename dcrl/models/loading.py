@@ -137,7 +137,11 @@ def builtin_checkpoint_directory(name: str) -> str:
 def _load_user_model(source: str, dtype: str, strict: bool) -> tuple[PreTrainedModel, Any]:
     """A user's model directory (or cached hub id), checked before and after loading
     (dcrl.models.checks): a corrupt or foreign file is one ValueError naming it."""
-    from dcrl.models.checks import check_loading_info, check_model_directory
+    from dcrl.models.checks import (
+        check_attends_causally,
+        check_loading_info,
+        check_model_directory,
+    )
 
     path = Path(source)
     if path.is_dir():
@@ -146,13 +150,14 @@ def _load_user_model(source: str, dtype: str, strict: bool) -> tuple[PreTrainedM
         model, info = AutoModelForCausalLM.from_pretrained(
             source, dtype=TORCH_DTYPES[dtype], local_files_only=True, output_loading_info=True
         )
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as error:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AssertionError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise ValueError(
             f"model {source!r} does not load ({first}): check that its config.json and weights "
             "files belong together and are complete, or save the model again"
         ) from None
     check_loading_info(path, info, strict=strict)
+    check_attends_causally(source, model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except Exception as error:  # transformers raises many types for a broken tokenizer
