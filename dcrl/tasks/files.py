@@ -51,6 +51,32 @@ def _number_text(value: float, location: str, key: str, role: str) -> str:
     return written
 
 
+# A row's values may nest lists and mappings this many levels deep. Deeper ones (a corrupt or
+# hostile file) would overflow Python's stack wherever a row is copied, pickled for a reward
+# process or compared, so they are refused where the row is read, naming its line.
+MAX_NESTING = 100
+
+
+def _too_deep(location: str) -> str:
+    return (
+        f"{location}: the row nests lists or objects more than {MAX_NESTING} levels deep; each "
+        "line must be one JSON object of problem, answer and plain metadata fields: fix or "
+        "remove that line."
+    )
+
+
+def _check_depth(location: str, row: dict[str, Any]) -> None:
+    """Raise a ValueError naming `location` if `row` nests deeper than MAX_NESTING (no
+    recursion: the check itself must survive any depth)."""
+    stack: list[tuple[Any, int]] = [(row, 0)]  # the row's own fields are level 1
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ValueError(_too_deep(location))
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(location "file:line", row) for each non-blank line; numbers keep their written form
     (`WrittenNumber`)."""
@@ -73,10 +99,13 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                     f"{location}: invalid JSON ({error.msg} at column {error.colno}); each line "
                     "must be one JSON object."
                 ) from error
+            except RecursionError:  # [[[[...]]]] deeper than Python's stack
+                raise ValueError(_too_deep(location)) from None
             if not isinstance(row, dict):
                 raise ValueError(
                     f"{location}: expected a JSON object per line, got {type(row).__name__}."
                 )
+            _check_depth(location, row)
             yield location, row
 
 
@@ -101,6 +130,7 @@ def _parquet_rows(path: Path, columns: list[str]) -> Iterator[tuple[str, dict[st
     for batch in parquet_file.iter_batches(batch_size=4096):
         for row in batch.to_pylist():
             row_number += 1
+            _check_depth(f"{path}:row {row_number}", row)
             yield f"{path}:row {row_number}", row
 
 

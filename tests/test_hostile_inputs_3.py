@@ -1,0 +1,62 @@
+"""Hostile and mistaken inputs of issue 29: each ends in one `error: ...` line naming the input,
+the problem and the fix, with exit status 2, no traceback and nothing half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dcrl.cli import app
+from tests.helpers import tiny_overrides
+
+pytestmark = pytest.mark.faults
+
+
+def error_line(args: list[str]) -> str:
+    """Run `dcrl ARGS`; check it ends in exactly one error line and no traceback; return it."""
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, SystemExit), result.exception  # no uncaught exception
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0] == result.stderr.strip().splitlines()[-1]
+    return errors[0]
+
+
+def problems_file(path: Path, first_line: str) -> Path:
+    """A JSONL problem file: `first_line`, then eight good problems."""
+    good = '{"problem": "1+1=", "answer": "2"}\n' * 8
+    path.write_text(first_line + "\n" + good)
+    return path
+
+
+def train_on_file(tmp_path: Path, data_path: Path) -> list[str]:
+    return ["train", *tiny_overrides(tmp_path / "run"), "data.task=file", f"data.path={data_path}"]
+
+
+# -- 2: a deeply nested row in a training data file ---------------------------------------------
+@pytest.mark.parametrize("depth", [100_000, 500, 101])
+def test_a_deeply_nested_row_names_the_file_and_line(tmp_path, depth):
+    """100,000 levels overflowed the JSON parser (RecursionError out of the loader); a few
+    hundred parsed, then overflowed the stack when the row was pickled for the reward, blamed on
+    the reward function. Both are refused where the row is read."""
+    nested = "[" * depth + "]" * depth
+    data = problems_file(
+        tmp_path / "deep.jsonl", f'{{"problem": "1+1=", "answer": "2", "x": {nested}}}'
+    )
+    error = error_line(train_on_file(tmp_path, data))
+    assert f"{data}:1:" in error and "nests lists or objects more than 100 levels" in error
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_row_nested_100_levels_deep_still_loads(tmp_path):
+    from dcrl.tasks import load_problems
+
+    nested = "[" * 100 + "]" * 100
+    data = problems_file(
+        tmp_path / "ok.jsonl", f'{{"problem": "1+1=", "answer": "2", "x": {nested}}}'
+    )
+    assert len(load_problems(data)) == 9
