@@ -1,5 +1,5 @@
-"""Test-wide settings: offline, no network, one torch thread (tests may run beside other work),
-fixed seeds.
+"""Test-wide settings: offline, no network, one torch thread (tests may run beside other work;
+`DCRL_TEST_THREADS=2` runs them with two, to check that no result depends on it), fixed seeds.
 
 Network: every socket connection and name lookup to a host other than this machine fails with
 `NetworkBlocked`, so a test (or a library it calls) that would download something fails here
@@ -19,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("DCRL_TEST_THREADS", "1")))
 
 
 class NetworkBlocked(OSError):
