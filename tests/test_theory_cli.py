@@ -65,3 +65,54 @@ def test_bad_parameters_exit_with_a_clear_error(tmp_path, arguments, message):
     assert message in result.stderr and result.stderr.startswith("error: ")
     assert "error" not in result.stdout  # errors go to stderr, like every dcrl command's
     assert not (tmp_path / "results.json").exists()
+
+
+def _refused_before_any_experiment(arguments, monkeypatch):
+    """Run `dcrl theory run ARGUMENTS` with the simulator replaced by a tripwire: the error line
+    must come before any experiment starts, with status 2 and no traceback."""
+    import dcrl.theory.experiments
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("an experiment ran before the options were checked")
+
+    monkeypatch.setattr(dcrl.theory.experiments, "run_suite", tripwire)
+    result = CliRunner().invoke(app, ["run", "--quick", "-e", "E1", *arguments])
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("option", ["--out", "--figures-dir"])
+def test_an_output_directory_that_is_a_file_is_refused_before_the_experiments(
+    tmp_path, monkeypatch, option
+):
+    """--out naming a file raised FileExistsError from write_report, after every experiment."""
+    existing = tmp_path / "results.txt"
+    existing.write_text("keep me")
+    arguments = ["--out", str(tmp_path / "out"), option, str(existing)]
+    error = _refused_before_any_experiment(arguments, monkeypatch)
+    assert f"{option} {existing} is a file, not a directory" in error
+    inside = _refused_before_any_experiment(
+        ["--out", str(tmp_path / "out"), option, str(existing / "sub")], monkeypatch
+    )
+    assert f"{existing} is a file" in inside
+    assert existing.read_text() == "keep me"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_negative_env_seed_names_the_option(tmp_path, monkeypatch):
+    """--env-seed -1 used to end in numpy's 'expected non-negative integer'."""
+    error = _refused_before_any_experiment(
+        ["--env-seed", "-1", "--out", str(tmp_path / "out")], monkeypatch
+    )
+    assert "--env-seed -1" in error and ">= 0" in error
+
+
+def test_the_environment_refuses_a_negative_seed():
+    from dcrl.theory.environment import make_environment
+
+    with pytest.raises(ValueError, match="seed=-1"):
+        make_environment(dim=2, num_actions=2, pool_size=4, seed=-1)

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -79,6 +80,15 @@ def run(
         # machine and many times faster on a busy one. Set the variable yourself to override.
         for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, "1")
+    out_dir = out or Path("runs") / time.strftime("theory-%Y%m%d-%H%M%S")
+    problems = [
+        _output_directory_problem(out_dir, "--out"),
+        _output_directory_problem(figures_dir, "--figures-dir"),
+        _seed_problem(env_seed),
+    ]
+    for problem in problems:  # before any experiment runs: minutes of work are not lost
+        if problem is not None:
+            _fail(problem)
     from dcrl.theory.experiments import EXPERIMENTS, SuiteOverrides, run_suite
     from dcrl.theory.report import RECONSTRUCTION_NOTE, write_report
 
@@ -92,7 +102,6 @@ def run(
         num_seeds=seeds,
         rare_fractions=rare_fraction or None,
     )
-    out_dir = out or Path("runs") / time.strftime("theory-%Y%m%d-%H%M%S")
     names = experiment or list(EXPERIMENTS)
     console = Console()
     console.print(f"[dim]{RECONSTRUCTION_NOTE}[/dim]")
@@ -123,9 +132,14 @@ def run(
             results = run_suite(names, quick, overrides, on_start, on_done)
         except ValueError as error:
             progress.stop()
-            typer.secho(f"error: {one_line(error)}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(code=2) from None
-    written = write_report(results, out_dir, command, figures_dir)
+            _fail(one_line(error))
+    try:
+        written = write_report(results, out_dir, command, figures_dir)
+    except OSError as error:  # a full disk, a folder made read-only while the experiments ran
+        _fail(
+            f"--out {out_dir}: cannot write the report there ({one_line(error)}); free space or "
+            "choose a writable directory for --out (and --figures-dir), and run again"
+        )
     passed = all(result.passed for result in results)
     console.print(
         f"{'all criteria passed' if passed else 'some criteria FAILED'}; "
@@ -133,6 +147,44 @@ def run(
     )
     if strict and not passed:
         raise typer.Exit(code=1)
+
+
+def _fail(message: str) -> NoReturn:
+    """Print `message` as one `error: ...` line on stderr and exit with status 2."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _output_directory_problem(path: Path | None, option: str) -> str | None:
+    """Why `path` cannot be (created as) an output directory, or None if it can."""
+    if path is None:
+        return None
+    if path.exists() and not path.is_dir():
+        return (
+            f"{option} {path} is a file, not a directory: pass a directory (created if missing) "
+            "for the results, or move the file away"
+        )
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return (
+            f"{option} {path}: {existing} is a file, so no directory can be made inside it: "
+            "pass a path under a directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{option} {path}: {existing} is not writable: pass a directory you can write to"
+    return None
+
+
+def _seed_problem(env_seed: int | None) -> str | None:
+    """Why `--env-seed` is not a usable environment seed, or None."""
+    if env_seed is not None and env_seed < 0:
+        return (
+            f"--env-seed {env_seed}: the environment seed must be an integer >= 0; pass 0 (the "
+            "default) or another non-negative integer"
+        )
+    return None
 
 
 def _command_line(options: dict) -> str:

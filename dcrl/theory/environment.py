@@ -179,6 +179,8 @@ def make_environment(
     """
     _check_dimensions(dim, num_actions, pool_size)
     check_positive_beta(beta)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed={seed!r}: the environment seed must be an integer >= 0")
     if ref_norm < 0 or reward_norm < 0:
         raise ValueError(
             f"reward_norm={reward_norm}, ref_norm={ref_norm}: norms must be >= 0 (defaults 2 and 1)"
