@@ -1,11 +1,13 @@
 """The recipe trainer's hooks around verl's real rollout plumbing and checkpoint code.
 
-verl's GPU workers are the one thing replaced: an agent-loop worker that samples responses with
-a seeded generator and grades them stands in for the Ray handle of verl's `AgentLoopWorker`, and
-the old-log-prob pass is a fixed function. Everything between them is verl's own code: its
-`AgentLoopManager.generate_sequences` (the chunking over workers), `AgentLoopWorker._postprocess`
-(the batch a streaming-reward rollout returns), `_get_gen_batch`, `compute_response_mask`,
-`_compute_reward_colocate`, and `RayPPOTrainer._save_checkpoint` / `_load_checkpoint`.
+verl's GPU workers are the one thing replaced (tests/verl/recipe_harness.py): an agent-loop
+worker that samples responses with a seeded generator and grades them stands in for the Ray
+handle of verl's `AgentLoopWorker`, and the old-log-prob pass is a fixed function. Everything
+between them is verl's own code: its `AgentLoopManager.generate_sequences` (the chunking over
+workers), `AgentLoopWorker._postprocess` (the batch a streaming-reward rollout returns),
+`_get_gen_batch`, `compute_response_mask`, `_balance_batch`, `_compute_reward_colocate`,
+`extract_reward`, the metric and dump functions, and `RayPPOTrainer._save_checkpoint` /
+`_load_checkpoint`.
 """
 
 import dataclasses
@@ -15,204 +17,19 @@ import os
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from verl import DataProto
-from verl.experimental.agent_loop.agent_loop import (
-    AgentLoopManager,
-    AgentLoopMetrics,
-    AgentLoopWorker,
-    _InternalAgentLoopOutput,
-)
-from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_response_mask
 
-import dcrl.integrations.verl.register  # noqa: F401  (registers dcrl_tempered_agent)
 from dcrl.integrations.verl import transforms
 from dcrl.integrations.verl.trainer import CONTROLLER_FILE, DcrlRayPPOTrainer
-
-PROMPT_LENGTH, RESPONSE_LENGTH = 10, 6
-
-
-def encode(text: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A prompt's token ids, left-padded to PROMPT_LENGTH, and its attention mask (what the agent
-    loop makes of the dataset's raw prompt)."""
-    ids = torch.tensor([5 + ord(c) % 30 for c in text][-PROMPT_LENGTH:])
-    padded = torch.zeros(PROMPT_LENGTH, dtype=torch.long)
-    padded[PROMPT_LENGTH - len(ids) :] = ids
-    mask = torch.zeros(PROMPT_LENGTH, dtype=torch.long)
-    mask[PROMPT_LENGTH - len(ids) :] = 1
-    return padded, mask
-
-
-class _Remote:
-    """`handle.method.remote(...)` of a Ray actor handle, as a coroutine."""
-
-    def __init__(self, function):
-        self._function = function
-
-    def remote(self, *args, **kwargs):
-        return self._function(*args, **kwargs)
-
-
-class FakeAgentLoopWorker:
-    """Stands in for a Ray handle of verl's AgentLoopWorker: samples each row's response with a
-    seeded generator, grades it when rewards stream (a seeded coin flip), and builds the batch with verl's own `AgentLoopWorker._postprocess`."""
-
-    def __init__(self, seed: int, events: list, streaming_reward: bool = True):
-        self.reward_loop_worker_handles = [object()] if streaming_reward else None
-        self.generate_sequences = _Remote(self._generate)
-        self._generator = torch.Generator().manual_seed(seed)
-        self._events = events
-        self.chunk_sizes: list[int] = []
-
-    def _output(self, raw_prompt: str) -> _InternalAgentLoopOutput:
-        input_ids, attention_mask = encode(raw_prompt)
-        length = int(torch.randint(1, RESPONSE_LENGTH + 1, (1,), generator=self._generator))
-        response = torch.zeros(1, RESPONSE_LENGTH, dtype=torch.long)
-        response[0, :length] = torch.randint(5, 40, (length,), generator=self._generator)
-        response_mask = torch.zeros(1, RESPONSE_LENGTH, dtype=torch.long)
-        response_mask[0, :length] = 1
-        attention = torch.cat([attention_mask[None], response_mask], dim=1)
-        correct = float(torch.rand(1, generator=self._generator) < 0.5)
-        score = correct if self.reward_loop_worker_handles else None
-        return _InternalAgentLoopOutput(
-            prompt_ids=input_ids[None],
-            response_ids=response,
-            input_ids=torch.cat([input_ids[None], response], dim=1),
-            position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
-            response_mask=response_mask,
-            attention_mask=attention,
-            response_logprobs=torch.full((1, RESPONSE_LENGTH), -3.0),  # the sampler's
-            reward_score=score,
-            num_turns=2,
-            metrics=AgentLoopMetrics(),
-        )
-
-    async def _generate(self, chunk: DataProto) -> DataProto:
-        self._events.append("generate")
-        self.chunk_sizes.append(len(chunk))
-        outputs = [self._output(text) for text in chunk.non_tensor_batch["raw_prompt"]]
-        return AgentLoopWorker._postprocess(
-            self, outputs, input_non_tensor_batch=chunk.non_tensor_batch, validate=False
-        )
-
-
-class FakeCheckpointManager:
-    def __init__(self, events: list):
-        self._events = events
-
-    def sleep_replicas(self):
-        self._events.append("sleep")
-
-
-class FakeRewardLoopManager:
-    """A colocated reward model: score 1 when the response's token sum is even."""
-
-    def __init__(self, events: list):
-        self._events = events
-
-    def compute_rm_score(self, batch: DataProto) -> DataProto:
-        self._events.append(f"reward {len(batch)}")
-        mask = batch.batch["response_mask"]
-        scores = (batch.batch["responses"].sum(-1) % 2 == 0).float()
-        rewards = torch.zeros(mask.shape)
-        rewards[torch.arange(len(batch)), mask.sum(-1) - 1] = scores
-        return DataProto.from_dict(tensors={"rm_scores": rewards})
-
-
-def _config(tmp_path, block: dict, num_workers: int = 2, n: int = 4, **trainer) -> dict:
-    return OmegaConf.create(
-        {
-            "algorithm": {"dcrl": block, "rollout_correction": {"bypass_mode": False}},
-            "actor_rollout_ref": {
-                "rollout": {"temperature": 1.0, "n": n, "agent": {"num_workers": num_workers}},
-                "actor": {"checkpoint": {"async_save": False}},
-            },
-            "trainer": {
-                "default_local_dir": str(tmp_path / "run"),
-                "default_hdfs_dir": None,
-                "resume_mode": "auto",
-                "resume_from_path": None,
-                "del_local_ckpt_after_load": False,
-                **trainer,
-            },
-        }
-    )
+from tests.verl.recipe_harness import aepo_trainer as _aepo_trainer
+from tests.verl.recipe_harness import bare_trainer, encode, grade, prediction, verl_step
+from tests.verl.recipe_harness import config as _config
+from tests.verl.recipe_harness import prompts as _prompts
+from tests.verl.recipe_harness import verl_step_until_old_log_prob as _verl_step_until_old_log_prob
 
 
 def _bare_trainer(config) -> DcrlRayPPOTrainer:
-    """The recipe trainer without verl's workers: its __init__ minus RayPPOTrainer's."""
-    trainer = DcrlRayPPOTrainer.__new__(DcrlRayPPOTrainer)
-    original_init = RayPPOTrainer.__init__
-    RayPPOTrainer.__init__ = lambda self, config, *args, **kwargs: setattr(self, "config", config)
-    try:
-        DcrlRayPPOTrainer.__init__(trainer, config)
-    finally:
-        RayPPOTrainer.__init__ = original_init
-    trainer.global_steps = 1
-    return trainer
-
-
-def _fake_old_log_prob(self, data):
-    """The actor's old-log-prob pass, a fixed function of the tokens."""
-    logprobs = -0.05 * data.batch["responses"].float() * data.batch["response_mask"]
-    temperature = data.meta_info.get("temperature", 1.0)
-    out = DataProto.from_dict(
-        tensors={
-            "old_log_probs": logprobs / temperature,
-            "entropys": torch.full_like(logprobs, 0.7),
-        }
-    )
-    return out, 0.0
-
-
-def _aepo_trainer(tmp_path, monkeypatch, events, num_workers, streaming_reward=True, **block):
-    """An AEPO recipe trainer whose rollout manager is verl's real AgentLoopManager over fake
-    workers, wrapped by the recipe's own init_workers."""
-    manager = AgentLoopManager.__new__(AgentLoopManager)
-    manager.agent_loop_workers = [
-        FakeAgentLoopWorker(seed, events, streaming_reward) for seed in range(1, 1 + num_workers)
-    ]
-
-    def verl_init_workers(self):
-        self.async_rollout_manager = manager
-        self.checkpoint_manager = FakeCheckpointManager(events)
-        self.reward_loop_manager = FakeRewardLoopManager(events)
-
-    monkeypatch.setattr(RayPPOTrainer, "init_workers", verl_init_workers)
-    monkeypatch.setattr(RayPPOTrainer, "_compute_old_log_prob", _fake_old_log_prob)
-    config = _config(tmp_path, {"name": "aepo", "max_reinforce": 8, **block}, num_workers)
-    trainer = _bare_trainer(config)
-    trainer.use_rm = not streaming_reward
-    trainer.init_workers()
-    return trainer, manager
-
-
-def _prompts(num_prompts: int) -> DataProto:
-    """A dataloader batch as verl's fit() holds it before generation: the raw prompts (the agent
-    loop tokenizes them), data columns and the uid fit() adds."""
-    return DataProto.from_dict(
-        tensors={"dummy_tensor": torch.zeros(num_prompts, 1, dtype=torch.uint8)},  # as verl's
-        non_tensors={
-            "data_source": np.array(["math"] * num_prompts, dtype=object),
-            "reward_model": np.array([{"ground_truth": str(i)} for i in range(num_prompts)]),
-            "raw_prompt": np.array([f"prompt {i}" for i in range(num_prompts)], dtype=object),
-            "uid": np.array([f"uid-{i}" for i in range(num_prompts)], dtype=object),
-        },
-    )
-
-
-def _verl_step_until_old_log_prob(trainer, num_prompts: int, n: int, events: list):
-    """What verl's fit() does from the dataloader batch to `_compute_old_log_prob`."""
-    batch = _prompts(num_prompts)
-    gen_batch = trainer._get_gen_batch(batch)
-    output = trainer.async_rollout_manager.generate_sequences(gen_batch.repeat(n, interleave=True))
-    trainer.checkpoint_manager.sleep_replicas()
-    batch = batch.repeat(n, interleave=True).union(output)
-    batch.batch["response_mask"] = compute_response_mask(batch)
-    if "rm_scores" not in batch.batch:
-        batch = batch.union(trainer._compute_reward_colocate(batch))
-    old_log_prob, _ = trainer._compute_old_log_prob(batch)
-    return batch, old_log_prob
+    return bare_trainer(config)
 
 
 def test_tempered_rows_keep_their_prompts_uid_through_verls_agent_loop(tmp_path, monkeypatch):
@@ -232,6 +49,87 @@ def test_tempered_rows_keep_their_prompts_uid_through_verls_agent_loop(tmp_path,
     rollout = batch.batch["rollout_log_probs"]
     assert torch.equal(rollout[is_reinforce], old_log_prob.batch["old_log_probs"][is_reinforce])
     assert (rollout[~is_reinforce] == -3.0).all()
+
+
+@pytest.mark.parametrize("placement", ["front", "spread"])
+def test_aepo_replaces_the_first_prompts_rows_whatever_order_verls_balance_batch_leaves(
+    tmp_path, monkeypatch, placement
+):
+    """verl's `_balance_batch` reorders the rows by length before the old-log-prob hook, each
+    data-parallel rank's shortest rows first. The same step (same seeds) with the rows left in
+    rollout order and with verl's own `_balance_batch` over 4 data-parallel ranks replaces the
+    same rows, the first prompts' as in dcrl's trainer (front: rollout positions 0..m-1;
+    spread: floor(j N / m)), and gives the same batch row for row, not rank 0's shortest rows."""
+    results = {}
+    for balance in (False, True):
+        trainer, _ = _aepo_trainer(
+            tmp_path, monkeypatch, [], num_workers=2, dp_size=4, placement=placement
+        )
+        results[balance] = verl_step(trainer, num_prompts=8, n=4, balance=balance).batch
+    plain, balanced = results[False], results[True]
+    rows = len(plain)
+    num_reinforce = int(plain.batch["dcrl_is_reinforce"].sum())
+    assert num_reinforce >= 2  # the splice is exercised
+    if placement == "front":
+        expected = list(range(num_reinforce))
+    else:
+        expected = [j * rows // num_reinforce for j in range(num_reinforce)]
+    plain_rows = plain.non_tensor_batch["test_row"]  # rollout positions
+    assert list(plain_rows) == list(range(rows))
+    assert sorted(plain_rows[plain.batch["dcrl_is_reinforce"].numpy()]) == expected
+
+    balanced_rows = balanced.non_tensor_batch["test_row"]
+    assert sorted(balanced_rows[:num_reinforce]) != expected  # verl moved those rows
+    assert sorted(balanced_rows[balanced.batch["dcrl_is_reinforce"].numpy()]) == expected
+    back = np.argsort(balanced_rows)  # the balanced batch in rollout order
+    for key in plain.batch.keys():  # noqa: SIM118
+        assert torch.equal(balanced.batch[key][back], plain.batch[key]), key
+    for key in ("uid", "data_source", "acc", "pred"):
+        assert list(balanced.non_tensor_batch[key][back]) == list(plain.non_tensor_batch[key]), key
+
+
+@pytest.mark.parametrize("streaming_reward", [True, False], ids=["streaming", "reward-model"])
+def test_spliced_rows_carry_their_own_scores_in_verls_reward_bookkeeping(
+    tmp_path, monkeypatch, streaming_reward
+):
+    """verl's fit() takes the rewards (`extract_reward`: the rm_scores tensor and the reward
+    columns) and the token counts before the old-log-prob hook where AEPO splices, and uses
+    them afterwards: token_level_scores / token_level_rewards, the reward columns, critic/score,
+    perf/total_num_tokens and the rollout dump. Every row, spliced ones included, carries its
+    own score, extras (a longer `pred` string too) and token count there. (The rows stay in
+    rollout order here; the test above covers verl's reordering.)"""
+    trainer, _ = _aepo_trainer(tmp_path, monkeypatch, [], 2, streaming_reward=streaming_reward)
+    step = verl_step(trainer, num_prompts=8, n=4, balance=False)
+    batch, extras, metrics = step.batch, step.reward_extras, step.metrics
+    spliced = batch.batch["dcrl_is_reinforce"]
+    responses = batch.batch["responses"]
+    own = torch.tensor([grade(response) for response in responses])
+    tokens = batch.batch["attention_mask"].sum(-1)
+    # The splice is exercised, and some spliced rows differ from the rows they replaced.
+    assert (step.scores_before[spliced] != own[spliced]).any()
+    assert (step.tokens_before[spliced] != tokens[spliced]).any()
+
+    temperature = trainer._step_metrics["control/temperature"]  # the tempered rows'
+    preds = [
+        prediction(response, temperature if is_spliced else None)
+        for response, is_spliced in zip(responses, spliced.tolist(), strict=True)
+    ]
+    assert torch.equal(batch.batch["token_level_scores"].sum(-1), own)
+    assert torch.equal(batch.batch["token_level_rewards"].sum(-1), own)
+    assert metrics["critic/score/mean"] == pytest.approx(float(own.mean()))
+    assert list(extras["pred"]) == preds
+    assert list(extras["acc"]) == [bool(score) for score in own]
+    assert list(batch.non_tensor_batch["pred"]) == preds
+    assert batch.meta_info["global_token_num"] == tokens.tolist()
+    assert metrics["perf/total_num_tokens"] == int(tokens.sum())
+
+    # verl's rollout dump (trainer.rollout_data_dir) of the step.
+    trainer._init_dump_executor()
+    trainer._log_rollout_data(batch, extras, {}, str(tmp_path / "dump"))
+    trainer._shutdown_dump_executor()
+    dumped = [json.loads(line) for line in (tmp_path / "dump" / "1.jsonl").read_text().splitlines()]
+    assert [entry["score"] for entry in dumped] == own.tolist()
+    assert [entry["pred"] for entry in dumped] == preds
 
 
 @pytest.mark.parametrize("num_workers, weight", [(8, None), (4, None), (6, 1.5)])

@@ -9,11 +9,15 @@ the TRL adapter run.
                           generation phase (dcrl's tempered agent loop), before verl puts the
                           rollout replicas to sleep; the request is padded to a multiple of the
                           agent-loop workers and its columns (uid, ...) carried over
-                          (`transforms.generate_for_workers`);
+                          (`transforms.generate_for_workers`); the training rollout's rows get
+                          their rollout position (`transforms.mark_rollout_rows`);
     _compute_old_log_prob AEPO: score the tempered rows (a colocated reward model runs here, with
-                          the replicas asleep) and splice the correct ones into the batch, so the
-                          old-log-prob pass scores the mixed batch at T = 1, then set their
-                          rollout log-probs to π_old (no importance correction for AEPO's rows).
+                          the replicas asleep) and splice the correct ones into the batch, over
+                          the first prompts' rows (found by their rollout position, wherever
+                          verl's balance_batch moved them), in place, so that the rewards,
+                          reward columns and token counts fit() took earlier are the spliced
+                          rows' own; the old-log-prob pass scores the mixed batch at T = 1, then
+                          their rollout log-probs are set to π_old (no importance correction).
                           Every other composition: after verl's pass at T = 1, `step.prepare` on
                           the batch, a target's pass at another T (DCPO's ρ) served by one more
                           pass of verl's actor with the logits / T. Both measure the controller's
@@ -93,6 +97,7 @@ class _TemperedRolloutManager:
     def generate_sequences(self, gen_batch: DataProto) -> DataProto:
         output = self._inner.generate_sequences(gen_batch)
         if not gen_batch.meta_info.get("validate", False):
+            transforms.mark_rollout_rows(output)  # rollout positions, for the splice
             self._trainer._generate_tempered(gen_batch)
         return output
 
@@ -199,6 +204,14 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
         output.meta_info.pop("timing", None)
         return output
 
+    def _compute_reward_colocate(self, batch: DataProto) -> DataProto:
+        result = super()._compute_reward_colocate(batch)
+        if self._replacer is not None:
+            # fit() keeps these columns from before the splice: make them object arrays, which
+            # the splice can write any spliced row's values into (transforms.write_spliced_rows).
+            transforms.reward_extras_as_objects(result)
+        return result
+
     def _score_tempered(self, tempered: DataProto) -> DataProto:
         """The tempered rows' rewards and response mask, after verl's generation phase.
 
@@ -222,8 +235,17 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
     # -- old log-probs: the step protocol -------------------------------------------------
     def _compute_old_log_prob(self, batch: DataProto):
         self._step_metrics = {}
+        rollout_rows = batch.non_tensor_batch.pop(transforms.ROLLOUT_ROW_KEY, None)
         if self._replacer is not None and self._tempered is not None:
-            # AEPO: the tempered rows replace some on-policy rows before the pass at T = 1.
+            # AEPO: the tempered rows replace some on-policy rows before the pass at T = 1:
+            # the first prompts' rows, found by their rollout position (verl's balance_batch
+            # has reordered the batch by length), as in dcrl's own trainer.
+            if rollout_rows is None:
+                raise RuntimeError(
+                    f"error: the batch reached AEPO's splice without {transforms.ROLLOUT_ROW_KEY}"
+                    " (each row's rollout position, set by dcrl's rollout wrapper); dcrl cannot "
+                    "tell which rows are the first prompts'"
+                )
             decision, metrics = self._replacer.decide()
             tempered = self._score_tempered(self._tempered)
             spliced, aepo_metrics = transforms.aepo_splice(
@@ -232,11 +254,13 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
                 decision,
                 self._replacer.config,
                 advantage_std=self._replacer.base.advantage_std,
+                order=rollout_rows,
             )
             self._tempered = None
-            # fit() keeps its own reference to `batch`: update that object in place.
-            batch.batch = spliced.batch
-            batch.non_tensor_batch = spliced.non_tensor_batch
+            # fit() keeps its own references to `batch`, its reward tensor and reward-extra
+            # columns, and its token counts: update those objects in place. (Never reorder the
+            # rows here: fit's reward tensor would no longer line up.)
+            transforms.write_spliced_rows(batch, spliced)
             self._step_metrics.update({**metrics, **aepo_metrics})
 
         old_log_prob, mfu = super()._compute_old_log_prob(batch)

@@ -14,7 +14,9 @@ Key conventions of a verl PPO batch (verl 0.9, `RayPPOTrainer.fit`):
         valid token; their row sum is the sequence score;
     batch["old_log_probs"]: (N, L) log π_old at T = 1 (the old-log-prob pass);
     non_tensor_batch["uid"]: (N,) object array, one id per prompt (the GRPO group).
-dcrl adds batch["dcrl_advantages"] (the step's advantages) and batch["dcrl_is_reinforce"] (AEPO).
+dcrl adds batch["dcrl_advantages"] (the step's advantages) and batch["dcrl_is_reinforce"] (AEPO),
+and, with AEPO, non_tensor_batch["dcrl_rollout_row"] from the rollout to the splice (each row's
+position in the rollout, which verl's balance_batch reorders).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ TEMPERED_AGENT = "dcrl_tempered_agent"  # the agent loop that samples AEPO's tem
 TEMPERATURE_KEY = "dcrl_temperature"  # its per-row sampling temperature (non-tensor column)
 ADVANTAGES_KEY = "dcrl_advantages"  # the step protocol's advantages, set before verl's own
 AEPO_ADVANTAGES_KEY = ADVANTAGES_KEY
+# Each row's position in the training rollout (prompt-major: prompt p's k-th response at p·n + k,
+# verl's interleaved repeat), set when the rollout returns; verl's balance_batch reorders rows.
+ROLLOUT_ROW_KEY = "dcrl_rollout_row"
 
 
 def group_index(uids: np.ndarray) -> torch.Tensor:
@@ -233,22 +238,46 @@ def generate_for_workers(generate: Any, requests: Any, num_workers: int) -> Any:
     return output
 
 
+def mark_rollout_rows(output: Any) -> None:
+    """Prepare a training rollout for AEPO's splice, in place, before verl's fit() sees it.
+
+    Adds `ROLLOUT_ROW_KEY`, each row's position in the rollout, which verl's balance_batch
+    carries along when it reorders the rows, so that the splice can choose rows by prompt and
+    not by batch position. Turns the reward-extra columns (meta_info["reward_extra_keys"]) into
+    object arrays, so that the splice can write a spliced row's values into the very arrays
+    fit() has already taken (a fixed-width string column would truncate longer values).
+    """
+    output.non_tensor_batch[ROLLOUT_ROW_KEY] = np.arange(len(output), dtype=np.int64)
+    reward_extras_as_objects(output)
+
+
+def reward_extras_as_objects(data: Any) -> None:
+    """The reward-extra columns of `data` (meta_info["reward_extra_keys"]) as object arrays."""
+    for key in data.meta_info.get("reward_extra_keys", None) or []:
+        column = data.non_tensor_batch.get(key, None)
+        if column is not None and column.dtype != object:
+            data.non_tensor_batch[key] = column.astype(object)
+
+
 def aepo_splice(
     batch: Any,
     tempered: Any,
     decision: ControlDecision,
     config: AEPOSettings,
     advantage_std: str | None = None,
+    order: np.ndarray | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """AEPO's batch for the update: m correct tempered rows swapped into the on-policy batch.
 
     The same recipe as `dcrl.algorithms.aepo.AEPO.prepare` (docs/papers.md §2.2): GRPO advantages of
     the on-policy batch; positives = tempered samples with group advantage > threshold; m =
     `aepo_num_reinforce(...)`; the first m positives replace rows of the batch (front or spread)
-    with advantage +1 on every valid token. Every tensor key the two batches share is replaced
-    row for row, and so is every shared non-tensor column; keys only in `batch` keep the
-    on-policy row (verl recomputes old/ref log-probs after this). Run it before the old-log-prob
-    pass: the mixed batch is scored at T = 1.
+    with advantage +1 on every valid token. Which rows: those at the front (or spread) positions
+    of the batch in rollout order (`order`), the first prompts' rows as in dcrl's own trainer,
+    wherever verl's balance_batch has moved them. Every tensor key the two batches share is
+    replaced row for row, and so is every shared non-tensor column; keys only in `batch` keep
+    the on-policy row (verl recomputes old/ref log-probs after this). Run it before the
+    old-log-prob pass: the mixed batch is scored at T = 1.
 
     Args:
         batch: the on-policy DataProto (rm_scores or token_level_rewards, response_mask, uid).
@@ -257,10 +286,12 @@ def aepo_splice(
         decision: this step's controller decision.
         config: dcrl's AEPO settings (the aepo target's, or the aepo algorithm's).
         advantage_std: GRPO's group std (the base estimator's); None: `config.advantage_std`.
+        order: (N,) each row's position in the rollout (`ROLLOUT_ROW_KEY`, distinct integers);
+            None: the batch is in rollout order.
 
     Returns:
-        A new DataProto (N rows) holding `dcrl_advantages` (N, L) and `dcrl_is_reinforce` (N,),
-        and metrics.
+        A new DataProto (N rows, in `batch`'s order) holding `dcrl_advantages` (N, L) and
+        `dcrl_is_reinforce` (N,), and metrics.
     """
     from verl import DataProto
 
@@ -277,28 +308,38 @@ def aepo_splice(
         std,
     )
     num_reinforce = min(num_reinforce, len(batch))
+    # rollout_order[j]: the batch row that is j-th in the rollout.
+    rollout_order = _rollout_order(order, len(batch))
 
     # .keys(): iterating a TensorDict itself walks its rows, not its keys.
     shared = [key for key in batch.batch.keys() if key in tempered.batch]  # noqa: SIM118
+    on_policy = {key: batch.batch[key] for key in shared}
+    on_policy["advantages"] = advantages
     mixed = aepo_mix_batch(
-        {**{key: batch.batch[key] for key in shared}, "advantages": advantages},
+        {key: value[rollout_order] for key, value in on_policy.items()},
         {key: tempered.batch[key] for key in shared},
         positive_index[:num_reinforce],
         placement=config.placement,
     )
+    # Back to the batch's order.
+    mixed = {key: _scatter_rows(value, rollout_order) for key, value in mixed.items()}
     is_reinforce = mixed.pop("is_reinforce")  # (N,) bool
     tensors = dict(batch.batch.items())
     tensors.update(mixed)
     tensors[ADVANTAGES_KEY] = tensors.pop("advantages")
     tensors["dcrl_is_reinforce"] = is_reinforce
 
-    # Non-tensor columns (uid, data source, ground truth...) follow their rows.
-    rows = is_reinforce.nonzero().flatten().numpy()
+    # Non-tensor columns (uid, data source, ground truth...) follow their rows: the j-th positive
+    # goes to the j-th replaced row in rollout order.
+    mixed_rows = rollout_order[is_reinforce[rollout_order]].numpy()
     sources = positive_index[:num_reinforce].numpy()
     non_tensors = {key: value.copy() for key, value in batch.non_tensor_batch.items()}
     for key, value in non_tensors.items():
-        if key in tempered.non_tensor_batch and len(rows):
-            value[rows] = tempered.non_tensor_batch[key][sources]
+        if key in tempered.non_tensor_batch and len(mixed_rows):
+            incoming = tempered.non_tensor_batch[key][sources]
+            if value.dtype != object and not np.can_cast(incoming.dtype, value.dtype, "safe"):
+                value = non_tensors[key] = value.astype(object)  # e.g. longer fixed-width strings
+            value[mixed_rows] = incoming
 
     metrics = {
         "control/num_reinforce": float(num_reinforce),
@@ -314,6 +355,60 @@ def aepo_splice(
         tensors=tensors, non_tensors=non_tensors, meta_info=dict(batch.meta_info)
     )
     return spliced, metrics
+
+
+def _rollout_order(order: np.ndarray | None, num_rows: int) -> torch.Tensor:
+    """(N,) LongTensor: the batch row at each rollout position, from each row's position."""
+    if order is None:
+        return torch.arange(num_rows)
+    positions = np.asarray(order).astype(np.int64).reshape(-1)
+    if len(positions) != num_rows or len(np.unique(positions)) != num_rows:
+        raise ValueError(
+            f"error: {ROLLOUT_ROW_KEY} must give each of the batch's {num_rows} rows a distinct "
+            f"rollout position, got {len(positions)} values, {len(np.unique(positions))} distinct"
+        )
+    return torch.from_numpy(np.argsort(positions, kind="stable"))
+
+
+def _scatter_rows(value: torch.Tensor, rollout_order: torch.Tensor) -> torch.Tensor:
+    """Rows given in rollout order, put back at their batch rows."""
+    out = torch.empty_like(value)
+    out[rollout_order] = value
+    return out
+
+
+def write_spliced_rows(batch: Any, spliced: Any) -> None:
+    """Make `batch` hold the rows of `spliced` (from `aepo_splice`), in place, and recompute the
+    token counts verl's fit() took before the splice.
+
+    verl's fit() reads the rewards before the old-log-prob hook (its reward tensor is the
+    `rm_scores` tensor itself, its reward extras are the batch's own column arrays) and writes
+    them back afterwards as `token_level_scores` / `token_level_rewards` and the reward columns,
+    and it logs `meta_info["global_token_num"]`. Rebinding the batch's tensors would leave the
+    spliced rows with the scores of the rows they replaced there; writing the spliced rows into
+    the same tensors and arrays does not. Keys new in `spliced` are added; a column whose dtype
+    cannot hold the new values (not an object array) is replaced instead (reward-extra columns
+    were made object arrays by `mark_rollout_rows`).
+    """
+    rows = spliced.batch["dcrl_is_reinforce"].bool()
+    for key, value in spliced.batch.items():
+        target = batch.batch.get(key, None)
+        if target is not None and target.shape == value.shape and target.dtype == value.dtype:
+            target[rows] = value[rows]
+        else:
+            batch.batch[key] = value
+    index = rows.nonzero().flatten().numpy()
+    for key, value in spliced.non_tensor_batch.items():
+        target = batch.non_tensor_batch.get(key, None)
+        if (
+            target is not None
+            and target.shape == value.shape
+            and (target.dtype == object or np.can_cast(value.dtype, target.dtype, "safe"))
+        ):
+            target[index] = value[index]
+        else:
+            batch.non_tensor_batch[key] = value
+    batch.meta_info["global_token_num"] = batch.batch["attention_mask"].sum(-1).tolist()
 
 
 def neutralize_rollout_logprobs(batch: Any, old_log_probs: torch.Tensor) -> int:
