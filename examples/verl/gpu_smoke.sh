@@ -22,6 +22,11 @@ read -r -a ALGORITHMS <<< "${ALGORITHMS[*]}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline
 export VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false
 
+# Batch sizes: verl's agent-loop manager splits each rollout request into num_workers equal
+# chunks (it pads validation batches only), so 8 prompts x n=4 = 32 rows need a worker count that
+# divides 32: 8. AEPO's tempered request, 3 of the 8 prompts (tempered_fraction 0.375) x 4 = 12
+# rows, does not divide 8: dcrl pads it to 16 and drops the padding, which this run exercises.
+# tests/verl/test_examples.py runs these numbers through verl's chunking and validate_config.
 overrides() {  # the Hydra overrides of one algorithm's run ($1) up to step $2
   local algorithm=$1 steps=$2
   local args=(
@@ -47,7 +52,7 @@ overrides() {  # the Hydra overrides of one algorithm's run ($1) up to step $2
     actor_rollout_ref.rollout.enforce_eager=True
     actor_rollout_ref.rollout.max_model_len=128
     actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16
-    actor_rollout_ref.rollout.agent.num_workers=3
+    actor_rollout_ref.rollout.agent.num_workers=8
     actor_rollout_ref.actor.ppo_mini_batch_size=8
     actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16
     actor_rollout_ref.actor.ppo_epochs=1
@@ -69,7 +74,8 @@ overrides() {  # the Hydra overrides of one algorithm's run ($1) up to step $2
     trainer.experiment_name="$algorithm"
   )
   case $algorithm in
-    aepo) args+=(+algorithm.dcrl.max_reinforce=4 +algorithm.dcrl.target_entropy=0.3) ;;
+    aepo) args+=(+algorithm.dcrl.max_reinforce=4 +algorithm.dcrl.target_entropy=0.3
+                 +algorithm.dcrl.tempered_fraction=0.375) ;;
     dcpo) args+=(+algorithm.dcrl.target_entropy=0.3) ;;
     icr) args+=(+algorithm.dcrl.bonus_total=4.0 +algorithm.dcrl.lp_f_max_length=48
                 +algorithm.dcrl.lp_f_buffer=16) ;;
