@@ -14,11 +14,20 @@ from pathlib import Path
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Replace the content of `path` with `text` (UTF-8), atomically."""
+    _write_atomic(path, text, "w")
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace the content of `path` with `data`, atomically (e.g. a figure's PNG)."""
+    _write_atomic(path, data, "wb")
+
+
+def _write_atomic(path: str | os.PathLike[str], content: str | bytes, mode: str) -> None:
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(temporary, mode, encoding="utf-8" if mode == "w" else None) as handle:
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:  # a failed write (disk full): no stray temporary file

@@ -232,3 +232,80 @@ def test_report_and_compare_commands(tmp_path):
     assert result.exit_code == 2 and "no metrics.jsonl" in result.output
     result = runner.invoke(app, ["report", str(FIXTURE), "--smooth", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "smooth" in result.output
+
+
+def _with_huge_values(run: Path, replacements: dict[int, dict[str, float]]) -> None:
+    """Rewrite RUN/metrics.jsonl with the given values (by step), as JSON numbers."""
+    lines = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        record.update(replacements.get(record["step"], {}))
+        lines.append(json.dumps(record))
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.faults
+def test_finite_but_huge_metrics_are_left_out_of_the_figures_with_a_note(tmp_path):
+    """1e308 in metrics.jsonl ended `dcrl report` in 'error: arange: cannot compute length' (or
+    'Singular matrix', or a TypeError traceback), naming no file or metric. Now every figure is
+    drawn, the huge points left out, and a note names the file and the metric."""
+    from dcrl.cli import app
+
+    dcpo, other_seed = copy_runs(["dcpo-seed1", "dcpo-seed2"], tmp_path / "runs")
+    huge = {
+        name: 1e308
+        for name in ("entropy/full", "control/temperature", "entropy/target", "length/mean")
+    }
+    _with_huge_values(
+        dcpo,
+        {
+            5: {**huge, "corr/length_acc_group": 1e308, "reward/accuracy": -1e308},
+            6: {"corr/length_acc_group": -1e308},
+            20: {"length/mean": 1e308, "reward/accuracy": 1e308},  # the final values too
+        },
+    )
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(dcpo), str(other_seed), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "error" not in result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    metrics_file = str(dcpo / "metrics.jsonl")
+    for name in [*huge, "corr/length_acc_group", "reward/accuracy"]:
+        assert any(metrics_file in note and f" {name} " in note for note in notes), name
+    page = parse_page(out / "report.html")
+    assert set(page.figures) == FIGURE_IDS and not page.skipped
+    for figure_id, png in page.figures.items():
+        assert (out / "figures" / f"{figure_id}.png").read_bytes() == png
+        assert png.startswith(PNG_MAGIC)
+    assert "data-note" in (out / "report.html").read_text()
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_a_failed_figure_write_leaves_the_previous_figure_whole(tmp_path):
+    """`ulimit -f 8` (8 KiB): rewriting a figure fails part-way. The old figure must survive
+    whole (written beside it and renamed over it), not be cut to 8 KiB; one error line."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "report"
+    runs = copy_runs(["grpo-seed1"], tmp_path / "runs", keep_evals=False)
+    build_report(runs, out)
+    before = {path.name: path.read_bytes() for path in (out / "figures").glob("*.png")}
+    assert before and all(len(png) > 8192 for png in before.values())
+    _with_huge_values(runs[0], {1: {"reward/accuracy": 0.0}})  # so the new figure differs
+    repo = Path(__file__).resolve().parents[1]
+    command = f"ulimit -f 8; exec {sys.executable} -m dcrl.cli report '{runs[0]}' --out '{out}'"
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        ["/bin/bash", "-c", command], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and f"--out {out}" in errors[0], result.stderr
+    after = {path.name: path.read_bytes() for path in (out / "figures").glob("*.png")}
+    assert after == before
+    assert not list(out.rglob("*.tmp"))

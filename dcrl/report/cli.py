@@ -34,8 +34,11 @@ def report_command(
     from dcrl.errors import one_line
     from dcrl.report.build import build_report
 
+    def note(text: str) -> None:  # a value the figures leave out, naming its file and metric
+        typer.secho(f"note: {text}", fg=typer.colors.YELLOW, err=True)
+
     try:
-        report_path = build_report(run_dirs, out, smooth=smooth, title=title)
+        report_path = build_report(run_dirs, out, smooth=smooth, title=title, on_note=note)
     except ValueError as error:
         typer.secho(f"error: {one_line(error)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None

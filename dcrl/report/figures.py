@@ -8,13 +8,18 @@ GRPO-only report has no control figure.
 Figures (ids): entropy (with each group's target 𝓗 and a ±10% band around it), control (T, α, m),
 accuracy, length, correlation (length–accuracy, ICR's diagnostic), pass_at_k (from eval*/metrics
 .json), pareto (accuracy vs mean length, the frontier of non-dominated runs).
+
+A logged value beyond ±PLOT_LIMIT (1e308 in a hand-edited or corrupted log) is not drawn: axis
+limits, margins and tick steps computed from it overflow. The rest of its curve is, and the figure
+carries a note naming the file, the metric and the steps left out (`ReportFigure.notes`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -26,19 +31,61 @@ from dcrl.report.runs import Run, group_runs, primary_eval
 TARGET_BAND_FRACTION = 0.1  # shade target 𝓗 ± 10%: a reading aid, not a controller setting
 PANEL_SIZE = (4.6, 3.4)  # inches per panel; saved at 100 dpi
 MAX_EVAL_PANELS = 3
+PLOT_LIMIT = 1e100  # |value| above it is not drawn (module docstring); no real metric gets there
 
 Panel = tuple[str, str]  # (metric name, panel title)
 
 
 @dataclass
 class ReportFigure:
-    """One figure of the report: its id, title and caption, and the figure or why it is skipped."""
+    """One figure of the report: its id, title and caption, and the figure or why it is skipped;
+    `notes` say which logged values it leaves out and why (each names the file and metric)."""
 
     id: str
     title: str
     caption: str
     figure: Figure | None
     skipped_reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def drawable(value: object) -> bool:
+    """Whether a value can be drawn: a number (not bool) whose magnitude is at most PLOT_LIMIT."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return False
+    try:
+        return abs(float(value)) <= PLOT_LIMIT  # False for NaN and ±inf
+    except OverflowError:  # an integer like 10**400 from a hand-edited file
+        return False
+
+
+def _steps_text(steps: np.ndarray) -> str:
+    shown = ", ".join(str(int(step)) for step in steps[:3])
+    return f"step {shown}" if len(steps) == 1 else f"steps {shown}{', …' if len(steps) > 3 else ''}"
+
+
+def drawable_runs(runs: list[Run]) -> tuple[list[Run], dict[str, list[str]]]:
+    """Copies of `runs` whose logged values beyond ±PLOT_LIMIT (or ±inf) are NaN, so no curve,
+    band, target line or final value drawn from them overflows; and the notes, by metric, naming
+    each run's metrics.jsonl, the metric and the steps left out."""
+    notes: dict[str, list[str]] = {}
+    copies = []
+    for run in runs:
+        metrics = {}
+        for name, values in run.metrics.items():
+            with np.errstate(invalid="ignore"):
+                huge = ~np.isnan(values) & ~(np.abs(values) <= PLOT_LIMIT)  # (S,)
+            if huge.any():
+                notes.setdefault(name, []).append(
+                    f"{run.path / 'metrics.jsonl'}: {name} is beyond ±{PLOT_LIMIT:g} at "
+                    f"{_steps_text(run.steps[huge])} (e.g. {values[huge][0]:g}), too large to "
+                    "plot; those points are left out of the figures (the rest of the curve is "
+                    "drawn)"
+                )
+                values = np.where(huge, np.nan, values)
+            metrics[name] = values
+        copies.append(dataclasses.replace(run, metrics=metrics))
+    return copies, notes
 
 
 def group_colors(runs: list[Run]) -> dict[str, str]:
@@ -127,7 +174,9 @@ def entropy_target(run: Run) -> float | None:
     if logged is not None:
         return logged
     target = (run.config.get("algorithm") or {}).get("target_entropy")
-    return float(target) if isinstance(target, int | float) else None
+    if isinstance(target, bool) or not isinstance(target, int | float):
+        return None
+    return float(target) if drawable(target) else None
 
 
 def entropy_figure(runs: list[Run], colors: dict[str, str], smooth: int) -> Figure | None:
@@ -150,8 +199,12 @@ def entropy_figure(runs: list[Run], colors: dict[str, str], smooth: int) -> Figu
     return _panels_figure(runs, colors, panels, smooth, draw_targets)
 
 
-def pass_at_k_figure(runs: list[Run], colors: dict[str, str]) -> Figure | None:
-    """One panel per evaluation (directory name), pass@k vs k on a log2 axis."""
+def pass_at_k_figure(
+    runs: list[Run], colors: dict[str, str], notes: list[str] | None = None
+) -> Figure | None:
+    """One panel per evaluation (directory name), pass@k vs k on a log2 axis; a value that is
+    not plottable is left out, with a line appended to `notes`."""
+    notes = [] if notes is None else notes
     names = sorted({name for run in runs for name in run.evals})[:MAX_EVAL_PANELS]
     if not names:
         return None
@@ -164,7 +217,14 @@ def pass_at_k_figure(runs: list[Run], colors: dict[str, str]) -> Figure | None:
                 return None
             curve = run.evals[name]["pass@k"]
             ks = np.array(sorted(int(k) for k in curve))
-            return ks, np.array([curve[str(k)] for k in ks], dtype=np.float64)
+            values = np.array([curve[str(k)] for k in ks], dtype=np.float64)
+            bad = np.array([not drawable(value) for value in values], dtype=bool)
+            if bad.any():
+                notes.append(
+                    f"{run.path / name / 'metrics.json'}: pass@k is not a plottable number at "
+                    f"k = {', '.join(str(k) for k in ks[bad][:3])}; those points are left out"
+                )
+            return ks, np.where(bad, np.nan, values)
 
         _draw_groups(ax, runs, colors, series_of, marker="o", markersize=3)
         settings = next(run.evals[name]["settings"] for run in runs if name in run.evals)
@@ -178,9 +238,13 @@ def pass_at_k_figure(runs: list[Run], colors: dict[str, str]) -> Figure | None:
     return figure
 
 
-def pareto_points(runs: list[Run]) -> tuple[str, list[tuple[Run, float, float]]]:
+def pareto_points(
+    runs: list[Run], notes: list[str] | None = None
+) -> tuple[str, list[tuple[Run, float, float]]]:
     """(source description, [(run, mean length, accuracy)]): from the primary evaluation for the
-    runs that have it, else the final training values (mean of the last 10% of steps)."""
+    runs that have it, else the final training values (mean of the last 10% of steps). A run
+    whose length or accuracy is not a plottable number is left out, with a line in `notes`."""
+    notes = [] if notes is None else notes
     eval_name = primary_eval(runs)
     if eval_name is not None:
         points = []
@@ -190,13 +254,31 @@ def pareto_points(runs: list[Run]) -> tuple[str, list[tuple[Run, float, float]]]
                 n = evaluation["settings"]["n"]
                 points.append((run, evaluation["length"]["mean"], evaluation[f"avg@{n}"]))
         settings = points[0][0].evals[eval_name]["settings"]
-        return f"eval on {settings['data']}: avg@{settings['n']}", points
-    points = [
-        (run, run.final("length/mean"), run.final("reward/accuracy"))
-        for run in runs
-        if run.has("length/mean") and run.has("reward/accuracy")
-    ]
-    return "training, last 10% of steps: accuracy", points
+        source = f"eval on {settings['data']}: avg@{settings['n']}"
+        where = f"{eval_name}/metrics.json"
+    else:
+        points = [
+            (run, run.final("length/mean"), run.final("reward/accuracy"))
+            for run in runs
+            if run.has("length/mean") and run.has("reward/accuracy")
+        ]
+        source = "training, last 10% of steps: accuracy"
+        where = "metrics.jsonl"
+    kept = []
+    for run, length, accuracy in points:
+        problems = [
+            f"its {label} is {'missing' if value is None else repr(value)}"
+            for label, value in (("mean length", length), ("accuracy", accuracy))
+            if not drawable(value)
+        ]
+        if problems:
+            notes.append(
+                f"{run.path / where}: {' and '.join(problems)}, not a number to plot; the run is "
+                "left out of the Pareto figure"
+            )
+        else:
+            kept.append((run, length, accuracy))
+    return source, kept
 
 
 def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -209,8 +291,10 @@ def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, floa
     return frontier
 
 
-def pareto_figure(runs: list[Run], colors: dict[str, str]) -> Figure | None:
-    source, points = pareto_points(runs)
+def pareto_figure(
+    runs: list[Run], colors: dict[str, str], notes: list[str] | None = None
+) -> Figure | None:
+    source, points = pareto_points(runs, notes)
     if not points:
         return None
     figure = Figure(figsize=(PANEL_SIZE[0] * 1.3, PANEL_SIZE[1] * 1.2), layout="constrained")
@@ -240,8 +324,11 @@ def pareto_figure(runs: list[Run], colors: dict[str, str]) -> Figure | None:
 
 
 def report_figures(runs: list[Run], smooth: int = 1) -> list[ReportFigure]:
-    """Every figure of the report, in page order; skipped ones have figure None and a reason."""
+    """Every figure of the report, in page order; skipped ones have figure None and a reason.
+    Values too large to plot are left out, each figure's `notes` saying which (module doc)."""
     colors = group_colors(runs)
+    runs, metric_notes = drawable_runs(runs)
+    drawn_notes: dict[str, list[str]] = {"pass_at_k": [], "pareto": []}
 
     def zero_line(ax: Axes, metric: str) -> None:
         ax.axhline(0.0, color="gray", linewidth=0.8)
@@ -320,7 +407,7 @@ def report_figures(runs: list[Run], smooth: int = 1) -> list[ReportFigure]:
             "pass@k",
             "Unbiased pass@k from `dcrl eval` (RUN_DIR/eval*/metrics.json), one panel per "
             "evaluation.",
-            lambda: pass_at_k_figure(runs, colors),
+            lambda: pass_at_k_figure(runs, colors, drawn_notes["pass_at_k"]),
             "no run has an evaluation: run `dcrl eval --model RUN_DIR` first",
         ),
         (
@@ -328,14 +415,30 @@ def report_figures(runs: list[Run], smooth: int = 1) -> list[ReportFigure]:
             "Accuracy–length Pareto",
             "Each run's accuracy against its mean response length; the dotted line joins the runs "
             "no other run beats on both.",
-            lambda: pareto_figure(runs, colors),
+            lambda: pareto_figure(runs, colors, drawn_notes["pareto"]),
             "no run has both accuracy and length",
         ),
     ]
+    metrics_of = {  # the logged metrics each figure draws, for the notes on left-out values
+        "entropy": ("entropy/on_policy_nll", "entropy/full", "entropy/target"),
+        "control": ("control/temperature", "control/alpha", "control/num_reinforce"),
+        "accuracy": ("reward/accuracy", "reward/pass_at_n"),
+        "length": ("length/mean", "length/p90"),
+        "correlation": ("corr/length_acc_group", "corr/length_acc_batch"),
+    }
     figures = []
     for figure_id, title, caption, draw, reason in specs:
         figure = draw()
+        notes = [n for m in metrics_of.get(figure_id, ()) for n in metric_notes.get(m, [])]
+        notes += drawn_notes.get(figure_id, [])
         figures.append(
-            ReportFigure(figure_id, title, caption, figure, "" if figure is not None else reason)
+            ReportFigure(
+                figure_id,
+                title,
+                caption,
+                figure,
+                "" if figure is not None else reason,
+                list(dict.fromkeys(notes)),
+            )
         )
     return figures

@@ -26,6 +26,7 @@ figure { margin: 0.5em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.85em; max-width: 70em; }
 .skipped { color: #a60; font-style: italic; }
+.note { color: #a60; font-size: 0.85em; }
 """
 
 
@@ -81,6 +82,10 @@ def render_html(
                 f'alt="{html.escape(figure.title)}" data-figure="{figure.id}">'
                 f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>"
             )
+        parts += [
+            f'<p class="note" data-note="{figure.id}">Note: {html.escape(note)}.</p>'
+            for note in figure.notes
+        ]
         parts.append("</section>")
     run_rows = [
         {
