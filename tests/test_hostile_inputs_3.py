@@ -60,3 +60,13 @@ def test_a_row_nested_100_levels_deep_still_loads(tmp_path):
         tmp_path / "ok.jsonl", f'{{"problem": "1+1=", "answer": "2", "x": {nested}}}'
     )
     assert len(load_problems(data)) == 9
+
+
+# -- 5: a directory as the problem file ---------------------------------------------------------
+def test_a_directory_as_the_problem_file_is_called_a_directory(tmp_path):
+    """data.path naming a directory was reported as 'problem file not found'."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    error = error_line(train_on_file(tmp_path, folder))
+    assert "data.path" in error and f"{folder} is a directory, not a file" in error
+    assert "not found" not in error

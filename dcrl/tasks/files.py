@@ -158,11 +158,16 @@ def load_problems(
         limit: read at most this many problems.
 
     Raises:
-        FileNotFoundError: no such file.
+        FileNotFoundError: no such file, or a directory (the message says which).
         ValueError: unsupported extension, invalid JSON, a missing or ill-typed field, or a
             repeated id; the message names the file and line (or row) and the field.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"problem file {path} is a directory, not a file: name the .jsonl or .parquet file "
+            "inside it"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"problem file not found: {path}")
     if limit is not None and limit < 0:
