@@ -7,32 +7,30 @@ setup hook (tests/verl/ray_hooks.py) records that trainer's class there and stop
 starting verl's workers needs GPUs.
 """
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import ray
+from hydra import compose, initialize_config_dir
+from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
 
 from tests.verl.fixtures import math_parquet, tiny_policy_folder
 from tests.verl.ray_hooks import BUILT_TRAINER_FILE, STOP_MESSAGE
 
+REGISTER_MODULE = "dcrl.integrations.verl.register"
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _launch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _overrides(tmp_path: Path) -> list[str]:
+    """A small run's Hydra overrides: the tiny policy, a parquet of additions, small batches."""
     model = tiny_policy_folder(tmp_path / "tiny")
     data = math_parquet(tmp_path / "train.parquet")
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(REPO),
-        BUILT_TRAINER_FILE: str(tmp_path / "built.txt"),
-        "RAY_DEDUP_LOGS": "0",
-        "VERL_USE_EXTERNAL_PLUGINS": "none",
-    }
-    env.pop("VERL_USE_EXTERNAL_MODULES", None)
-    args = [
+    return [
         f"actor_rollout_ref.model.path={model}",
         f"data.train_files={data}",
         f"data.val_files={data}",
@@ -54,6 +52,21 @@ def _launch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
         "trainer.logger=[console]",
         f"trainer.default_local_dir={tmp_path / 'checkpoints'}",
         "ray_kwargs.ray_init.num_cpus=1",
+    ]
+
+
+def _launch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+        BUILT_TRAINER_FILE: str(tmp_path / "built.txt"),
+        "RAY_DEDUP_LOGS": "0",
+        "VERL_USE_EXTERNAL_PLUGINS": "none",
+    }
+    env.pop("VERL_USE_EXTERNAL_MODULES", None)
+    args = [
+        *_overrides(tmp_path),
         "+ray_kwargs.ray_init.include_dashboard=False",
         "+ray_kwargs.ray_init.runtime_env.worker_process_setup_hook="
         "tests.verl.ray_hooks.record_built_trainer",
@@ -85,3 +98,82 @@ def test_the_ray_worker_builds_dcrls_trainer(tmp_path, overrides):
     assert built == "dcrl.integrations.verl.trainer.DcrlRayPPOTrainer"
     name = overrides[0].split("=")[1]
     assert f"dcrl: DcrlRayPPOTrainer runs {name}" in output
+
+
+class _RayInitCalled(Exception):
+    pass
+
+
+def _runtime_env_given_to_ray_init(tmp_path: Path, monkeypatch, *overrides: str) -> dict:
+    """Run the entry point's `main` in this process on a composed config, through verl's
+    `run_ppo`, until it calls `ray.init`; return the keyword arguments of that call."""
+    monkeypatch.delenv("VERL_USE_EXTERNAL_MODULES", raising=False)  # restored afterwards
+    from dcrl.integrations.verl import main as entry
+
+    calls: list[dict] = []
+
+    def ray_init(**kwargs):
+        calls.append(kwargs)
+        raise _RayInitCalled
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", ray_init)
+    with initialize_config_dir(config_dir=entry.VERL_CONFIG_DIR, version_base=None):
+        config = compose("ppo_trainer", overrides=[*_overrides(tmp_path), *overrides])
+    with pytest.raises(_RayInitCalled):
+        entry.main(config)
+    (kwargs,) = calls
+    return kwargs
+
+
+@pytest.mark.parametrize(
+    "user_env_vars, expected_modules",
+    [
+        ([], [REGISTER_MODULE]),
+        (
+            [
+                "+ray_kwargs.ray_init.runtime_env.env_vars.MY_FLAG=on",
+                "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=my_plugin",
+            ],
+            ["my_plugin", REGISTER_MODULE],
+        ),
+    ],
+    ids=["no-env-vars", "user-env-vars"],
+)
+def test_ray_init_runtime_env_imports_dcrls_registrations_in_every_worker(
+    tmp_path, monkeypatch, user_env_vars, expected_modules
+):
+    """Ray workers on a cluster started elsewhere (`ray_kwargs.ray_init.address`, or `ray job
+    submit`) do not inherit the driver's environment: VERL_USE_EXTERNAL_MODULES, with dcrl's
+    registration module, is in the env_vars of the runtime env verl's run_ppo gives ray.init,
+    next to verl's defaults and the user's own env vars and modules."""
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    kwargs = _runtime_env_given_to_ray_init(
+        tmp_path, monkeypatch, "+ray_kwargs.ray_init.address=ray://head:10001", *user_env_vars
+    )
+    assert kwargs["address"] == "ray://head:10001"
+    env_vars = kwargs["runtime_env"]["env_vars"]
+    assert env_vars["VERL_USE_EXTERNAL_MODULES"].split(",") == expected_modules
+    for key, value in get_ppo_ray_runtime_env()["env_vars"].items():
+        assert env_vars[key] == value  # verl's own defaults stay
+    if user_env_vars:
+        assert env_vars["MY_FLAG"] == "on"
+
+
+def test_under_ray_job_submit_the_jobs_own_runtime_env_is_respected(tmp_path, monkeypatch):
+    """Under `ray job submit`, Ray refuses an env var that both the job's runtime env and
+    ray.init's set: one with dcrl's module is left to the job; one without it is refused with
+    the fix."""
+    job = {"runtime_env": {"env_vars": {"VERL_USE_EXTERNAL_MODULES": f"x,{REGISTER_MODULE}"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    kwargs = _runtime_env_given_to_ray_init(tmp_path, monkeypatch)
+    assert "VERL_USE_EXTERNAL_MODULES" not in kwargs["runtime_env"].get("env_vars", {})
+
+    job = {"runtime_env": {"env_vars": {"VERL_USE_EXTERNAL_MODULES": "x"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    from dcrl.integrations.verl import main as entry
+
+    with initialize_config_dir(config_dir=entry.VERL_CONFIG_DIR, version_base=None):
+        config = compose("ppo_trainer", overrides=_overrides(tmp_path))
+    with pytest.raises(SystemExit, match=f"VERL_USE_EXTERNAL_MODULES='x,{REGISTER_MODULE}'"):
+        entry.main(config)
