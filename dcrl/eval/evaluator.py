@@ -49,6 +49,7 @@ PER_PROBLEM_FILE = "per_problem.jsonl"
 # Settings that decide the samples or their grades: resuming requires them to be unchanged.
 # ("greedy" is not among them: asking for greedy answers later only adds records.)
 RESUME_KEYS = (
+    "decoding",
     "model",
     "weights_sha256",
     "data",
@@ -161,6 +162,8 @@ def _check_resumable(out_dir: Path, settings: dict[str, Any]) -> None:
         raise ValueError(
             f"{settings_path} is damaged ({error.msg}): delete {out_dir} to evaluate again"
         ) from None
+    # An evaluation recorded before "decoding" was a setting decoded with transformers' generate.
+    saved.setdefault("decoding", "generate")
     changed = [key for key in RESUME_KEYS if saved.get(key) != settings[key]]
     if "weights_sha256" in changed:
         raise ValueError(
@@ -185,10 +188,19 @@ def _build_backend(
     dtype: str,
     device: str,
     strict_load: bool = True,
+    decoding: str = "auto",
 ) -> tuple[RolloutBackend, str]:
-    """(rollout backend, model description) for a path/name, a (model, tokenizer) or a backend."""
+    """(rollout backend, model description) for a path/name, a (model, tokenizer) or a backend.
+
+    A backend is built as the trainer builds its own (`dcrl.rollout.build_rollout_backend` on a
+    rollout section): the same registry, the same meaning of `decoding` ("auto" is dcrl's
+    decoding loop on hf, the engine's own on vllm)."""
+    from dcrl.rollout import build_rollout_backend
+    from dcrl.train.config import RolloutConfig
+
     if isinstance(model_or_path, RolloutBackend):
         return model_or_path, type(model_or_path).__name__
+    backend_options: dict[str, Any] = {}
     if isinstance(model_or_path, tuple):
         if len(model_or_path) != 2:
             raise TypeError(
@@ -201,17 +213,31 @@ def _build_backend(
 
         description = policy_directory(model_or_path)
         if backend == "vllm":  # the engine loads the weights itself: keep this copy off the GPU
-            model, tokenizer = load_policy(
-                description, dtype=dtype, device="cpu", strict=strict_load
-            )
-            return get_rollout_backend("vllm", model, tokenizer, dtype=dtype), description
+            device = "cpu"
+            backend_options["dtype"] = dtype
         model, tokenizer = load_policy(description, dtype=dtype, device=device, strict=strict_load)
     else:
         raise TypeError(
             "model_or_path must be a model name or directory, a (model, tokenizer) pair or a "
             f"RolloutBackend, got {type(model_or_path).__name__}"
         )
-    return get_rollout_backend(backend, model, tokenizer, batch_size=problems_per_call), description
+    section = RolloutConfig(
+        backend=backend,
+        batch_size=problems_per_call,
+        decoding=decoding,  # type: ignore[arg-type]
+        backend_options=backend_options,
+    )
+    try:
+        section.validate()
+    except ValueError as error:
+        raise ValueError(f"backend {backend!r}: {error}") from None
+    return build_rollout_backend(section, model, tokenizer), description
+
+
+def decoding_of(rollout: RolloutBackend) -> str:
+    """How a backend decodes, as the eval record states it: "loop" or "generate" (hf), or the
+    backend's name for an engine with its own decoder (vllm)."""
+    return str(getattr(rollout, "decoding", None) or getattr(rollout, "name", "unknown"))
 
 
 def evaluate(
@@ -231,6 +257,7 @@ def evaluate(
     problems_per_call: int = 1,
     ks: Sequence[int] | None = None,
     backend: str = "hf",
+    decoding: str = "auto",
     dtype: str = "float32",
     device: str = "cpu",
     save_responses: bool = True,
@@ -258,6 +285,9 @@ def evaluate(
         problems_per_call: problems per generate call (module docstring); default 1.
         ks: the pass@k values; default 1, 2, 4, … and n.
         backend, dtype, device: how a model given by name is loaded and sampled ("hf"/"vllm").
+        decoding: as the training setting rollout.decoding: "auto" (dcrl's decoding loop on
+            hf, the engine's own on vllm), "loop" or "generate" (hf only); recorded in the
+            settings as the decoder actually used.
         save_responses: keep response texts in the records (off for very large n).
         model_label, data_label: how the model and data are named in the settings.
         group_by: a meta key every problem has (e.g. "kind"): the metrics are also reported per
@@ -294,7 +324,7 @@ def evaluate(
     reward_fn = get_reward_fn(reward_fn)
     check_reward_fn(reward_fn, problems[0].meta)
     rollout, model_description = _build_backend(
-        model_or_path, backend, problems_per_call, dtype, device, strict_load
+        model_or_path, backend, problems_per_call, dtype, device, strict_load, decoding
     )
     # Check the prompts and sampling settings before anything is written to out_dir.
     tokenizer = getattr(rollout, "tokenizer", None)
@@ -317,6 +347,7 @@ def evaluate(
         "samples_per_call": samples_per_call,
         "problems_per_call": problems_per_call,
         "backend": getattr(rollout, "name", backend),
+        "decoding": decoding_of(rollout),
         "dtype": dtype,
         "num_problems": len(problems),
         "problem_ids_sha256": hashlib.sha256(

@@ -40,6 +40,10 @@ class RolloutBatch:
     prompt_texts: N strings, the prompt of each row.
     response_texts: N strings, each response decoded without special tokens.
     pad_token_id: the id used for padding.
+    sampling_logprobs: (N, Lr) float or None, the engine's own log-prob of each sampled token
+        (at T = 1, before temperature and top-p; NaN where the engine reported none, 0 on
+        padding), for engines that sample with their own copy of the weights (vllm); the
+        trainer compares them with its own (the rollout-trainer mismatch).
     """
 
     prompt_ids: torch.Tensor
@@ -54,6 +58,7 @@ class RolloutBatch:
     prompt_texts: list[str]
     response_texts: list[str]
     pad_token_id: int
+    sampling_logprobs: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         rows = self.prompt_ids.shape[0]
@@ -64,6 +69,8 @@ class RolloutBatch:
             assert per_row.shape == (rows,)
         for per_row in (self.temperature, self.top_p):
             assert per_row.shape == (rows,)
+        if self.sampling_logprobs is not None:
+            assert self.sampling_logprobs.shape == self.response_ids.shape
         assert len(self.prompt_texts) == rows and len(self.response_texts) == rows
 
     def __len__(self) -> int:
@@ -137,6 +144,9 @@ class RolloutBatch:
                         b.response_ids, (0, right), value=b.pad_token_id
                     ),
                     response_mask=torch.nn.functional.pad(b.response_mask, (0, right), value=0),
+                    sampling_logprobs=None
+                    if b.sampling_logprobs is None
+                    else torch.nn.functional.pad(b.sampling_logprobs, (0, right), value=0.0),
                 )
             )
         return padded
@@ -160,8 +170,10 @@ class RolloutBatch:
         tensors = {
             f.name: torch.cat([getattr(b, f.name) for b in padded])
             for f in fields(cls)
-            if isinstance(getattr(padded[0], f.name), torch.Tensor)
+            if all(isinstance(getattr(b, f.name), torch.Tensor) for b in padded)
         }
+        if "sampling_logprobs" not in tensors:  # some batch has none: the whole has none
+            tensors["sampling_logprobs"] = None
         tensors["group_index"] = torch.cat(group_indices)
         return replace(
             padded[0],

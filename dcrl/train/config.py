@@ -107,7 +107,8 @@ class DataConfig:
 class RolloutConfig:
     backend: str = field(
         "hf",
-        help="Generation backend: hf, vllm (needs a GPU), or a 'package.module:Class' of your own "
+        help="Generation backend: hf, vllm (a GPU, or vLLM's CPU build from scripts/install-vllm.sh), "
+        "or a 'package.module:Class' of your own "
         "(dcrl.rollout's registry; docs/design.md).",
     )
     n: int = field(5, ge=2, le=1024, help="Responses per prompt (the group size G).")
@@ -130,7 +131,7 @@ class RolloutConfig:
         {},
         help="The chosen backend's own settings, passed to it as keyword arguments and checked "
         "when the config is read: hf takes stop_token_ids, add_special_tokens; vllm takes "
-        "gpu_memory_utilization, dtype, model_path and vllm.LLM options.",
+        "gpu_memory_utilization, dtype, model_path, cpu_kv_cache_gib and vllm.LLM options.",
     )
 
     def validate(self) -> None:
@@ -207,6 +208,15 @@ class TrainConfig:
         "cannot handle take the full-logits path, said in the log (dcrl.train.forward). false: "
         "always the full-logits path.",
     )
+    rollout_is_cap: float = field(
+        0.0,
+        ge=0,
+        le=1e6,
+        help="Truncated importance sampling against the rollout-trainer mismatch, for engines "
+        "that report their own sampling log-probs (vllm): each token's advantage is weighted by "
+        "min(π_old/π_engine, cap) (dcrl.core.mismatch; docs/design.md). 0: off (the mismatch is "
+        "still logged as rollout/logprob_*); otherwise a cap ≥ 1, e.g. 2.",
+    )
     save_every: int = field(
         10, ge=0, le=10_000_000, help="Checkpoint every this many steps (0: only at the end)."
     )
@@ -251,6 +261,11 @@ class TrainConfig:
         if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
             raise ValueError(
                 f"betas must be two numbers in [0, 1) (AdamW's β1, β2), got {self.betas}"
+            )
+        if self.rollout_is_cap != 0 and not self.rollout_is_cap >= 1:
+            raise ValueError(
+                f"rollout_is_cap must be 0 (off) or a cap ≥ 1 on the importance weight, got "
+                f"{self.rollout_is_cap}"
             )
         if self.logprob_chunk_size is not None and self.logprob_chunk_size < 1:
             raise ValueError(

@@ -21,6 +21,7 @@ from dcrl._atomic import write_text_atomic
 from dcrl.algorithms import Algorithm, make_algorithm
 from dcrl.config import ConfigError, to_dict
 from dcrl.core.advantages import dense_group_index
+from dcrl.core.mismatch import logprob_mismatch, truncated_importance_weights
 from dcrl.core.stats import length_accuracy_correlation, length_summary
 from dcrl.errors import UserError, one_line
 from dcrl.step_data import StepContext, TrainBatch
@@ -94,7 +95,16 @@ class Trainer:
     """Post-trains a causal LM with one of dcrl's algorithms. `fit()` runs the configured steps."""
 
     @releases_lock_on_error
-    def __init__(self, config: RunConfig, *, resume: bool = False) -> None:
+    def __init__(
+        self, config: RunConfig, *, resume: bool = False, backend: Any | None = None
+    ) -> None:
+        """Build the run of `config` (continue it from its latest checkpoint with `resume`).
+
+        backend: a rollout backend to use instead of building the one `config.rollout` names,
+            e.g. a vLLM engine shared by several runs of the same model (starting one takes
+            tens of seconds); the trainer copies its policy's weights into it before its first
+            rollout.
+        """
         from dcrl.models import load_policy
         from dcrl.rollout import build_rollout_backend
 
@@ -126,7 +136,12 @@ class Trainer:
             device=_resolve_device(mc.device),
             strict=mc.strict_load,
         )
-        self.backend = build_rollout_backend(config.rollout, self.model, self.tokenizer)
+        if backend is None:
+            backend = build_rollout_backend(config.rollout, self.model, self.tokenizer)
+            self.engine_version = 0
+        else:
+            self.engine_version = -1  # a given engine holds other weights: sync before rollout
+        self.backend = backend
 
         def format_problem(problem: Any) -> str:
             return format_prompt(problem.prompt, self.tokenizer, template=template)
@@ -146,6 +161,13 @@ class Trainer:
             self.problems, config.train.prompts_per_step, config.train.seed
         )
         self.algorithm: Algorithm = make_algorithm(config.algorithm)
+        if config.train.rollout_is_cap and step_protocol.replaces_rows(self.algorithm):
+            raise ConfigError(
+                f"train.rollout_is_cap={config.train.rollout_is_cap}: the importance weights "
+                "line up with the rollout's rows, which "
+                f"{step_protocol.row_replacing_targets(self.algorithm)[0].name} replaces; set "
+                "train.rollout_is_cap=0"
+            )
 
         tc = config.train
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -158,6 +180,10 @@ class Trainer:
         )
         self.step = 0
         self.bad_steps = 0  # consecutive steps with a skipped (non-finite) update
+        # The rollout engine samples from its own copy of the weights when it has one (vllm):
+        # `weights_version` counts the changes of the policy's weights (optimizer steps, a
+        # resume), `engine_version` (set with the backend) the version the engine last received.
+        self.weights_version = 0
         if resume:
             contents = read_checkpoint(
                 self.run_dir, config, self.model, self.algorithm, self.sampler
@@ -167,6 +193,7 @@ class Trainer:
             )
             self.step = int(contents.state["step"])
             self.bad_steps = int(contents.state.get("bad_steps", 0))
+            self.weights_version += 1  # the engine was built from the run's starting weights
             _prepare_run_dir(self.run_dir, config_text)
         self.history: list[dict[str, float]] = []
 
@@ -294,9 +321,21 @@ class Trainer:
     def rollout_seed(self, salt: int) -> int:
         return (self.config.train.seed * 1_000_003 + self.step * 101 + salt) % (2**31)
 
+    def sync_engine(self) -> float:
+        """Give the rollout engine the policy's current weights when they changed since its last
+        copy (after optimizer steps, after a resume); a no-op for engines that sample with the
+        live model (hf). Returns the seconds it took."""
+        if self.engine_version == self.weights_version:
+            return 0.0
+        start = time.perf_counter()
+        self.backend.sync_weights(self.model)
+        self.engine_version = self.weights_version
+        return time.perf_counter() - start
+
     def train_step(self) -> dict[str, float]:
         """One rollout step; returns its metrics (one flat dict, names shared by all algorithms)."""
         rc = self.config.rollout
+        t_sync = self.sync_engine()
         self.step += 1
         t_start = time.perf_counter()
         problems = self.sampler.next_batch()
@@ -328,6 +367,7 @@ class Trainer:
             step=self.step, rollout=extra_rollout, score=self.old_logprobs, on_policy=on_policy
         )
         train_batch, algo_metrics = step_protocol.prepare(self.algorithm, batch, scores, ctx)
+        algo_metrics.update(self.correct_mismatch(batch, train_batch))
         t_prepare = time.perf_counter()
         update_metrics = self.update(train_batch)
         t_update = time.perf_counter()
@@ -354,10 +394,33 @@ class Trainer:
             "time/prepare": t_prepare - t_rollout,
             "time/update": t_update - t_prepare,
             "time/step": t_update - t_start,
+            "time/sync_weights": t_sync,
             "perf/tokens_per_s": generated / max(t_update - t_start, 1e-9),
             "perf/rollout_tokens_per_s": generated / max(t_rollout - t_start, 1e-9),
             "train/lr": self.scheduler.get_last_lr()[0],
         }
+        return metrics
+
+    def correct_mismatch(self, batch: Any, train_batch: TrainBatch) -> dict[str, float]:
+        """For an engine that reports its sampling log-probs (vllm): how far they are from the
+        policy's own on the same tokens (rollout/logprob_*), and with `train.rollout_is_cap`
+        the truncated importance weights applied to the train batch's advantages
+        (dcrl.core.mismatch). {} for an engine that samples with the live model (hf)."""
+        if batch.sampling_logprobs is None:
+            return {}
+        trainer_logprobs, _ = self.old_logprobs(*batch.sequences(), batch.response_mask)
+        metrics = logprob_mismatch(batch.sampling_logprobs, trainer_logprobs, batch.response_mask)
+        cap = self.config.train.rollout_is_cap
+        if cap:
+            # The rows line up with the rollout's (row-replacing targets are refused with a cap).
+            weights = truncated_importance_weights(
+                batch.sampling_logprobs, trainer_logprobs, batch.response_mask, cap
+            )
+            width = train_batch.advantages.shape[1]
+            train_batch.advantages = train_batch.advantages * weights[:, :width].to(
+                train_batch.advantages
+            )
+            metrics["rollout/is_weight_mean"] = float(weights[batch.response_mask.bool()].mean())
         return metrics
 
     def score(self, batch: Any, problems: Sequence[Any]) -> torch.Tensor:
@@ -489,6 +552,7 @@ class Trainer:
                     continue
                 self.optimizer.step()
                 self.scheduler.step()
+                self.weights_version += 1
         denom = max(tokens_seen, 1.0)
         out = {f"loss/{name}": value / denom for name, value in sums.items()}
         out.update(
