@@ -37,7 +37,7 @@ from dcrl._atomic import write_text_atomic
 from dcrl.eval.metrics import CORRECT_THRESHOLD, EvalAccumulator
 from dcrl.eval.records import iter_records, repair_records, unit_size
 from dcrl.rewards import RewardFn, check_reward_fn, get_reward_fn, score_batch
-from dcrl.rollout import RolloutBackend, get_rollout_backend, validate_sampling_arguments
+from dcrl.rollout import RolloutBackend, validate_sampling_arguments
 from dcrl.tasks import Problem, format_prompt
 
 DEFAULT_SAMPLES_PER_CALL = 64
