@@ -70,3 +70,32 @@ def test_a_directory_as_the_problem_file_is_called_a_directory(tmp_path):
     error = error_line(train_on_file(tmp_path, folder))
     assert "data.path" in error and f"{folder} is a directory, not a file" in error
     assert "not found" not in error
+
+
+# -- 5: task options of the wrong type ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("task", "options", "named"),
+    [
+        ("arith", "{verbosity_levels: [[1]]}", "verbosity_levels[0]=[1] is a list, not a number"),
+        ("arith", "{max_digits: [1]}", "max_digits=[1] is a list, not an integer"),
+        ("arith", "{slip_rate: [0.1]}", "slip_rate=[0.1] is a list, not a number"),
+        ("arith", "{operators: 5}", "operators=5 is an integer, not text"),
+        ("explore", "{trap_share: [0.1]}", "trap_share=[0.1] is a list, not a number"),
+        ("explore", "{strategy_weights: 1}", "strategy_weights=1 is an integer, not a list"),
+    ],
+)
+def test_a_task_option_of_the_wrong_type_names_the_option(tmp_path, task, options, named):
+    """These ended in Python's words from inside the task ("'<=' not supported between
+    instances of 'float' and 'list'", "'int' object is not iterable"), naming no option."""
+    args = ["train", *tiny_overrides(tmp_path / "run"), f"data.task={task}"]
+    error = error_line([*args, f"data.task_options={options}"])
+    assert error.startswith("error: data.task_options: ") and named in error
+    assert "not supported" not in error and "not iterable" not in error
+
+
+def test_task_options_of_the_right_types_still_build_the_task():
+    from dcrl.tasks import get_task
+
+    task = get_task("arith", level=[1, 2], verbosity_levels=[0, 1], slip_rate=0, max_digits=1)
+    assert task.levels == (1, 2)
+    assert get_task("explore", strategy_weights=(1, 1, 1), trap_share=1).trap_share == 1.0
