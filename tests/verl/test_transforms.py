@@ -27,7 +27,10 @@ from dcrl.core.regularizers import (
 from dcrl.core.shaping import overlong_penalty
 from dcrl.integrations.verl import transforms
 from dcrl.integrations.verl.trainer import CONTROLLER_FILE, DcrlRayPPOTrainer
+from dcrl.train.step import targets_of as step_targets
 from tests.verl.helpers import make_batch
+from tests.verl.recipe_harness import bare_trainer as harness_bare_trainer
+from tests.verl.recipe_harness import config as harness_config
 
 
 def _decision(previous_entropy: float, target: float = 0.5, weight: float | None = None):
@@ -259,3 +262,54 @@ def test_dcpo_hooks_feed_dcrl_and_checkpoint_the_controller(tmp_path, monkeypatc
 def test_recipe_refuses_what_it_cannot_run(tmp_path, block, named):
     with pytest.raises(ValueError, match=named):
         _bare_trainer(tmp_path, block)
+
+
+@pytest.mark.parametrize("norm_by_std", [True, False])
+def test_dcrl_grpo_follows_verls_norm_adv_by_std_in_grpo(norm_by_std):
+    """verl's `algorithm.norm_adv_by_std_in_grpo` through verl's compute_advantage: dcrl's GRPO
+    gives verl's GRPO with the same setting (False: dcrl's advantage_std 'none')."""
+    algorithm = OmegaConf.create({"norm_adv_by_std_in_grpo": norm_by_std, "dcrl": {"name": "grpo"}})
+    advantages = {
+        estimator: compute_advantage(
+            make_batch(seed=2),
+            adv_estimator=estimator,
+            norm_adv_by_std_in_grpo=norm_by_std,
+            config=algorithm,
+        ).batch["advantages"]
+        for estimator in ("grpo", "dcrl_grpo")
+    }
+    torch.testing.assert_close(advantages["dcrl_grpo"], advantages["grpo"])
+    # The setting matters: only a division by the group std makes |A| > 1 on 0/1 scores.
+    assert bool((advantages["grpo"].abs() > 1).any()) == norm_by_std
+
+
+@pytest.mark.parametrize(
+    "block", [{"name": "aepo"}, {"name": "composed", "targets": ["dcpo", "icr"]}]
+)
+def test_recipe_maps_norm_adv_by_std_in_grpo_false_to_advantage_std_none(tmp_path, block):
+    config = harness_config(tmp_path, block)
+    config.algorithm.norm_adv_by_std_in_grpo = False
+    trainer = harness_bare_trainer(config)
+    assert trainer.dcrl_config.advantage_std == "none"
+    for target in step_targets(trainer.dcrl_algorithm):
+        assert target.base.advantage_std == "none"
+
+
+@pytest.mark.parametrize(
+    "norm_by_std, advantage_std, named",
+    [
+        (
+            False,
+            "unbiased",
+            r"norm_adv_by_std_in_grpo=False .*algorithm.dcrl.advantage_std='unbiased'",
+        ),
+        (True, "none", r"algorithm.dcrl.advantage_std='none' conflicts with algorithm.norm_adv"),
+    ],
+)
+def test_recipe_refuses_a_grpo_std_that_contradicts_verls(
+    tmp_path, norm_by_std, advantage_std, named
+):
+    config = harness_config(tmp_path, {"name": "dcpo", "advantage_std": advantage_std})
+    config.algorithm.norm_adv_by_std_in_grpo = norm_by_std
+    with pytest.raises(ValueError, match=named):
+        harness_bare_trainer(config)

@@ -10,7 +10,8 @@ not reach them; docs/papers.md §9.2). On a multi-node cluster forward the varia
 Registered names:
     adv_estimator "dcrl_icr" (`algorithm.adv_estimator=dcrl_icr`): GRPO + ICR's shortest-correct
         bonus, dcrl.core's functions; settings under `+algorithm.dcrl.*` (ICRConfig fields).
-    adv_estimator "dcrl_grpo": dcrl's GRPO (advantage_std unbiased / population / none).
+    adv_estimator "dcrl_grpo": dcrl's GRPO (advantage_std unbiased / population / none; verl's
+        algorithm.norm_adv_by_std_in_grpo=False is advantage_std none, see `dcrl_settings`).
     policy loss "dcrl_ppo_clip" (`actor_rollout_ref.actor.policy_loss.loss_mode=dcrl_ppo_clip`):
         dcrl's PPO clip / dual clip on whatever advantages the batch carries (DCPO's token mix,
         AEPO's +1 rows), aggregated with dcrl's `aggregate_loss` on verl's global batch counts.
@@ -22,6 +23,7 @@ No math here: each function converts verl's arguments and calls dcrl.core.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -44,19 +46,51 @@ from dcrl.integrations.verl.transforms import (
 
 # verl clamps log(π_θ/π_old) to ±20 in all its PPO losses; the ICR code does too.
 LOG_RATIO_CLAMP = 20.0
+NORM_ADV_KEY = "norm_adv_by_std_in_grpo"  # verl's GRPO std switch, mapped to advantage_std
 
 
 def dcrl_settings(algorithm_config: Any, config_class: type) -> Any:
     """dcrl's algorithm settings from verl's `algorithm.dcrl` block (a Hydra DictConfig or dict),
-    built and validated by dcrl's own config dataclass: every default stays in dcrl."""
+    built and validated by dcrl's own config dataclass: every default stays in dcrl.
+
+    verl's own `algorithm.norm_adv_by_std_in_grpo` is honoured: False is dcrl's
+    `advantage_std="none"` (the same GRPO: group mean subtracted, no division); True (verl's
+    default) is a std, dcrl's `unbiased` by default (verl's: torch.std, eps 1e-6) or the block's
+    `population`. A block that says otherwise is refused, naming both keys."""
     block = None if algorithm_config is None else algorithm_config.get("dcrl", None)
     if isinstance(block, DictConfig):
         data = OmegaConf.to_container(block, resolve=True)
     else:
         data = dict(block or {})
-    settings = build(config_class, data, prefix="algorithm.dcrl.")
+    _grpo_std_from_verl(algorithm_config, data, config_class)
+    settings = build(config_class, data, prefix="algorithm.dcrl")
     settings.validate()
     return settings
+
+
+def _grpo_std_from_verl(algorithm_config: Any, data: dict[str, Any], config_class: type) -> None:
+    """Map verl's `algorithm.norm_adv_by_std_in_grpo` onto dcrl's `advantage_std` in `data`."""
+    if "advantage_std" not in {f.name for f in dataclasses.fields(config_class)}:
+        return
+    value = None if algorithm_config is None else algorithm_config.get(NORM_ADV_KEY, None)
+    normalize = True if value is None else bool(value)
+    chosen = data.get("advantage_std")
+    if not normalize:
+        if chosen is None:
+            data["advantage_std"] = "none"
+        elif chosen != "none":
+            raise ValueError(
+                f"error: algorithm.{NORM_ADV_KEY}=False (GRPO advantages not divided by the "
+                f"group std) conflicts with algorithm.dcrl.advantage_std={chosen!r}; drop "
+                "algorithm.dcrl.advantage_std (dcrl then uses 'none', the same GRPO), or set "
+                f"algorithm.{NORM_ADV_KEY}=True"
+            )
+    elif chosen == "none":
+        raise ValueError(
+            f"error: algorithm.dcrl.advantage_std='none' conflicts with algorithm.{NORM_ADV_KEY}"
+            f"=True (verl's default: divide by the group std); set algorithm.{NORM_ADV_KEY}=False "
+            "instead (dcrl maps it to advantage_std='none') and drop algorithm.dcrl.advantage_std"
+        )
 
 
 @register_adv_est("dcrl_icr")
