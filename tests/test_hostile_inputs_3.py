@@ -99,3 +99,36 @@ def test_task_options_of_the_right_types_still_build_the_task():
     task = get_task("arith", level=[1, 2], verbosity_levels=[0, 1], slip_rate=0, max_digits=1)
     assert task.levels == (1, 2)
     assert get_task("explore", strategy_weights=(1, 1, 1), trap_share=1).trap_share == 1.0
+
+
+# -- 5: entropy-controller options ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (
+            ["algorithm.controller_options={foo: 1}"],
+            "algorithm.controller_options.foo: the bang_bang controller has no setting 'foo'",
+        ),
+        (
+            ["algorithm.controller=pi", "algorithm.controller_options={gain: 1}"],
+            "algorithm.controller_options.gain: the pi controller has no setting 'gain' "
+            "(it takes proportional_gain, integral_gain, entropy_smoothing)",
+        ),
+        (
+            ["algorithm.controller_options={target_entropy: 1}"],
+            "algorithm.controller_options.target_entropy: set it as target_entropy",
+        ),
+        (
+            ["algorithm.controller=pi", "algorithm.controller_options={proportional_gain: -1}"],
+            "algorithm.controller_options.proportional_gain must be >= 0.0, got -1",
+        ),
+    ],
+)
+def test_a_bad_controller_option_is_keyed_where_the_user_set_it(tmp_path, options, named):
+    """These printed a garbled key path: 'algorithm.bad arguments for entropy controller ...',
+    'algorithm.dcrl.core.control.make_controller() got multiple values ...' or
+    'algorithm.proportional_gain must be ...' (no such key: it is under controller_options)."""
+    args = ["train", *tiny_overrides(tmp_path / "run", "dcpo"), *options]
+    error = error_line(args)
+    assert named in error
+    assert "bad arguments" not in error and "make_controller" not in error

@@ -15,6 +15,17 @@ from typing import Any, Literal
 from dcrl.config import field
 from dcrl.core.control import ControlDecision, EntropyController, make_controller
 
+# Controller arguments that EntropyControlFields sets from a field of its own (make_controller).
+SET_BY_FIELDS = {
+    "target_entropy": "target_entropy",
+    "initial_entropy": "initial_entropy",
+    "temperature_high": "temperature_high",
+    "temperature_low": "temperature_low",
+    "temperature_max": "temperature_high",
+    "temperature_min": "temperature_low",
+    "weight_max": "weight_max",
+}
+
 
 @dataclass
 class EntropyControlFields:
@@ -75,7 +86,39 @@ class EntropyControlFields:
                 f"weight_max={self.weight_max} needs controller: pi (the papers' "
                 f"{self.controller} rule sets T only); set controller=pi or weight_max=null"
             )
-        self.make_controller()  # raises a clear ValueError on bad settings
+        self._check_controller_options()
+        try:
+            self.make_controller()
+        except (TypeError, ValueError) as error:  # the message starts with the setting's name
+            setting = str(error).split(" ", 1)[0].split("=", 1)[0]
+            if setting in self.controller_options:  # key it where the user set it
+                raise ValueError(f"controller_options.{error}") from None
+            raise ValueError(str(error)) from None
+
+    def _check_controller_options(self) -> None:
+        """Raise a ValueError naming `controller_options.<key>` for a key the controller does
+        not take, or one that has a setting of its own here (target_entropy, temperature_high,
+        ...), so it cannot be given twice."""
+        import inspect
+
+        from dcrl.core.control import CONTROLLERS
+
+        if self.controller not in CONTROLLERS:
+            return  # the Literal type already refused it
+        takes = list(inspect.signature(CONTROLLERS[self.controller]).parameters)
+        own = [name for name in takes if name not in SET_BY_FIELDS]
+        for key in self.controller_options:
+            if key in SET_BY_FIELDS:
+                raise ValueError(
+                    f"controller_options.{key}: set it as {SET_BY_FIELDS[key]} (a setting of its "
+                    "own, next to controller_options), not inside controller_options"
+                )
+            if key not in takes:
+                offered = f"it takes {', '.join(own)}" if own else "it takes no extra settings"
+                raise ValueError(
+                    f"controller_options.{key}: the {self.controller} controller has no setting "
+                    f"{key!r} ({offered}): remove the key or correct its name"
+                )
 
     def make_controller(self) -> EntropyController:
         if self.controller == "bang_bang":
