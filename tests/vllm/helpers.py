@@ -14,10 +14,8 @@ from dcrl.train.config import RunConfig, load_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # vLLM's CPU build: float32 as the trainer, eager (no graph capture to wait for), 1 GiB KV cache.
-ENGINE_OPTIONS = {"dtype": "float32", "enforce_eager": True, "cpu_kv_cache_gib": 1}
-ENGINE_OVERRIDE = (
-    "rollout.backend_options={dtype: float32, enforce_eager: true, cpu_kv_cache_gib: 1}"
-)
+ENGINE_OPTIONS = {"dtype": "float32", "enforce_eager": True, "kv_cache_gib": 1}
+ENGINE_OVERRIDE = "rollout.backend_options={dtype: float32, enforce_eager: true, kv_cache_gib: 1}"
 
 # Log-probs of one token from two float32 engines (the trainer's PyTorch ops, vLLM's CPU kernels)
 # differ by rounding only: along the longest chain of sums, 4 layers × (3·128 + 384) ≈ 3,100
