@@ -153,6 +153,10 @@ def write_outputs(results: dict[str, Any], command: str) -> None:
         best = max(DECODERS, key=lambda d: medians[d])
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {best} |")
     (RESULTS / "rollout_backends.md").write_text("\n".join(lines) + "\n")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from readme_blocks import write_block
+
+    write_block(REPO / "README.md", "rollout_backends", readme_summary(results))
 
     names = list(results["shapes"])
     figure, axis = plt.subplots(figsize=(8, 3.5))
@@ -168,13 +172,41 @@ def write_outputs(results: dict[str, Any], command: str) -> None:
     figure.savefig(RESULTS / "rollout_backends.png", dpi=120)
 
 
+def readme_summary(results: dict[str, Any]) -> str:
+    """The README's paragraph: which decoder a CPU user should pick, from the medians."""
+    rows = []
+    for name, shape in results["shapes"].items():
+        medians = shape["median_tokens_per_s"]
+        best = max(DECODERS, key=lambda d: medians[d])
+        others = ", ".join(f"{d} {medians[d]:,.0f}" for d in DECODERS if d != best)
+        rows.append(f"{name}: **{best}** {medians[best]:,.0f} tokens/s ({others})")
+    return (
+        "Measured by `"
+        + results["command"]
+        + "` ("
+        + results["machine"]
+        + ", "
+        + f"{results['threads']} threads, median of {results['repetitions']} alternating "
+        + "repetitions; bench/results/rollout_backends.md): "
+        + "; ".join(rows)
+        + "."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--one-shape", choices=list(SHAPES), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the table, figure and README block"
+    )
     args = parser.parse_args()
+    if args.render:
+        results = json.loads((RESULTS / "rollout_backends.json").read_text())
+        write_outputs(results, results["command"])
+        return
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     if args.one_shape:  # a child: one engine per process
@@ -203,6 +235,7 @@ def main() -> None:
         shapes[name] = json.loads(child.stdout.strip().splitlines()[-1])
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load_average_after": os.getloadavg(),
         "threads": args.threads,
         "repetitions": args.repetitions,
         "shapes": shapes,

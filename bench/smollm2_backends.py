@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # backend seed, in a child
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the table and README block"
+    )
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads((RESULTS / "smollm2_backends.json").read_text())
+        render(saved["command"], saved["runs"])
+        return
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     if args.one:
@@ -77,6 +85,11 @@ def main() -> None:
     (RESULTS / "smollm2_backends.json").write_text(
         json.dumps({"command": command, "runs": runs}, indent=1) + "\n"
     )
+    render(command, runs)
+
+
+def render(command: str, runs: dict[str, list[dict[str, float]]]) -> None:
+    """bench/results/smollm2_backends.md and the README's block, from the runs."""
     lines = [
         "# SmolLM2-135M (LoRA, GRPO) trained through vLLM's CPU build and through the hf backend",
         "",
@@ -96,6 +109,30 @@ def main() -> None:
         lines.append(f"| {name} | {accuracy} | {rollout} | {gap or '—'} |")
     (RESULTS / "smollm2_backends.md").write_text("\n".join(lines) + "\n")
     print((RESULTS / "smollm2_backends.md").read_text())
+    summary = []
+    for backend in BACKENDS:
+        mine = [h for name, h in runs.items() if name.startswith(f"{backend} ")]
+        first = statistics.mean(h[0]["reward/accuracy"] for h in mine)
+        last = statistics.mean(h[-1]["reward/accuracy"] for h in mine)
+        summary.append(f"{backend} {first:.2f} → {last:.2f}")
+    gaps = [
+        m["rollout/logprob_abs_diff_mean"]
+        for name, h in runs.items()
+        for m in h
+        if "rollout/logprob_abs_diff_mean" in m
+    ]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from readme_blocks import write_block
+
+    write_block(
+        REPO / "README.md",
+        "smollm2_backends",
+        f"Measured by `{command}` (bench/results/smollm2_backends.md): training accuracy "
+        f"from the first to the last step, mean over {len(runs) // len(BACKENDS)} seeds, "
+        + ", ".join(summary)
+        + f"; the engine's log-probs of its samples were within {max(gaps):.1e} nats per "
+        "token of the trainer's (largest step mean).",
+    )
 
 
 if __name__ == "__main__":
