@@ -53,7 +53,12 @@ def version() -> None:
 )
 def train(
     ctx: typer.Context,
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML recipe (see configs/)."),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML recipe: a file, or the name of a packaged recipe (see `dcrl recipes`).",
+    ),
     resume: Path | None = typer.Option(
         None, "--resume", help="Continue the interrupted run in this directory."
     ),
@@ -70,6 +75,7 @@ def train(
     from dcrl.config import ConfigError, to_dict
     from dcrl.errors import UserError
     from dcrl.train.config import load_run_config
+    from dcrl.train.recipes import resolve_config
 
     overrides = list(ctx.args)
     try:
@@ -85,7 +91,7 @@ def train(
                 return
             trainer = Trainer.from_run_dir(resume)
         else:
-            run_config = load_run_config(config, overrides)
+            run_config = load_run_config(resolve_config(config), overrides)
             if print_config:
                 typer.echo(yaml.safe_dump(to_dict(run_config), sort_keys=False))
                 return
@@ -152,17 +158,33 @@ def demo(
     run's config, e.g. `rollout.n=4`.
     """
     from dcrl.demo import DemoSettings, run_demo
+    from dcrl.errors import UserError
 
-    run_demo(
-        DemoSettings(
-            out_dir=out,
-            steps=steps,
-            seed=seed,
-            eval_problems=eval_problems,
-            eval_samples=eval_samples,
-            overrides=tuple(ctx.args),
+    try:
+        run_demo(
+            DemoSettings(
+                out_dir=out,
+                steps=steps,
+                seed=seed,
+                eval_problems=eval_problems,
+                eval_samples=eval_samples,
+                overrides=tuple(ctx.args),
+            )
         )
-    )
+    except UserError as err:  # a bad override, a missing recipe; anything else keeps its traceback
+        fail(err)
+
+
+@app.command()
+def recipes() -> None:
+    """List the packaged recipes (`dcrl train -c NAME`) with the first line of their comment."""
+    from dcrl.train.recipes import recipe_dir, recipe_names, summary
+
+    names = recipe_names()
+    width = max((len(name) for name in names), default=0)
+    for name in names:
+        typer.echo(f"{name:<{width}}  {summary(name)}")
+    typer.echo(f"(files in {recipe_dir()}: copy one to change it, or override keys on the line)")
 
 
 @app.command()

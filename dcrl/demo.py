@@ -3,8 +3,9 @@ on the exploration testbed (docs/testbed.md), each is evaluated on the held-out 
 problems, half traps, reported per kind), and the runs are drawn side by side — the papers'
 claims in miniature, on a laptop CPU, with nothing downloaded.
 
-The runs use the recipes configs/explore-{grpo,aepo,dcpo,icr}.yaml, so what the demo shows is
-what `dcrl train -c configs/explore-<algo>.yaml` does. A demo interrupted half-way picks up where
+The runs use the packaged recipes explore-{grpo,aepo,dcpo,icr} (dcrl/recipes/, found through
+dcrl.train.recipes as any `dcrl train -c NAME` is), so what the demo shows is what
+`dcrl train -c explore-<algo>` does. A demo interrupted half-way picks up where
 it was: finished runs are kept, an interrupted one resumes from its checkpoint.
 """
 
@@ -17,13 +18,12 @@ from pathlib import Path
 from rich.console import Console
 
 DEMO_ALGORITHMS = ("grpo", "aepo", "dcpo", "icr")
-RECIPE_PREFIX = "explore"  # configs/explore-<algorithm>.yaml
+RECIPE_PREFIX = "explore"  # the packaged recipes explore-<algorithm>
 GROUP_BY = "kind"  # the held-out split's plain / trap problems, reported apart
 # Goals of the closing tables: GRPO's entropy falls by at least this much over the run; a
 # controlled run's second-half RMS distance from its target is at most this share of the target.
 GRPO_DROP_GOAL = 0.4
 RMS_GOAL = 0.1
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass
@@ -38,13 +38,10 @@ class DemoSettings:
 
 
 def recipe_path(algorithm: str) -> Path:
-    path = CONFIGS_DIR / f"{RECIPE_PREFIX}-{algorithm}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"the demo recipe {path} is missing: run `dcrl demo` from a clone of the dcrl "
-            "repository (the recipes live in its configs/ folder)"
-        )
-    return path
+    """The packaged recipe the demo trains `algorithm` with."""
+    from dcrl.train.recipes import recipe_path as packaged
+
+    return packaged(f"{RECIPE_PREFIX}-{algorithm}")
 
 
 def _train(algorithm: str, settings: DemoSettings, console: Console) -> Path:

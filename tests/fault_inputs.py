@@ -304,6 +304,11 @@ BAD_INPUTS = [
     BadInput("config-not-a-mapping", _with_file("list.yaml", "- 1\n- 2\n", _config), "list.yaml"),
     BadInput("config-missing", lambda s: ["train", "--config", str(s / "none.yaml")], "none.yaml"),
     BadInput(
+        "config-unknown-recipe",
+        lambda s: ["train", "--config", "explore-dcpoo"],
+        "--config explore-dcpoo: no such file and no packaged recipe",
+    ),
+    BadInput(
         "resume-not-a-run", lambda s: ["train", "--resume", str(s)], "{scratch} is not a dcrl run"
     ),
     # -- eval
