@@ -153,7 +153,17 @@ def test_controller_state_is_saved_in_trl_checkpoints_and_restored_on_resume(tmp
 @pytest.mark.parametrize(
     ("algorithm", "overrides", "named"),
     [
-        ("clip_cov", {}, "algorithm='clip_cov'"),
+        (
+            "clip_cov",
+            {},
+            "algorithm clip_cov is not available in TRL: its policy loss is 'clip_cov'",
+        ),
+        # clip_higher's range is TRL's epsilons: refused until they say the same.
+        (
+            "clip_higher",
+            {},
+            r"epsilon / epsilon_high .* GRPOConfig\(epsilon=0.2, epsilon_high=0.28\)",
+        ),
         ("dcpo", {"scale_rewards": "batch"}, "scale_rewards"),
         ("aepo", {"beta": 0.04}, "beta"),
         # By what the targets do: AEPO's row replacement inside a composition is refused too.
@@ -166,13 +176,37 @@ def test_controller_state_is_saved_in_trl_checkpoints_and_restored_on_resume(tmp
         (
             ComposedConfig(targets=["icr", "entropy_reg"]),
             {},
-            r"algorithm composed: its target entropy_reg adds a loss term",
+            r"algorithm composed is not available in TRL: its target entropy_reg adds a loss term",
         ),
     ],
 )
 def test_unsupported_settings_are_refused_with_the_fix(algorithm, overrides, named, tmp_path):
     with pytest.raises(UserError, match=named):
         make_trainer(algorithm, tmp_path, **overrides)
+
+
+def test_which_algorithms_run_in_trl_is_decided_by_what_they_do():
+    """Every registered algorithm: accepted when its policy loss is PPO-clip and no target adds a
+    loss term (reward shaping, advantage bonuses and row replacement run through `prepare`),
+    refused naming the capability otherwise — never by a list of names."""
+    from dcrl.algorithms import ALGORITHMS, get_algorithm_class, make_algorithm
+    from dcrl.integrations.trl import trl_refusal
+
+    accepted, refused = set(), set()
+    for name in ALGORITHMS:
+        algorithm = make_algorithm(get_algorithm_class(name).config_class())
+        reason = trl_refusal(algorithm)
+        if reason is None:
+            accepted.add(name)
+            assert _algorithm_config(name).name == name
+        else:
+            refused.add(name)
+            with pytest.raises(UserError, match=f"algorithm {name} is not available in TRL"):
+                _algorithm_config(name)
+            uses_other_loss = algorithm.config.policy_loss != "ppo_clip"
+            assert ("policy loss" in reason) == uses_other_loss, (name, reason)
+    assert {"grpo", "aepo", "dcpo", "icr", "composed", "lp_f", "kimi", "shorter_better"} <= accepted
+    assert {"clip_cov", "kl_cov", "entropy_reg"} <= refused
 
 
 def test_a_config_builds_the_algorithm_it_names():

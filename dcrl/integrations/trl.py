@@ -56,7 +56,7 @@ from dcrl.algorithms import (
 )
 from dcrl.core.advantages import group_ids
 from dcrl.core.logprobs import logprobs_and_entropy
-from dcrl.errors import UserError
+from dcrl.errors import UserError, one_line
 from dcrl.rollout.base import RolloutBatch
 from dcrl.train import step as step_protocol
 
@@ -71,9 +71,11 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         f"dcrl.integrations.trl needs TRL 1.16 ({error}); install it with pip install 'dcrl[trl]'"
     ) from error
 
-# composed: GRPO plus target distributions (dcrl.targets); they change advantages and rows, not
-# the loss, so TRL's loss applies as for the presets.
-SUPPORTED_ALGORITHMS = ("grpo", "aepo", "dcpo", "icr", "composed")
+# Which algorithms run here is decided by what they do, not by name (`trl_refusal`): TRL
+# computes the PPO-clip loss itself, so an algorithm runs when its policy loss is PPO-clip and
+# none of its targets adds a loss term; targets that shape rewards, set advantages or replace rows
+# (every preset of GRPO plus targets, and `composed`) run through dcrl's own `prepare`.
+TRL_POLICY_LOSS = "ppo_clip"
 STATE_FILE = "dcrl_algorithm_state.json"  # the algorithm's state_dict, in each TRL checkpoint
 
 
@@ -84,7 +86,8 @@ class DCRLGRPOTrainer(GRPOTrainer):
         *args, **kwargs: those of `trl.GRPOTrainer` (model, reward_funcs, args, train_dataset, ...).
         algorithm: a dcrl algorithm config (`AEPOConfig(...)`, `DCPOConfig(...)`,
             `ICRConfig(...)`, dcrl's `GRPOConfig()`, `ComposedConfig(targets=[...])`) or a name
-            for its defaults (one of SUPPORTED_ALGORITHMS).
+            for its defaults; any registered algorithm whose policy loss is PPO-clip and whose
+            targets add no loss term (`trl_refusal` says why another is refused).
     """
 
     def __init__(self, *args: Any, algorithm: AlgorithmConfig | str, **kwargs: Any) -> None:
@@ -415,25 +418,43 @@ class DCRLGRPOTrainer(GRPOTrainer):
             self.algorithm.load_state_dict(json.loads(path.read_text()))
 
 
+def trl_refusal(algorithm: Algorithm) -> str | None:
+    """Why TRL cannot run `algorithm` as it means it (None when it can): decided by what the
+    algorithm does — its policy loss and its targets' loss terms — not by its name."""
+    config = algorithm.config
+    if config.policy_loss != TRL_POLICY_LOSS:
+        return (
+            f"its policy loss is {config.policy_loss!r}, and TRL computes its own "
+            f"{TRL_POLICY_LOSS} loss here; train it with `dcrl train`"
+        )
+    loss_terms = ", ".join(t.name for t in step_protocol.loss_term_targets(algorithm))
+    if loss_terms:
+        return (
+            f"its target {loss_terms} adds a loss term, which TRL's loss does not compute here; "
+            "train it with `dcrl train`, or drop it"
+        )
+    return None
+
+
 def _algorithm_config(algorithm: AlgorithmConfig | str) -> AlgorithmConfig:
     """The validated config of `algorithm` (a config, or a name for its defaults)."""
     if isinstance(algorithm, str):
-        if algorithm not in SUPPORTED_ALGORITHMS:
-            raise UserError(
-                f"algorithm={algorithm!r} is not available in TRL: choose one of "
-                f"{', '.join(SUPPORTED_ALGORITHMS)} (the others change the loss, which TRL "
-                "computes here; train them with `dcrl train`)"
-            )
-        algorithm = get_algorithm_class(algorithm).config_class()  # each names its own
-    if not isinstance(algorithm, AlgorithmConfig) or algorithm.name not in SUPPORTED_ALGORITHMS:
+        try:
+            algorithm = get_algorithm_class(algorithm).config_class()  # each names its own
+        except (KeyError, ValueError) as error:
+            raise UserError(f"algorithm={algorithm!r}: {one_line(error)}") from None
+    if not isinstance(algorithm, AlgorithmConfig):
         raise UserError(
-            f"algorithm={algorithm!r}: pass a dcrl algorithm config whose name is one of "
-            f"{', '.join(SUPPORTED_ALGORITHMS)}, e.g. DCPOConfig(target_entropy=0.5)"
+            f"algorithm={algorithm!r}: pass a dcrl algorithm config or a registered name, e.g. "
+            "DCPOConfig(target_entropy=0.5) or 'dcpo'"
         )
     try:
         algorithm.validate()
     except ValueError as error:
         raise UserError(f"algorithm ({algorithm.name}): {error}") from None
+    refusal = trl_refusal(make_algorithm(algorithm))
+    if refusal:
+        raise UserError(f"algorithm {algorithm.name} is not available in TRL: {refusal}")
     return algorithm
 
 
@@ -474,12 +495,18 @@ def _check_trainer_settings(trainer: DCRLGRPOTrainer) -> None:
             f"its row-replacing target ({replacing}) swaps rows in after the reference "
             "log-probs are taken; set beta=0.0 (the papers train without a KL term)",
         )
-    loss_terms = ", ".join(t.name for t in step_protocol.loss_term_targets(trainer.algorithm))
-    if loss_terms:
-        raise UserError(
-            f"algorithm {trainer.algorithm.name}: its target {loss_terms} adds a loss term, which "
-            "TRL's loss does not compute here; train it with `dcrl train`, or drop it"
-        )
+    # TRL clips with its own epsilons; an algorithm whose clip range differs (clip_higher) would
+    # silently train with TRL's instead.
+    # (CISPO reads epsilon_high as a cap on the ratio, not as a clip range.)
+    config = trainer.algorithm.config
+    refused["epsilon / epsilon_high"] = (
+        trainer.loss_type != "cispo"
+        and (config.clip_low, config.clip_high) != (trainer.epsilon_low, trainer.epsilon_high),
+        f"TRL clips the ratio with its own epsilons ({trainer.epsilon_low}, "
+        f"{trainer.epsilon_high}) and "
+        f"the algorithm asks for ({config.clip_low}, {config.clip_high}): set "
+        f"GRPOConfig(epsilon={config.clip_low}, epsilon_high={config.clip_high})",
+    )
     for setting, (is_refused, fix) in refused.items():
         if is_refused:
             raise UserError(f"GRPOConfig {setting} with algorithm {trainer.algorithm.name}: {fix}")
