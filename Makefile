@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-fast test-verl test-vllm faults lint format bench reproduce check-latest freeze clean
+.PHONY: install demo test test-fast test-verl test-vllm test-wheel faults lint format bench reproduce check-latest freeze clean
 
 $(PY): pyproject.toml scripts/install.sh requirements/constraints.txt
 	bash scripts/install.sh
@@ -41,6 +41,12 @@ $(VLLM_VENV)/bin/python: scripts/install-vllm.sh requirements/constraints-vllm.t
 
 test-vllm: $(VLLM_VENV)/bin/python
 	$(VLLM_VENV)/bin/python -m pytest tests/vllm
+
+# dcrl outside a clone: build the wheel, install it into a fresh venv (the dependencies held to
+# requirements/constraints.txt; needs the package index) and run `dcrl recipes`, the demo at its
+# smallest and bad-input cases of the fault suite from an empty folder (scripts/wheel-check.sh).
+test-wheel:
+	bash scripts/wheel-check.sh
 
 # The fault suite alone (it is also part of `make test`): bad inputs, kills, torn and failed
 # writes, NaN steps, grader fuzzing. bench/faults.py runs the long kill -9 campaign.
