@@ -1,7 +1,7 @@
 """The fault campaign: `kill -9` at random points of real `dcrl train` runs, then resume, and check
 that nothing was lost; plus the bad-input corpus (tests/fault_inputs.py) as real processes.
 
-For each algorithm family (GRPO, AEPO, DCPO) it trains the tiny recipe (configs/tiny-*.yaml, cut
+For each algorithm family (GRPO, AEPO, DCPO) it trains the tiny recipe (dcrl/recipes/tiny-*.yaml, cut
 to a few steps) once uninterrupted, then RUNS more times with two kills each:
 
 1. during training, after its first checkpoint: at a random moment, or (every other run) the
@@ -112,7 +112,7 @@ def snapshot(directory: Path) -> tuple[Path, str]:
 
 
 def train_args(family: str, run_dir: Path) -> list[str]:
-    config = SOURCE / "configs" / f"tiny-{family}.yaml"
+    config = SOURCE / "dcrl" / "recipes" / f"tiny-{family}.yaml"
     return ["train", "--config", str(config), *RUN_OPTIONS, f"log.output_dir={run_dir}"]
 
 

@@ -7,10 +7,10 @@
 
 Testbeds (bench/experiments/common.py):
 - overthink: the built-in `tiny-overthink` policy on 1-3 step arithmetic chains
-  whose re-checks can slip (configs/tiny-*.yaml): it starts unsharp (about 0.18 nats per sampled
+  whose re-checks can slip (dcrl/recipes/tiny-*.yaml): it starts unsharp (about 0.18 nats per sampled
   token) and over-thinking (longer answers are more often wrong), so GRPO's entropy collapse and
   ICR's compression have room to show. Results in bench/results/.
-- explore (the default): the `tiny-explore` policy on the `explore` task (configs/explore-*.yaml), whose
+- explore (the default): the `tiny-explore` policy on the `explore` task (dcrl/recipes/explore-*.yaml), whose
   held-out problems are "plain" or "trap" (meta["kind"]); every held-out metric is also reported
   per kind. Results in bench/results/explore/.
 

@@ -9,8 +9,8 @@ build, and dcrl's two hf decoders run there on the same torch. Three decoders of
 - loop: dcrl's decoding loop on the live model (dcrl/rollout/hf.py, training's default);
 - generate: transformers' `generate` on the live model.
 
-Shapes: a rollout step of each recipe — tiny-explore (configs/explore-grpo.yaml: 32 prompts × 8
-samples, ≤ 96 tokens) and SmolLM2-135M-Instruct (configs/smollm2-135m-addition.yaml: 8 prompts ×
+Shapes: a rollout step of each recipe — tiny-explore (dcrl/recipes/explore-grpo.yaml: 32 prompts × 8
+samples, ≤ 96 tokens) and SmolLM2-135M-Instruct (dcrl/recipes/smollm2-135m-addition.yaml: 8 prompts ×
 8 samples, ≤ 4 tokens, and the same prompts with ≤ 64 tokens, where decoding dominates).
 
 One alternating run: each repetition calls every decoder once on the same prompts and seed, in
@@ -53,7 +53,9 @@ def shape_inputs(recipe: str, changes: dict[str, Any]) -> dict[str, Any]:
     from dcrl.train.data import ProblemSampler
     from dcrl.train.trainer import _load_data
 
-    config = load_run_config(REPO / "configs" / f"{recipe}.yaml", ["log.output_dir=/tmp/unused"])
+    config = load_run_config(
+        REPO / "dcrl" / "recipes" / f"{recipe}.yaml", ["log.output_dir=/tmp/unused"]
+    )
     problems, template, _ = _load_data(config)
     model, tokenizer = load_policy(config.model.name, dtype=config.model.dtype)
     batch = ProblemSampler(problems, config.train.prompts_per_step, config.train.seed).next_batch()

@@ -2,7 +2,7 @@
 
     .venv-vllm/bin/python bench/smollm2_backends.py --steps 3 --seeds 1
 
-`configs/smollm2-135m-addition.yaml` as it is (GRPO, LoRA r = 16, 8 prompts × 8 samples), once
+`dcrl/recipes/smollm2-135m-addition.yaml` as it is (GRPO, LoRA r = 16, 8 prompts × 8 samples), once
 with `rollout.backend=hf` (dcrl's decoding loop) and once with `rollout.backend=vllm` (the engine
 gets the merged LoRA weights before every rollout), each in its own process, same seed. Per step:
 training accuracy, the rollout's seconds and, for vLLM, how far the engine's log-probs of its
@@ -46,7 +46,9 @@ def train(backend: str, steps: int, seed: int) -> list[dict[str, float]]:
             f"log.output_dir={run_dir}",
             *([ENGINE] if backend == "vllm" else []),
         ]
-        config = load_run_config(REPO / "configs" / "smollm2-135m-addition.yaml", overrides)
+        config = load_run_config(
+            REPO / "dcrl" / "recipes" / "smollm2-135m-addition.yaml", overrides
+        )
         history = Trainer(config).fit()
     return [{key: m[key] for key in KEYS if key in m} for m in history]
 
@@ -93,7 +95,7 @@ def render(command: str, runs: dict[str, list[dict[str, float]]]) -> None:
     lines = [
         "# SmolLM2-135M (LoRA, GRPO) trained through vLLM's CPU build and through the hf backend",
         "",
-        f"`{command}` (configs/smollm2-135m-addition.yaml as it is; 2 CPU cores).",
+        f"`{command}` (dcrl/recipes/smollm2-135m-addition.yaml as it is; 2 CPU cores).",
         "",
         "| run | accuracy per step | rollout s per step | engine-trainer log-prob gap per token |",
         "|---|---|---|---|",

@@ -60,10 +60,10 @@ PHASES = ("generate", "rollout_other", "forward", "backward", "optimizer", "othe
 # The two shapes of issue 12: the tiny recipe and SmolLM2-135M with LoRA.
 MODELS: dict[str, dict[str, Any]] = {
     "tiny-overthink": dict(
-        config="configs/tiny-grpo.yaml", prompts=32, n=8, max_new_tokens=48, micro_batch=128
+        config="dcrl/recipes/tiny-grpo.yaml", prompts=32, n=8, max_new_tokens=48, micro_batch=128
     ),
     "smollm2-135m": dict(
-        config="configs/smollm2-135m-addition.yaml",
+        config="dcrl/recipes/smollm2-135m-addition.yaml",
         prompts=4,
         n=8,
         max_new_tokens=32,

@@ -28,7 +28,7 @@ NUM_PROMPTS, GROUP_SIZE, PROMPT_LENGTH, RESPONSE_LENGTH = 4, 4, 3, 6
 PAD = 0
 TARGET_ENTROPY, BONUS_TOTAL, LP_F_MAX, LP_F_BUFFER = 0.5, 4.0, 6, 3
 
-# algorithm.targets of the composed run (what configs/tiny-dcpo-icr.yaml composes).
+# algorithm.targets of the composed run (what the recipe tiny-dcpo-icr composes).
 TARGETS = [
     {"name": "dcpo", "target_entropy": TARGET_ENTROPY},
     {

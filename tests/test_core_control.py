@@ -2,7 +2,6 @@ import itertools
 import json
 import random
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +16,7 @@ from dcrl.core.control import (
     PIController,
     make_controller,
 )
-
-REPO = Path(__file__).resolve().parent.parent
+from dcrl.train.recipes import recipe_path
 
 
 def run_closed_loop(
@@ -351,7 +349,7 @@ def lagged_integrating_plant(controller, *, seed, steps=40, start=0.18):
 # 20 steps, not by the gains.
 @pytest.mark.parametrize("target", [0.22, 0.15])
 def test_recipe_gains_hold_a_lagged_integrating_plant_within_five_percent(target):
-    recipe = yaml.safe_load((REPO / "configs" / "tiny-dcpo.yaml").read_text())["algorithm"]
+    recipe = yaml.safe_load(recipe_path("tiny-dcpo").read_text())["algorithm"]
 
     def second_half_error(gains):
         errors = []

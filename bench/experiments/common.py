@@ -2,7 +2,7 @@
 the testbeds, run specs, a run's training log and held-out metrics, statistics over seeds and
 steps, and table formatting.
 
-A testbed is a family of recipes (configs/<prefix>-<algorithm>.yaml) with its own results folder.
+A testbed is a family of recipes (dcrl/recipes/<prefix>-<algorithm>.yaml) with its own results folder.
 Each experiment module keeps its own constants per testbed (targets, lengths, tolerances) in a
 small table keyed by the testbed's name; constants still to be measured are listed in that
 entry's `placeholders` and reported by the driver (and in the results JSON) until filled in.
@@ -25,7 +25,7 @@ class Testbed:
     """A family of recipes and where its results go.
 
     name: what `--testbed` calls it.
-    recipe_prefix: recipes are configs/<recipe_prefix>-<recipe>.yaml.
+    recipe_prefix: recipes are dcrl/recipes/<recipe_prefix>-<recipe>.yaml.
     results: the default `--out` (JSON, markdown, figures, claims.json).
     runs: the default `--runs` (run directories).
     group_by: the problem meta key the held-out metrics are broken down by (None: overall only).
@@ -51,7 +51,7 @@ class Testbed:
     placeholders: tuple[str, ...] = ()
 
     def recipe_path(self, recipe: str) -> Path:
-        return REPO / "configs" / f"{self.recipe_prefix}-{recipe}.yaml"
+        return REPO / "dcrl" / "recipes" / f"{self.recipe_prefix}-{recipe}.yaml"
 
     def target_value(self, target: float) -> float:
         """The target entropy (nats per token) a table's `target` stands for."""
@@ -66,7 +66,7 @@ class Testbed:
 
 
 TESTBEDS = {
-    # 1-3 step arithmetic chains whose re-checks can slip (configs/tiny-*.yaml, bench/README.md).
+    # 1-3 step arithmetic chains whose re-checks can slip (dcrl/recipes/tiny-*.yaml, bench/README.md).
     "overthink": Testbed(
         name="overthink",
         recipe_prefix="tiny",
@@ -74,17 +74,17 @@ TESTBEDS = {
         runs=REPO / "runs" / "bench",
         start_entropy=0.175,
     ),
-    # The `explore` task (configs/explore-*.yaml, model tiny-explore): its problems carry
+    # The `explore` task (dcrl/recipes/explore-*.yaml, model tiny-explore): its problems carry
     # meta["kind"], "plain" or "trap".
     "explore": Testbed(
         name="explore",
         recipe_prefix="explore",
         results=REPO / "bench" / "results" / "explore",
         runs=REPO / "runs" / "bench" / "explore",
-        steps=40,  # configs/explore-*.yaml
+        steps=40,  # dcrl/recipes/explore-*.yaml
         group_by="kind",
         kinds=("plain", "trap"),
-        # Measured: the first 3 steps of a GRPO run of configs/explore-grpo.yaml (seed 1),
+        # Measured: the first 3 steps of a GRPO run of dcrl/recipes/explore-grpo.yaml (seed 1),
         # 0.123, 0.112, 0.108 nats per sampled token.
         start_entropy=0.115,
     ),
@@ -108,7 +108,7 @@ CONTROLLERS = tuple(CONTROLLER_OVERRIDES)
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: a recipe (configs/<prefix>-<recipe>.yaml), a seed and overrides.
+    """One training run: a recipe (dcrl/recipes/<prefix>-<recipe>.yaml), a seed and overrides.
 
     target and controller describe a run that holds an entropy target (nats per token)."""
 

@@ -15,7 +15,7 @@ methods (ICR, arXiv 2605.07316) have redundancy to remove. The text uses only
 With `answer_format="line"` the task grades the other common format instead: the answer alone on
 the first non-blank line of the completion (`7`, or ` 7\\nQ: ...` when a few-shot model goes on to
 invent the next question), which is what an instruction-tuned model writes under a few-shot prompt
-such as `"Q: 2+3=\\nA: 5\\nQ: {problem}\\nA:"` (configs/smollm2-135m-addition.yaml).
+such as `"Q: 2+3=\\nA: 5\\nQ: {problem}\\nA:"` (the recipe smollm2-135m-addition).
 
 Difficulty `level` is the number of operations, hence of solution steps. The problem space is split
 in two halves by a hash of the problem text; "train" and "test" draw from different halves, so the

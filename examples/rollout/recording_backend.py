@@ -2,7 +2,7 @@
 count samples), named in a run as `rollout.backend: recording_backend:Recording` with
 examples/rollout on PYTHONPATH:
 
-    PYTHONPATH=examples/rollout dcrl train -c configs/tiny-grpo.yaml \
+    PYTHONPATH=examples/rollout dcrl train -c tiny-grpo \
         rollout.backend=recording_backend:Recording rollout.decoding=generate
 
 It shows the whole contract of a backend (docs/design.md, "Adding a piece"): subclass

@@ -9,7 +9,7 @@ checkpoint keeps.
 
 Run it beside DCPO (the module must be importable; here from this folder):
 
-    PYTHONPATH=examples/targets dcrl train -c configs/tiny-grpo.yaml algorithm.name=composed \
+    PYTHONPATH=examples/targets dcrl train -c tiny-grpo algorithm.name=composed \
         'algorithm.targets=[{name: dcpo, target_entropy: 0.15}, {name: "my_target:MajorityVote"}]'
 """
 

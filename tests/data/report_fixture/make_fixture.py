@@ -3,7 +3,7 @@
     .venv/bin/python tests/data/report_fixture/make_fixture.py
 
 Each run has the files `dcrl train` writes that `dcrl report` reads — config.yaml (the resolved
-config of a configs/tiny-*.yaml recipe), metrics.jsonl (20 steps, the trainer's metric names) —
+config of a tiny-* recipe), metrics.jsonl (20 steps, the trainer's metric names) —
 and an eval-*/metrics.json in the `dcrl eval` format. The curves only imitate typical shapes
 (GRPO's entropy collapse, DCPO/AEPO holding entropy near the target); they are not results.
 """
@@ -20,9 +20,9 @@ import yaml
 from dcrl.config import to_dict
 from dcrl.eval.metrics import EvalAccumulator
 from dcrl.train.config import load_run_config
+from dcrl.train.recipes import recipe_path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[2]
 STEPS = 20
 EVAL_NAME = "eval-arith-level2-test40-n16-t1"
 NUM_PROBLEMS, NUM_SAMPLES = 40, 16
@@ -121,7 +121,7 @@ def main() -> None:
         (run_dir / EVAL_NAME).mkdir(parents=True)
         config = to_dict(
             load_run_config(
-                REPO / "configs" / f"{recipe}.yaml",
+                recipe_path(recipe),
                 [f"train.seed={seed}", f"train.steps={STEPS}", f"log.output_dir=runs/{name}"],
             )
         )
