@@ -27,10 +27,17 @@ from dcrl.errors import UserError, one_line
 from dcrl.step_data import StepContext, TrainBatch
 from dcrl.tasks import format_prompt
 from dcrl.train import checkpoint as ckpt
+from dcrl.train import memory
 from dcrl.train import step as step_protocol
 from dcrl.train.config import RunConfig, load_run_config
 from dcrl.train.data import ProblemSampler
-from dcrl.train.disk import export_policy_atomically, is_write_failure, model_bytes, write_failed
+from dcrl.train.disk import (
+    export_policy_atomically,
+    human_bytes,
+    is_write_failure,
+    model_bytes,
+    write_failed,
+)
 from dcrl.train.forward import score_responses
 from dcrl.train.resume_check import apply_checkpoint, read_checkpoint, run_identity
 from dcrl.train.run_lock import RunLock, releases_lock_after, releases_lock_on_error
@@ -227,7 +234,17 @@ class Trainer:
             sinks.append(ConsoleSink(tc.steps, self.step, self.config.algorithm.name))
         try:
             while self.step < tc.steps:
-                metrics = self.train_step()
+                # The parts of a step that hold a batch name their own setting (train_step);
+                # any other failed allocation of the step is reported here.
+                with self._must_fit(
+                    "",
+                    f"{tc.prompts_per_step} prompts × {self.config.rollout.n} responses",
+                    lambda _: (
+                        f"lower train.prompts_per_step (now {tc.prompts_per_step}) or "
+                        f"rollout.n (now {self.config.rollout.n})"
+                    ),
+                ):
+                    metrics = self.train_step()
                 self.bad_steps = self.bad_steps + 1 if metrics["train/skipped_updates"] else 0
                 metrics["train/bad_steps"] = float(self.bad_steps)
                 self.history.append(metrics)
@@ -267,6 +284,77 @@ class Trainer:
             "the data"
         )
 
+    def _must_fit(self, part: str, held: str, fix: Callable[[BaseException], str]) -> Any:
+        """memory.must_fit with the message 'out of memory in step N, in PART (HELD; what
+        failed): FIX; which checkpoint survives'."""
+
+        def explain(error: BaseException) -> str:
+            where = f"step {self.step}, in {part}" if part else f"step {self.step}"
+            return (
+                f"out of memory in {where} ({held}; "
+                f"{memory.failed_allocation(error)}): {fix(error)}; {self._resume_hint()}"
+            )
+
+        return memory.must_fit(explain)
+
+    def _lower(self, setting: str, now: int, used: int) -> str:
+        has_checkpoint = ckpt.latest_checkpoint(self.run_dir) is not None
+        return memory.lower(setting, now, used, self.run_dir, has_checkpoint)
+
+    def _lower_batch(self, error: BaseException, rows_per_batch: int, used: int) -> str:
+        """The fix for a forward(/backward) that held `used` rows, `rows_per_batch` per
+        train.micro_batch_size: the log-prob kernel's block when it failed there and is set by
+        hand, else the micro-batch, else (one sequence) the sequence length or the model."""
+        tc = self.config.train
+        if tc.logprob_chunk_size is not None and memory.raised_in(
+            error, "dcrl/core/fused_head.py", "dcrl/core/logprobs.py"
+        ):
+            return (
+                self._lower(
+                    "train.logprob_chunk_size", tc.logprob_chunk_size, tc.logprob_chunk_size
+                )
+                + " or null (auto: blocks of 16 MiB on a CPU, 256 MiB on a GPU)"
+            )
+        rows = min(tc.micro_batch_size, -(-used // rows_per_batch))
+        if rows > 1:
+            return self._lower("train.micro_batch_size", tc.micro_batch_size, rows)
+        fix = (
+            "a micro-batch of one sequence does not fit: lower rollout.max_new_tokens (now "
+            f"{self.config.rollout.max_new_tokens})"
+        )
+        if not self.config.model.gradient_checkpointing:
+            fix += ", or set model.gradient_checkpointing=true"
+        return fix + ", or train a smaller model (or LoRA: model.lora)"
+
+    def _generate(self, prompts: list[str], n: int, temperature: float, salt: int) -> Any:
+        """The backend's rollout of `prompts`; a failed allocation names rollout.batch_size (an
+        engine that schedules its own batches: rollout.n and rollout.max_new_tokens)."""
+        rc = self.config.rollout
+        batches = getattr(self.backend, "takes_batch_size", True)
+        at_once = min(rc.batch_size, len(prompts)) if batches else len(prompts)
+        held = (
+            f"{at_once} prompt{'s' * (at_once != 1)} × {n} responses of up to {rc.max_new_tokens} "
+            f"tokens{' at a time' * batches}, rollout.backend={rc.backend}"
+        )
+
+        def fix(_: BaseException) -> str:
+            if not batches:
+                return (
+                    f"lower rollout.n (now {rc.n}) or rollout.max_new_tokens (now "
+                    f"{rc.max_new_tokens}), or give the {rc.backend} engine more memory"
+                )
+            if at_once == 1:
+                return (
+                    f"one prompt's {n} responses do not fit: lower rollout.max_new_tokens (now "
+                    f"{rc.max_new_tokens}) or rollout.n (now {rc.n})"
+                )
+            return self._lower("rollout.batch_size", rc.batch_size, at_once) + " prompts per call"
+
+        with self._must_fit("the rollout", held, fix):
+            return self.backend.generate(
+                prompts, n, temperature, rc.top_p, rc.max_new_tokens, seed=self.rollout_seed(salt)
+            )
+
     def save(self) -> Path:
         """Write a checkpoint of the current step (atomically: see dcrl.train.checkpoint).
 
@@ -291,6 +379,13 @@ class Trainer:
                 keep=self.config.train.keep_checkpoints,
             )
         except Exception as error:  # a full disk is not always an OSError (dcrl.train.disk)
+            if memory.is_out_of_memory(error):
+                raise CheckpointError(
+                    f"out of memory while writing the checkpoint of step {self.step} "
+                    f"({memory.failed_allocation(error)}): writing holds about the model's size "
+                    f"({human_bytes(model_bytes(self.model))}) once more; give the run more "
+                    f"memory; {self._resume_hint()}"
+                ) from None
             needed = model_bytes(self.model) + 2 * sum(
                 p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad
             )
@@ -340,21 +435,12 @@ class Trainer:
         t_start = time.perf_counter()
         problems = self.sampler.next_batch()
         prompts = [self.format_prompt(p) for p in problems]
-        batch = self.backend.generate(
-            prompts, rc.n, rc.temperature, rc.top_p, rc.max_new_tokens, seed=self.rollout_seed(0)
-        )
+        batch = self._generate(prompts, rc.n, rc.temperature, 0)
         scores = self.score(batch, problems)
         t_rollout = time.perf_counter()
 
         def extra_rollout(prompt_indices: Sequence[int], n: int, temperature: float):
-            sub = self.backend.generate(
-                [prompts[i] for i in prompt_indices],
-                n,
-                temperature,
-                rc.top_p,
-                rc.max_new_tokens,
-                seed=self.rollout_seed(1),
-            )
+            sub = self._generate([prompts[i] for i in prompt_indices], n, temperature, 1)
             return sub, self.score(sub, [problems[i] for i in prompt_indices])
 
         tc = self.config.train
@@ -464,17 +550,23 @@ class Trainer:
                 )
             )
             keep = part.response_mask.shape[1]
-            part_ids = part.input_ids.to(self.device)
-            logprobs, entropy = score_responses(
-                self.model,
-                part_ids,
-                part.attention_mask.to(self.device),
-                part_ids[:, -keep:],
-                temperature=temperature,
-                with_entropy=with_entropy,
-                chunk_size=self.config.train.logprob_chunk_size,
-                fused=self.config.train.fused_head,
-            )
+            with self._must_fit(
+                "the log-prob pass",
+                f"{len(rows)} sequences of {part.input_ids.shape[1]} tokens without gradients, "
+                "2 × train.micro_batch_size at a time",
+                lambda error, used=len(rows): self._lower_batch(error, 2, used),
+            ):
+                part_ids = part.input_ids.to(self.device)
+                logprobs, entropy = score_responses(
+                    self.model,
+                    part_ids,
+                    part.attention_mask.to(self.device),
+                    part_ids[:, -keep:],
+                    temperature=temperature,
+                    with_entropy=with_entropy,
+                    chunk_size=self.config.train.logprob_chunk_size,
+                    fused=self.config.train.fused_head,
+                )
             out[rows, :keep] = logprobs.to(out.device) * part.response_mask
             if ent is not None:
                 ent[rows, :keep] = entropy.to(out.device) * part.response_mask
@@ -517,18 +609,24 @@ class Trainer:
                 for rows in micro_rows:
                     micro = trim_padding(minibatch.select(rows))
                     keep = micro.response_mask.shape[1]
-                    logprobs, entropy = score_responses(
-                        self.model,
-                        micro.input_ids,
-                        micro.attention_mask,
-                        micro.input_ids[:, -keep:],
-                        with_entropy=True,
-                        entropy_grad=self.algorithm.needs_entropy_grad,
-                        chunk_size=tc.logprob_chunk_size,
-                        fused=tc.fused_head,
-                    )
-                    loss, metrics = self.algorithm.loss(micro, logprobs, entropy, counts)
-                    loss.backward()
+                    with self._must_fit(
+                        "the update's forward/backward",
+                        f"a micro-batch of {len(micro)} sequences of {micro.input_ids.shape[1]} "
+                        "tokens",
+                        lambda error, used=len(micro): self._lower_batch(error, 1, used),
+                    ):
+                        logprobs, entropy = score_responses(
+                            self.model,
+                            micro.input_ids,
+                            micro.attention_mask,
+                            micro.input_ids[:, -keep:],
+                            with_entropy=True,
+                            entropy_grad=self.algorithm.needs_entropy_grad,
+                            chunk_size=tc.logprob_chunk_size,
+                            fused=tc.fused_head,
+                        )
+                        loss, metrics = self.algorithm.loss(micro, logprobs, entropy, counts)
+                        loss.backward()
                     mb_loss += float(loss.detach())
                     n_tok = float(micro.response_mask.sum())
                     tokens_seen += n_tok
@@ -550,7 +648,15 @@ class Trainer:
                 if not (math.isfinite(mb_loss) and math.isfinite(grad_norm)):
                     skipped += 1  # a NaN/inf would poison the weights and Adam's moments
                     continue
-                self.optimizer.step()
+                with self._must_fit(
+                    "the optimizer step",
+                    f"AdamW keeps two moments per trainable weight, {self._adam_state_size()}",
+                    lambda _: (
+                        "the weights, their gradients and AdamW's state do not fit: train "
+                        "fewer weights (model.lora) or a smaller model"
+                    ),
+                ):
+                    self.optimizer.step()
                 self.scheduler.step()
                 self.weights_version += 1
         denom = max(tokens_seen, 1.0)
@@ -565,6 +671,10 @@ class Trainer:
             }
         )
         return out
+
+    def _adam_state_size(self) -> str:
+        trainable = (p for p in self.model.parameters() if p.requires_grad)
+        return human_bytes(2 * sum(p.numel() * p.element_size() for p in trainable))
 
 
 def _resolve_device(name: str) -> str:

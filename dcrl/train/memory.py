@@ -1,0 +1,103 @@
+"""A batch that does not fit in memory ends the run with one error naming the setting to lower.
+
+PyTorch reports a failed allocation as `torch.OutOfMemoryError` on a GPU and as a RuntimeError
+"... DefaultCPUAllocator: can't allocate memory ..." on the CPU (for instance under `ulimit -v`
+or a container's address-space limit); Python's own allocations raise MemoryError. The trainer
+runs each memory-hungry part of a step (the rollout, the log-prob pass, the update's
+forward/backward, the optimizer step) inside `must_fit`, which turns such a failure into
+`OutOfMemory` (a UserError: one `error: ...` line, exit status 2) whose message names the part,
+what it held, the setting that sizes it and a smaller value, and which checkpoint survives. The
+step that failed is neither logged nor checkpointed, so the run continues from its last
+checkpoint (`dcrl train --resume RUN_DIR`, after the setting is lowered in RUN_DIR/config.yaml).
+
+A process the kernel kills for memory (the OOM killer, a cgroup limit) gets no chance to say
+anything; its checkpoints are intact all the same (they are written atomically).
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from dcrl.errors import UserError
+
+# Messages of failed allocations: PyTorch's CPU allocator ("can't allocate memory"), CUDA's and
+# MPS's ("out of memory"), and errno ENOMEM as text.
+_MARKERS = ("can't allocate memory", "cannot allocate memory", "out of memory")
+_TRIED = re.compile(r"tried to allocate (\d+(?:\.\d+)?) ?(bytes|[KMGT]i?B)", re.IGNORECASE)
+_UNITS = {"bytes": 1, "kb": 2**10, "kib": 2**10, "mb": 2**20, "mib": 2**20, "gb": 2**30}
+_UNITS.update({"gib": 2**30, "tb": 2**40, "tib": 2**40})
+
+
+class OutOfMemory(UserError):
+    """A part of a training step did not fit in memory; the message names the setting to lower
+    and the checkpoint the run continues from."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is a failed allocation (torch's OutOfMemoryError, the CPU allocator's
+    RuntimeError, MemoryError, an OSError with errno ENOMEM)."""
+    if isinstance(error, MemoryError | torch.OutOfMemoryError):
+        return True
+    if isinstance(error, OSError) and error.errno == 12:  # ENOMEM
+        return True
+    return isinstance(error, RuntimeError) and any(
+        marker in str(error).lower() for marker in _MARKERS
+    )
+
+
+def raised_in(error: BaseException, *files: str) -> bool:
+    """Whether `error`'s traceback passes through a file whose path ends with one of `files`."""
+    return any(
+        frame.f_code.co_filename.replace("\\", "/").endswith(files)
+        for frame, _ in traceback.walk_tb(error.__traceback__)
+    )
+
+
+def failed_allocation(error: BaseException) -> str:
+    """What failed, in a few words: 'an allocation of 1.2 GiB failed', or the error's first line."""
+    from dcrl.train.disk import human_bytes
+
+    found = _TRIED.search(str(error))
+    if found:
+        size = float(found.group(1)) * _UNITS[found.group(2).lower()]
+        return f"an allocation of {human_bytes(size)} failed"
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
+def smaller(value: int) -> int:
+    """The value to suggest instead of `value`: half of it, at least 1."""
+    return max(1, value // 2)
+
+
+def lower(setting: str, now: int, used: int, run_dir: Path, has_checkpoint: bool) -> str:
+    """'lower SETTING (now N), e.g. to M (...)': `used` is what the failed part actually held
+    (a micro-batch is never larger than its mini-batch), so the suggestion is below it."""
+    where = f" in {run_dir / 'config.yaml'}" if has_checkpoint else ""
+    return f"lower {setting}{where} (now {now}), e.g. to {smaller(min(now, used))}"
+
+
+@contextmanager
+def must_fit(explain: Callable[[BaseException], str]) -> Iterator[None]:
+    """Run the block; a failed allocation inside it becomes OutOfMemory(explain(error)).
+
+    The failed computation's frames are cleared before OutOfMemory is raised, so the tensors they
+    held are freed even while a caller keeps the error.
+    """
+    message = None
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error, UserError) or not is_out_of_memory(error):
+            raise
+        message = explain(error)
+        traceback.clear_frames(error.__traceback__)
+        error.__traceback__ = None
+    if message is not None:
+        raise OutOfMemory(message) from None
