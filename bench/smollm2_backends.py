@@ -97,6 +97,9 @@ def render(command: str, runs: dict[str, list[dict[str, float]]]) -> None:
         "",
         f"`{command}` (dcrl/recipes/smollm2-135m-addition.yaml as it is; 2 CPU cores).",
         "",
+        "The rollout seconds are what each run took beside other jobs, not a speed comparison "
+        "(bench/rollout_backends.py alternates the decoders for that).",
+        "",
         "| run | accuracy per step | rollout s per step | engine-trainer log-prob gap per token |",
         "|---|---|---|---|",
     ]
