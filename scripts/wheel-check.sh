@@ -7,7 +7,7 @@
 # (2 steps of 4 prompts x 4 samples per algorithm, 4 held-out problems x 2 samples) and a handful
 # of the fault suite's bad-input cases (scripts/wheel_check_faults.py).
 #
-#   bash scripts/wheel-check.sh                      # about 3 minutes on 2 CPU cores, see README
+#   bash scripts/wheel-check.sh                      # ~9 min on 2 busy cores (README, Development)
 #   KEEP=1 bash scripts/wheel-check.sh               # keep the scratch folder (its path is printed)
 #   WHEEL_FAULTS=--all bash scripts/wheel-check.sh   # every bad-input case of the corpus
 set -euo pipefail
