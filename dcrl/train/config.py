@@ -2,7 +2,7 @@
 
 Sections: model, data, rollout, train (optimizer and batching), algorithm (its own dataclass, picked
 by `algorithm.name`), log. Defaults are the papers' (docs/papers.md §7) where they apply to a
-real model; the CPU recipes in configs/ override what a tiny model needs.
+real model; the CPU recipes (dcrl/recipes/, `dcrl recipes`) override what a tiny model needs.
 """
 
 from __future__ import annotations

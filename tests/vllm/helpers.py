@@ -11,6 +11,7 @@ import torch
 
 from dcrl.rollout.vllm import VLLMRolloutBackend
 from dcrl.train.config import RunConfig, load_run_config
+from dcrl.train.recipes import recipe_path
 
 ROOT = Path(__file__).resolve().parents[2]
 # vLLM's CPU build: float32 as the trainer, eager (no graph capture to wait for), 1 GiB KV cache.
@@ -44,7 +45,7 @@ def explore_config(
     responses of ≤ 48 tokens, two optimizer steps per rollout step, lr 3e-3 (so that a step
     moves the log-probs visibly)."""
     return load_run_config(
-        ROOT / "configs" / f"{recipe}.yaml",
+        recipe_path(recipe),
         [
             f"rollout.backend={backend}",
             *([ENGINE_OVERRIDE] if backend == "vllm" else []),
