@@ -43,7 +43,8 @@ from tests.helpers import read_metrics, tiny_config
 pytestmark = pytest.mark.faults
 REPO = Path(__file__).resolve().parents[1]
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_ARENA_MAX": "1"}
-LIMIT_LINE = re.compile(r"memory limit: \d+ MiB = the process's \d+ MiB \+ a margin of (\d+) MiB")
+# What the launcher says when it sets the limit: (limit, the process's size, margin) in MiB.
+LIMIT_LINE = re.compile(r"memory limit: (\d+) MiB = the process's (\d+) MiB \+ a margin of (\d+) MiB")
 
 # The tiny GRPO recipe, small: 8 prompts × 16 responses a step, one mini-batch, a checkpoint
 # after every step, on one thread, with dcrl's decoding loop.
@@ -145,7 +146,7 @@ def train_args(run_dir: Path, *settings: str) -> list[str]:
     return [
         "train",
         "--config",
-        str(REPO / "configs" / "tiny-grpo.yaml"),
+        "tiny-grpo",
         *SMALL,
         *settings,
         f"log.output_dir={run_dir}",
@@ -189,7 +190,7 @@ def test_an_update_that_does_not_fit_names_the_micro_batch_and_the_run_resumes(t
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     config["train"]["micro_batch_size"] = 8
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    again = run_limited(margin.group(1), ["train", "--resume", str(run_dir)])
+    again = run_limited(margin.group(3), ["train", "--resume", str(run_dir)])
     assert again.returncode == 0, again.stderr[-3000:]
     assert LIMIT_LINE.search(again.stderr)
     assert [record["step"] for record in read_metrics(run_dir)] == [1, 2]

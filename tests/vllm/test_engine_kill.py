@@ -43,7 +43,7 @@ def train_args(run_dir: Path) -> list[str]:
     return [
         "train",
         "--config",
-        str(ROOT / "configs" / "explore-grpo.yaml"),
+        "explore-grpo",
         "rollout.backend=vllm",
         ENGINE_OVERRIDE,
         "rollout.n=4",
