@@ -36,8 +36,8 @@ Two more campaigns (GRPO):
   AEPO, DCPO) and a rollout too big (rollout.batch_size=8, GRPO). Each must end in exit 2 and
   one `error:` line naming the setting to lower and `--resume`, keep the checkpoint of step 1
   whole (nothing of step 2 written or logged), and, once the named setting is lowered in the
-  run's config.yaml, finish with `--resume` under the same margin; otherwise a lost checkpoint
-  or a lost run.
+  run's config.yaml, finish with `--resume` (its first step unlimited as the first run's, its
+  last under the same margin); otherwise a lost checkpoint or a lost run.
 
 With `--vllm-python PYTHON` (an environment with vLLM: .venv-vllm/bin/python) the kill campaign
 also runs on the vLLM engine: the exploration recipes (configs/explore-*.yaml) with
@@ -83,6 +83,7 @@ from dcrl.train.sinks import read_metrics_log  # noqa: E402
 from tests.fault_inputs import BAD_INPUTS  # noqa: E402
 from tests.test_memory_faults import (  # noqa: E402
     LIMIT_LINE,
+    LIMITED_STEPS,
     MALLOC_ENV,
     ROLLOUT_TOO_BIG,
     SMALL,
@@ -502,7 +503,7 @@ def disk_full(work: Path, reference: Path, tally: dict[str, int]) -> list[dict[s
 
 
 # (what, family, settings, the setting the error must name, the fix: (section, key, value)).
-# The runs: tests/test_memory_faults.py's SMALL (2 steps of 8 prompts x 16 responses, one
+# The runs: tests/test_memory_faults.py's SMALL (3 steps of 8 prompts x 16 responses, one
 # mini-batch, a checkpoint every step, dcrl's decoding loop).
 MEMORY_CASES = (
     *(
@@ -575,7 +576,7 @@ def memory_campaign(work: Path, tally: dict[str, int]) -> list[dict[str, Any]]:
             (run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
             again = limited(limit.group(3), ["train", "--resume", str(run_dir)])
             again_code, again_said = finish(again, tally)
-            resumed = again_code == 0 and logged_steps(run_dir) == [1, 2]
+            resumed = again_code == 0 and logged_steps(run_dir) == list(range(1, LIMITED_STEPS + 1))
             if not resumed:
                 print(f"  memory ({what}, {family}): then exit {again_code}\n{again_said[-1500:]}")
         if not resumed:

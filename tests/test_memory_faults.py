@@ -4,13 +4,15 @@ lower, keeps the last checkpoint, and the run continues once the setting is lowe
 
 The runs are real `dcrl train` processes under a real address-space limit (RLIMIT_AS, what
 `ulimit -v` sets), put in place by this module's launcher (`python -m tests.test_memory_faults
-MARGIN dcrl-arguments...`, also used by bench/faults.py) as soon as the run has a checkpoint:
-right after its first checkpoint is written, or when a resumed run starts training. The limit is
-derived from the process's own measured size at that moment (VmSize), plus a margin: a number of
-MiB, or "half", half of what the process needed above that size so far (VmPeak − VmSize: the
-first step's peak, the model load being smaller). Step 2, built like step 1, needs about what
-step 1 needed and cannot fit in half of it, whatever the machine's torch or allocator; whatever
-the margin, the size it adds to is measured, not assumed.
+MARGIN dcrl-arguments...`, also used by bench/faults.py) right after the process has written
+its first checkpoint, so that its first step (and whatever torch sets up lazily in a first step)
+ran unlimited. The limit is the process's own measured size at that moment (VmSize) plus a
+margin: a number of MiB, or "half", half of what the process needed above that size so far
+(VmPeak − VmSize: the first step's peak, the model load being smaller). The next step, built like
+the first, needs about what the first needed and cannot fit in half of it, whatever the
+machine's torch or allocator; whatever the margin, the size it adds to is measured, not assumed.
+A run resumed after the error, with the setting lowered, runs its first step unlimited too, then
+its last under the same margin.
 
 glibc keeps freed memory mapped unless told otherwise, so the processes run with
 MALLOC_MMAP_THRESHOLD_ (a batch's tensors are given back to the system when freed, and the size
@@ -44,12 +46,15 @@ pytestmark = pytest.mark.faults
 REPO = Path(__file__).resolve().parents[1]
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_ARENA_MAX": "1"}
 # What the launcher says when it sets the limit: (limit, the process's size, margin) in MiB.
-LIMIT_LINE = re.compile(r"memory limit: (\d+) MiB = the process's (\d+) MiB \+ a margin of (\d+) MiB")
+LIMIT_LINE = re.compile(
+    r"memory limit: (\d+) MiB = the process's (\d+) MiB \+ a margin of (\d+) MiB"
+)
 
-# The tiny GRPO recipe, small: 8 prompts × 16 responses a step, one mini-batch, a checkpoint
+# The tiny GRPO recipe, small: 3 steps of 8 prompts × 16 responses, one mini-batch, a checkpoint
 # after every step, on one thread, with dcrl's decoding loop.
+LIMITED_STEPS = 3
 SMALL = (
-    "train.steps=2",
+    f"train.steps={LIMITED_STEPS}",
     "train.save_every=1",
     "train.prompts_per_step=8",
     "train.mini_batch_prompts=8",
@@ -78,7 +83,7 @@ def _sizes() -> tuple[int, int]:
 
 
 def main(argv: list[str]) -> None:
-    """`dcrl ARGUMENTS` under RLIMIT_AS = its size + MARGIN, set once the run has a checkpoint."""
+    """`dcrl ARGUMENTS` under RLIMIT_AS = its size + MARGIN, set once it wrote a checkpoint."""
     margin_arg, *args = argv
     limited = []
 
@@ -97,19 +102,14 @@ def main(argv: list[str]) -> None:
             flush=True,
         )
 
-    real_save, real_fit = Trainer.save, Trainer.fit
+    real_save = Trainer.save
 
     def save(self: Trainer) -> Path:
         path = real_save(self)
         limit()
         return path
 
-    def fit(self: Trainer) -> list:
-        if ckpt.latest_checkpoint(self.run_dir) is not None:
-            limit()  # a resumed run
-        return real_fit(self)
-
-    Trainer.save, Trainer.fit = save, fit  # type: ignore[method-assign]
+    Trainer.save = save  # type: ignore[method-assign]
     from dcrl.cli import app
 
     app(args=args, prog_name="dcrl")
@@ -186,15 +186,16 @@ def test_an_update_that_does_not_fit_names_the_micro_batch_and_the_run_resumes(t
     assert f"`dcrl train --resume {run_dir}`" in error and "step_000001 is intact" in error
     assert_step_1_intact(run_dir)
 
-    # The fix the error names, under the same limit: micro-batches of 8 fit in the margin.
+    # The fix the error names: step 2 runs unlimited, step 3 with micro-batches of 8 fits in the
+    # same margin.
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     config["train"]["micro_batch_size"] = 8
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     again = run_limited(margin.group(3), ["train", "--resume", str(run_dir)])
     assert again.returncode == 0, again.stderr[-3000:]
     assert LIMIT_LINE.search(again.stderr)
-    assert [record["step"] for record in read_metrics(run_dir)] == [1, 2]
-    assert ckpt.latest_checkpoint(run_dir) == run_dir / "checkpoints" / "step_000002"
+    assert [record["step"] for record in read_metrics(run_dir)] == [1, 2, 3]
+    assert ckpt.latest_checkpoint(run_dir) == run_dir / "checkpoints" / "step_000003"
 
 
 @pytest.mark.slow
