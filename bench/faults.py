@@ -711,11 +711,11 @@ def memory_markdown(outcomes: list[dict], summary: dict, commit: str) -> str:
     lines += [
         "",
         f"Tracebacks **{summary['tracebacks']}**, hangs **{summary['hangs']}**, lost checkpoints "
-        f"**{summary['lost_checkpoints']}**, lost runs **{summary['lost_runs']}**. The error of "
-        "the first case:",
+        f"**{summary['lost_checkpoints']}**, lost runs **{summary['lost_runs']}**. The errors "
+        "(GRPO):",
         "",
         "```",
-        (outcomes[0]["error"] or ["(none)"])[0] if outcomes else "",
+        *((o["error"] or ["(none)"])[0] for o in outcomes if o["family"] == "grpo"),
         "```",
     ]
     return "\n".join(lines)
