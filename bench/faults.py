@@ -824,7 +824,7 @@ def main() -> None:
             print(json.dumps(summary, indent=2))
         if "vllm" in groups:
             started, tally = time.monotonic(), new_tally()
-            python = str(args.vllm_python.resolve())
+            python = str(args.vllm_python.absolute())  # not resolve(): a venv's python is a link
             results, durations = campaign(
                 args.vllm_runs, work, rng, tally, vllm_train_args, python, "vllm-"
             )

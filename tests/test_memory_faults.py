@@ -268,7 +268,7 @@ def test_the_log_prob_pass_names_the_micro_batch_it_doubles(tmp_path, monkeypatc
     trainer = Trainer(config)
     no_grad_in_step_2 = fails_when(
         lambda: trainer.step == 2 and not torch.is_grad_enabled(),
-        torch.OutOfMemoryError(CUDA_ALLOCATOR),
+        torch.cuda.OutOfMemoryError(CUDA_ALLOCATOR),
     )
     monkeypatch.setattr(
         trainer_module, "score_responses", no_grad_in_step_2(trainer_module.score_responses)

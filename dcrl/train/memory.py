@@ -16,6 +16,7 @@ anything; its checkpoints are intact all the same (they are written atomically).
 
 from __future__ import annotations
 
+import errno
 import re
 import traceback
 from collections.abc import Callable, Iterator
@@ -42,9 +43,11 @@ class OutOfMemory(UserError):
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether `error` is a failed allocation (torch's OutOfMemoryError, the CPU allocator's
     RuntimeError, MemoryError, an OSError with errno ENOMEM)."""
-    if isinstance(error, MemoryError | torch.OutOfMemoryError):
+    # torch.cuda.OutOfMemoryError: torch.OutOfMemoryError from torch 2.5 (any device), the
+    # CUDA error before it.
+    if isinstance(error, MemoryError | torch.cuda.OutOfMemoryError):
         return True
-    if isinstance(error, OSError) and error.errno == 12:  # ENOMEM
+    if isinstance(error, OSError) and error.errno == errno.ENOMEM:
         return True
     return isinstance(error, RuntimeError) and any(
         marker in str(error).lower() for marker in _MARKERS
