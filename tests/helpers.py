@@ -46,6 +46,7 @@ COMMON_METRICS = (
     "time/prepare",
     "time/update",
     "time/step",
+    "time/sync_weights",
     "perf/tokens_per_s",
     "perf/rollout_tokens_per_s",
 )
