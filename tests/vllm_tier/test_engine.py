@@ -20,7 +20,7 @@ import dcrl.rollout
 from dcrl.models import load_policy
 from dcrl.rollout import get_rollout_backend
 from dcrl.train.trainer import Trainer
-from tests.vllm.helpers import (
+from tests.vllm_tier.helpers import (
     TOKEN_TOLERANCE,
     encoded_sequences,
     engine_backend,
