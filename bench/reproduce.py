@@ -25,6 +25,9 @@ verdicts to <out>/claims.json as {claim, goal, value, met} rows):
 - compression: GRPO, LP-F, ICR and LP-F + ICR: accuracy, length and the per-group
   length-accuracy correlation.
 - combined: DCPO and ICR alone and composed in one run.
+- control_diagnosis, control_range (explore only; run when named, not by `all`): why the entropy
+  controller held only targets near the start, and AEPO and DCPO holding five targets from 0.6×
+  to 1.4× the starting entropy with the settings that fix it (issue 27).
 
 Runs are trained with the testbed's recipes plus the experiments' overrides, in `--workers`
 processes of one thread each; finished runs made with the same settings are reused (a run
@@ -47,7 +50,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench.experiments` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.experiments import EXPERIMENTS
+from bench.experiments import ALL, EXPERIMENTS
 from bench.experiments.common import EVAL_DIR, TESTBEDS, RunSpec, Testbed, metrics_of
 
 
@@ -200,7 +203,7 @@ def write_claims(path: Path, prefixes: tuple[str, ...], rows: list[dict], comman
 
 def placeholders(experiment: str, testbed: Testbed) -> list[str]:
     """The constants this experiment uses on this testbed that are not measured yet."""
-    settings = EXPERIMENTS[experiment].SETTINGS[testbed.name]
+    settings = ALL[experiment].SETTINGS[testbed.name]
     if not isinstance(settings, tuple):  # one Settings, or one per algorithm (sweep)
         settings = (settings,)
     own = [name for one in settings for name in one.placeholders]
@@ -222,7 +225,7 @@ def write_results(
     """Summarize an experiment's finished (and evaluated) runs and write <out>/<experiment>.json,
     .md, its own figures and its rows of claims.json; returns the JSON record. `record` holds
     the command, seeds and steps; `figures` the report's figures already copied to `out`."""
-    module = EXPERIMENTS[experiment]
+    module = ALL[experiment]
     summary = module.summarize(specs, root, testbed, pretrained)
     figures = figures + module.figures(specs, root, summary, out, testbed)
     record = {"experiment": experiment, **record, "figures": figures, "summary": summary}
@@ -246,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--experiment", choices=[*EXPERIMENTS, "all"], default="all")
+    parser.add_argument("--experiment", choices=[*ALL, "all"], default="all")
     parser.add_argument("--testbed", choices=list(TESTBEDS), default="explore")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument(
@@ -288,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     experiments = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    unfit = [e for e in experiments if testbed.name not in ALL[e].SETTINGS]
+    if unfit:
+        print(f"error: {', '.join(unfit)} has no settings for the {testbed.name} testbed")
+        return 2
     for experiment in experiments:
         missing = placeholders(experiment, testbed)
         if missing:
@@ -295,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = re.compile(args.only) if args.only else None
 
     def specs_of(experiment: str) -> list[RunSpec]:
-        specs = EXPERIMENTS[experiment].specs(args.seeds, testbed)
+        specs = ALL[experiment].specs(args.seeds, testbed)
         return [s for s in specs if chosen is None or chosen.search(s.name)]
 
     all_specs = list(dict.fromkeys(s for e in experiments for s in specs_of(e)))
@@ -311,10 +318,10 @@ def main(argv: list[str] | None = None) -> int:
 
     to_evaluate = list(
         dict.fromkeys(
-            s for e in experiments for s in EXPERIMENTS[e].evaluated(specs_of(e), testbed)
+            s for e in experiments for s in ALL[e].evaluated(specs_of(e), testbed)
         )
     )
-    with_pretrained = any(EXPERIMENTS[e].uses_pretrained(testbed) for e in experiments)
+    with_pretrained = any(ALL[e].uses_pretrained(testbed) for e in experiments)
     sizes = (args.eval_problems, args.eval_samples)
     jobs = (
         [(evaluate_one, (recipe(testbed)["model"]["name"], root / "base" / EVAL_DIR, 1, *sizes))]

@@ -14,13 +14,18 @@ Each module owns everything about its experiment, for every testbed (common.TEST
     figures(specs, root, summary, out, testbed) -> [file names]  its own figures in <out>
 
 A new claim is a new row from `claims` (and what it needs in `summarize`), in that module only;
-a new experiment is a new module listed below.
+a new experiment is a new module listed below. `--experiment all` runs `EXPERIMENTS`; the modules of
+`NAMED_ONLY` run when named, and only on the testbeds their SETTINGS hold.
 """
 
 from __future__ import annotations
 
-from . import combined, compression, entropy, exploration, sweep
+from . import combined, compression, control_diagnosis, control_range, entropy, exploration, sweep
 
 EXPERIMENTS = {
     module.NAME: module for module in (entropy, sweep, exploration, compression, combined)
 }
+# Experiments run only when named (`--experiment <name>`), on the testbeds in their SETTINGS:
+# the entropy controller over a range of targets and its diagnosis (issue 27).
+NAMED_ONLY = {module.NAME: module for module in (control_diagnosis, control_range)}
+ALL = {**EXPERIMENTS, **NAMED_ONLY}

@@ -249,6 +249,14 @@ class PIController(EntropyController):
     (T_max − 1 or 1 − T_min), weight = min(|e| / e_sat, w_max). Below saturation the weight
     rises with T (no push, no weight); beyond it the weight keeps growing up to w_max. The
     anti-windup then freezes the integral only once both T and the weight are at their bounds.
+
+    Gain scheduling (`gain_reference`, off by default): with `gain_reference` = H_ref both gains
+    act as k·𝓗/H_ref, so they are the given values at the target H_ref and scale with the target.
+    A sampled entropy's noise is about constant in nats while a tracking tolerance is relative to
+    the target, and holding a high target against a drift takes more sustained push than holding
+    a low one; on tiny-explore one set of gains tuned at 1.4× the start oscillates on noise at
+    0.6×, and one tuned at 0.6× heats too slowly for 1.4× (bench/README.md, "Control over a
+    range").
     """
 
     name = "pi"
@@ -263,8 +271,17 @@ class PIController(EntropyController):
         entropy_smoothing: float = 0.0,
         initial_entropy: float = 0.0,
         weight_max: float | None = None,
+        gain_reference: float | None = None,
     ) -> None:
         super().__init__(target_entropy, initial_entropy)
+        if gain_reference is not None:
+            gain_reference = _check_finite(gain_reference, "gain_reference")
+            if gain_reference <= 0.0:
+                raise ValueError(
+                    f"gain_reference must be > 0 (the target entropy at which the gains are "
+                    f"the given values; null: no scheduling), got {gain_reference}"
+                )
+        self.gain_reference = gain_reference
         if weight_max is not None:
             weight_max = _check_finite(weight_max, "weight_max")
             if weight_max < 1.0:
@@ -293,8 +310,11 @@ class PIController(EntropyController):
         self.integral = 0.0  # Σ gap over the measurements so far, frozen while saturated
 
     def _effort(self, gap: float, integral: float) -> float:
-        """e = k_p·gap + k_i·Σgap: the unclipped T − 1."""
-        return self.proportional_gain * gap + self.integral_gain * integral
+        """e = k_p·gap + k_i·Σgap: the unclipped T − 1 (gains × 𝓗/H_ref with gain_reference)."""
+        effort = self.proportional_gain * gap + self.integral_gain * integral
+        if self.gain_reference is not None:
+            effort *= self.target_entropy / self.gain_reference
+        return effort
 
     def _saturation(self, effort: float) -> float:
         """How far |e| has gone in units of the distance from T = 1 to the bound it heads for:
@@ -330,7 +350,7 @@ class PIController(EntropyController):
             self.integral += gap
 
     def config(self) -> dict[str, Any]:
-        return {
+        config: dict[str, Any] = {
             "target_entropy": self.target_entropy,
             "proportional_gain": self.proportional_gain,
             "integral_gain": self.integral_gain,
@@ -340,6 +360,9 @@ class PIController(EntropyController):
             "initial_entropy": self.initial_entropy,
             "weight_max": self.weight_max,
         }
+        if self.gain_reference is not None:  # absent when off: the state of earlier versions
+            config["gain_reference"] = self.gain_reference
+        return config
 
     def _dynamic_state(self) -> dict[str, Any]:
         return {**super()._dynamic_state(), "integral": self.integral}

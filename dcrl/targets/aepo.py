@@ -51,6 +51,23 @@ class AEPOSettings(EntropyControlFields):
         help="Also reinforce correct samples of all-correct tempered groups (the paper's R(q,o) "
         "reading); the code excludes them (their advantage is 0).",
     )
+    center_reinforce: bool = field(
+        False,
+        help="dcrl extension: give the step's correct on-policy rows a negative advantage of "
+        "the same total token mass as the REINFORCE rows, so the term pulls toward π^T's "
+        "correct answers and away from π's own (zero at T = 1: it only moves the temperature). "
+        "The paper's rows alone are also REINFORCE on correct answers, which sharpens the "
+        "policy (bench/README.md, 'Control over a range'). false (default): the paper's rows.",
+    )
+    reinforce_scale_max: float = field(
+        1.0,
+        ge=1,
+        le=1000,
+        help="dcrl extension, with a controller-set weight (pi with weight_max): when the "
+        "positives are fewer than the w·max_reinforce rows the controller asks for, each "
+        "REINFORCE row's advantage is asked/available instead of +1, at most this factor, so the "
+        "term keeps the strength asked for. 1 (default, the paper): +1.",
+    )
     placement: Literal["front", "spread"] = field(
         "front",
         help="Where the REINFORCE rows go: front (code-faithful: all land in the first "
@@ -119,6 +136,11 @@ class AEPOTarget(ControlledTarget):
             placement=cfg.placement,
         )
         is_reinforce = mixed["is_reinforce"]
+        scale = scale_reinforce_rows(mixed, decision, cfg)
+        if scale is not None:
+            metrics["aepo/row_scale"] = scale
+        if cfg.center_reinforce:
+            metrics["aepo/center_weight"] = center_reinforce(mixed, draft.scores)
         for value in draft.extras.values():  # other targets' marks do not hold for new rows
             value[is_reinforce] = 0
         draft.input_ids = mixed["input_ids"]
@@ -136,6 +158,47 @@ class AEPOTarget(ControlledTarget):
             }
         )
         return metrics
+
+
+def scale_reinforce_rows(
+    mixed: dict[str, torch.Tensor], decision: ControlDecision, config: AEPOSettings
+) -> float | None:
+    """With `reinforce_scale_max` > 1 and a controller-set weight w: multiply the REINFORCE rows'
+    advantages (in place) by min(max(w·N_RF / m, 1), reinforce_scale_max), m the rows there are,
+    and return the factor; None (nothing changed) otherwise."""
+    rows = int(mixed["is_reinforce"].sum())
+    if config.reinforce_scale_max <= 1.0 or decision.weight is None or rows == 0:
+        return None
+    asked = decision.weight * config.max_reinforce
+    scale = min(max(asked / rows, 1.0), config.reinforce_scale_max)
+    mixed["advantages"][mixed["is_reinforce"]] *= scale
+    return scale
+
+
+def center_reinforce(mixed: dict[str, torch.Tensor], scores: torch.Tensor) -> float:
+    """Subtract β from the advantages of the correct on-policy rows of a mixed batch (in place),
+    β = the REINFORCE rows' summed token advantages (their valid tokens, at +1 each) / those
+    rows' valid tokens, so that the tempered rows and the −β on the policy's own correct rows
+    carry the same token mass: the
+    pair is REINFORCE toward π^T's correct answers minus REINFORCE toward π's. Returns β (0 when
+    either set is empty).
+
+    Args:
+        mixed: `aepo_mix_batch`'s output ("advantages" (N, L), "response_mask", "is_reinforce").
+        scores: (N,) task scores of the on-policy batch, row for row (replaced rows ignored).
+    """
+    from dcrl.core.regularizers import correct_indicator
+
+    mask = mixed["response_mask"].to(mixed["advantages"].dtype)
+    reinforce = mixed["is_reinforce"]
+    own_correct = correct_indicator(scores).to(reinforce.device) & ~reinforce
+    reinforce_tokens = float((mixed["advantages"][reinforce] * mask[reinforce]).sum())
+    own_tokens = float(mask[own_correct].sum())
+    if reinforce_tokens == 0.0 or own_tokens == 0.0:
+        return 0.0
+    beta = reinforce_tokens / own_tokens
+    mixed["advantages"][own_correct] -= beta * mask[own_correct]
+    return beta
 
 
 def num_tempered_prompts(num_prompts: int, decision: ControlDecision, config: AEPOSettings) -> int:

@@ -1,7 +1,8 @@
 """`dcpo`: π_old at temperature T, *virtual* — the batch's own correct responses re-weighted per
 token by ρ = π_old^T / π_old (DCPO, arXiv 2601.12730; docs/papers.md §3.2–3.4, code-faithful).
 
-A token-level mix (stage "mix"): Â' = (1 − α)·Â + α·c·ρ, c the correctness indicator, and
+A token-level mix (stage "mix"): Â' = (1 − α)·Â + α·c·ρ, c the correctness indicator (with
+`center_rho`, a dcrl extension: α·c·(ρ − 1)), and
 α = a/(1 + a), a = min(|𝓗 − H_prev|, cap)/p (p the fraction correct; α = 0 when p = 0). T comes
 from the entropy controller. The T = 1 scoring pass is shared: it becomes the batch's old
 log-probs, so ρ costs one extra no-grad forward at T.
@@ -41,6 +42,21 @@ class DCPOSettings(EntropyControlFields):
     use_rho: bool = field(
         True, help="false sets ρ ≡ 1 — the paper's ablation without double importance sampling."
     )
+    center_rho: bool = field(
+        False,
+        help="dcrl extension: the target term is c·(ρ − 1) instead of c·ρ (Â' = (1 − α)Â + "
+        "α·c·(ρ − 1)): zero at T = 1, so it only moves the temperature. The paper's c·ρ also "
+        "carries c, REINFORCE on every correct answer, which sharpens the policy; on "
+        "tiny-explore it outweighs the heating at every T ≤ 2 (bench/README.md, 'Control over "
+        "a range'). false (default): the paper's term.",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.center_rho and not self.use_rho:
+            raise ValueError(
+                "center_rho=true needs use_rho=true: with ρ ≡ 1 the centred term c·(ρ − 1) is 0"
+            )
 
 
 @dataclass
@@ -106,6 +122,7 @@ def dcpo_mix(
         rho = dcpo_rho(old_logprobs_at_temperature, old_logprobs, mask, max_rho=config.max_rho)
     else:
         rho = mask.float()
+    target = rho - mask.to(rho.dtype) if config.center_rho else rho  # c·(ρ − 1) or c·ρ
     alpha = dcpo_alpha(
         config.target_entropy,
         decision.previous_entropy,
@@ -113,7 +130,7 @@ def dcpo_mix(
         config.alpha_cap,
         weight=decision.weight,
     )
-    token_advantages = dcpo_token_advantages(advantages, correct, rho, alpha, mask)  # (N, Lr)
+    token_advantages = dcpo_token_advantages(advantages, correct, target, alpha, mask)  # (N, Lr)
     valid = mask.bool()
     correct_tokens = valid & correct[:, None]
     metrics = {

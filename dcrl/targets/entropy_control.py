@@ -60,7 +60,8 @@ class EntropyControlFields:
     controller_options: dict[str, Any] = field(
         {},
         help="Extra controller settings: pi takes proportional_gain, integral_gain, "
-        "entropy_smoothing; adaptive takes gain.",
+        "entropy_smoothing, gain_reference (the gains scale with target/gain_reference); "
+        "adaptive takes gain.",
     )
     weight_max: float | None = field(
         None,

@@ -1,0 +1,372 @@
+"""control_range: AEPO and DCPO holding five target entropies from 0.6× to 1.4× the starting
+entropy (issue 27, "Control over a range"; the diagnosis is control_diagnosis, bench/README.md
+"Control over a range" reads both).
+
+Each algorithm runs with its range settings (`Settings.range_overrides`: the centred target term,
+`center_rho` / `center_reinforce`, and the controller's bounds) at every target, and with the
+papers' bang-bang controller (T 1.2 / 0.8, code-faithful, `common.CONTROLLER_OVERRIDES`) at the
+two ends for reference. Per point: n seeds, the mean and sample standard deviation of the
+achieved entropy (second-half mean of the policy's sampled-token NLL) and of the second-half RMS
+relative tracking error, the largest RMS over seeds, and the training accuracy and length.
+
+Goal (per algorithm): at least 5 targets spanning 0.6× to 1.4× the start, each held with a
+second-half RMS relative error <= 10% on *every* seed. Settings were chosen on seeds 1–3
+(`Settings.choice_seeds`); the record and the claims say which seeds judged.
+
+    python bench/reproduce.py --experiment control_range --seeds 1 2 3 --workers 1
+    python bench/reproduce.py --experiment control_range --seeds 4 5 6 --workers 1 \
+        --out bench/results/explore/seeds-4-5-6
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from .common import (
+    CONTROLLER_OVERRIDES,
+    RunSpec,
+    Testbed,
+    entropy_series,
+    escape_cell,
+    fmt,
+    mean,
+    metrics_of,
+    pyplot,
+    rms_relative_error,
+    second_half,
+    yes_no,
+)
+
+NAME = "control_range"
+CLAIM_PREFIXES = ("control range",)
+RANGE = "range"  # the controller label of the range settings' runs
+
+
+@dataclass(frozen=True)
+class Settings:
+    """factors: the targets, as multiples of the testbed's `start_entropy`.
+    range_overrides: per algorithm, the settings on top of its recipe (configs/explore-<algo>.yaml)
+        that hold the range.
+    references: (controller, factors) run beside them with CONTROLLER_OVERRIDES[controller].
+    rms_tolerance: the goal's bound on each seed's second-half RMS relative error.
+    min_targets, span: the goal: at least `min_targets` held targets whose factors reach both
+        ends of `span`.
+    choice_seeds: the seeds the range settings were chosen on; others judge them."""
+
+    factors: tuple[float, ...]
+    range_overrides: tuple[tuple[str, tuple[str, ...]], ...]
+    references: tuple[tuple[str, tuple[float, ...]], ...] = (("bang_bang", (0.6, 1.4)),)
+    rms_tolerance: float = 0.10
+    min_targets: int = 5
+    span: tuple[float, float] = (0.6, 1.4)
+    choice_seeds: tuple[int, ...] = (1, 2, 3)
+    placeholders: tuple[str, ...] = ()
+
+
+SETTINGS = {
+    "explore": Settings(
+        factors=(0.6, 0.8, 1.0, 1.2, 1.4),
+        range_overrides=(
+            (
+                "aepo",
+                (
+                    # the centred REINFORCE rows: π^T's correct answers up, π's own down
+                    "algorithm.center_reinforce=true",
+                    "algorithm.temperature_low=0.5",
+                ),
+            ),
+            (
+                "dcpo",
+                (
+                    # the centred target term c·(ρ − 1), T in 0.5–2.0, the weight up to 100×
+                    # the α cap (α up to 0.93 at 90% correct)
+                    "algorithm.center_rho=true",
+                    "algorithm.temperature_low=0.5",
+                    "algorithm.weight_max=100",
+                ),
+            ),
+        ),
+    ),
+}
+
+
+def target_of(testbed: Testbed, factor: float) -> float:
+    assert testbed.start_entropy is not None
+    return round(factor * testbed.start_entropy, 4)
+
+
+def spec_of(testbed: Testbed, algorithm: str, factor: float, controller: str, seed: int):
+    target = target_of(testbed, factor)
+    if controller == RANGE:
+        extra = dict(SETTINGS[testbed.name].range_overrides)[algorithm]
+    else:
+        extra = CONTROLLER_OVERRIDES[controller]
+    return RunSpec(
+        f"{algorithm}-H{factor}x-{controller}",
+        algorithm,
+        seed,
+        (f"algorithm.target_entropy={target}", *extra),
+        target,
+        controller,
+        {"factor": factor},
+    )
+
+
+def specs(seeds: list[int], testbed: Testbed) -> list[RunSpec]:
+    """The range runs first (target by target, seed by seed), then the references."""
+    if testbed.name not in SETTINGS:
+        raise ValueError(f"control_range runs on the explore testbed, not {testbed.name!r}")
+    settings = SETTINGS[testbed.name]
+    runs = []
+    for algorithm, _ in settings.range_overrides:
+        for factor in settings.factors:
+            runs += [spec_of(testbed, algorithm, factor, RANGE, s) for s in seeds]
+    for controller, factors in settings.references:
+        for algorithm, _ in settings.range_overrides:
+            for factor in factors:
+                runs += [spec_of(testbed, algorithm, factor, controller, s) for s in seeds]
+    return runs
+
+
+def evaluated(specs: list[RunSpec], testbed: Testbed) -> list[RunSpec]:
+    return []
+
+
+def uses_pretrained(testbed: Testbed) -> bool:
+    return False
+
+
+def _sd(values: list[float]) -> float:
+    """Sample standard deviation (n − 1); nan for one value."""
+    return statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def seed_record(rows: list[dict], target: float) -> dict:
+    values = entropy_series(rows)
+    half = second_half(values)
+    return {
+        "steps": len(values),
+        "achieved": mean(half),
+        "second_half_sd": statistics.pstdev(half) if len(half) > 1 else 0.0,
+        "relative_error": (mean(half) - target) / target,
+        "rms_relative_error": rms_relative_error(values, target),
+        "accuracy_last_5": mean([r["reward/accuracy"] for r in rows][-5:]),
+        "length_last_5": mean([r["length/mean"] for r in rows][-5:]),
+        "truncated_second_half": mean(
+            second_half([r.get("length/truncated_frac", 0.0) for r in rows])
+        ),
+    }
+
+
+def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: dict | None) -> dict:
+    settings = SETTINGS[testbed.name]
+    points: dict[str, dict] = {}
+    for spec in specs:
+        entry = points.setdefault(
+            spec.name,
+            {
+                "algorithm": spec.recipe,
+                "controller": spec.controller,
+                "factor": spec.labels["factor"],
+                "target": spec.target,
+                "seeds": {},
+            },
+        )
+        entry["seeds"][spec.seed] = seed_record(metrics_of(spec.run_dir(root)), spec.target)
+    for entry in points.values():
+        seeds = list(entry["seeds"].values())
+        entry["n"] = len(seeds)
+        for key in ("achieved", "rms_relative_error", "accuracy_last_5", "length_last_5"):
+            values = [s[key] for s in seeds]
+            entry[f"mean_{key}"] = mean(values)
+            entry[f"sd_{key}"] = _sd(values)
+        entry["max_rms_relative_error"] = max(s["rms_relative_error"] for s in seeds)
+        entry["held_every_seed"] = entry["max_rms_relative_error"] <= settings.rms_tolerance
+    goals = {}
+    seeds_run = sorted({s.seed for s in specs})
+    for algorithm, _ in settings.range_overrides:
+        mine = [
+            p for p in points.values() if p["algorithm"] == algorithm and p["controller"] == RANGE
+        ]
+        held = sorted(p["factor"] for p in mine if p["held_every_seed"])
+        low, high = settings.span
+        goals[algorithm] = {
+            "targets_tried": sorted(p["factor"] for p in mine),
+            "targets_held": held,
+            "missed": sorted(p["factor"] for p in mine if not p["held_every_seed"]),
+            "seeds": seeds_run,
+            "judged_on_choice_seeds": bool(set(seeds_run) & set(settings.choice_seeds)),
+            "goal_met": len(held) >= settings.min_targets
+            and bool(held)
+            and held[0] <= low
+            and held[-1] >= high,
+        }
+    return {"start_entropy": testbed.start_entropy, "points": points, "goals": goals}
+
+
+def markdown(summary: dict, testbed: Testbed) -> str:
+    settings = SETTINGS[testbed.name]
+    lines = [
+        f"Targets are multiples of the starting entropy {summary['start_entropy']} nats/token. "
+        "achieved: the second-half mean of the policy's sampled-token NLL; RMS: the second-half "
+        "RMS of (H − target)/target; mean ± sample SD over the n seeds.",
+        "",
+        "| algorithm | controller | target | n | achieved | RMS rel. error | largest RMS | held "
+        "on every seed (RMS ≤ "
+        f"{settings.rms_tolerance:.0%}) | per-seed RMS | accuracy (last 5) | length (last 5) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in summary["points"].values():
+        per_seed = ", ".join(
+            f"{seed}: {record['rms_relative_error']:.1%}" for seed, record in entry["seeds"].items()
+        )
+        lines.append(
+            f"| {entry['algorithm']} | {entry['controller']} | {entry['factor']}× = "
+            f"{entry['target']:.4f} | {entry['n']} | {entry['mean_achieved']:.4f} ± "
+            f"{fmt(entry['sd_achieved'], 4)} | {entry['mean_rms_relative_error']:.1%} ± "
+            f"{entry['sd_rms_relative_error']:.1%} | {entry['max_rms_relative_error']:.1%} | "
+            f"{yes_no(entry['held_every_seed'])} | {escape_cell(per_seed)} | "
+            f"{fmt(entry['mean_accuracy_last_5'])} | {fmt(entry['mean_length_last_5'], 1)} |"
+        )
+    lines.append("")
+    for algorithm, goal in summary["goals"].items():
+        role = (
+            "the seeds the settings were chosen on"
+            if goal["judged_on_choice_seeds"]
+            else ("seeds the settings were not chosen on")
+        )
+        lines.append(
+            f"{algorithm.upper()} ({RANGE} settings), seeds {goal['seeds']} ({role}): held on "
+            f"every seed at {len(goal['targets_held'])} of {len(goal['targets_tried'])} targets "
+            f"({', '.join(f'{f}×' for f in goal['targets_held']) or 'none'}"
+            + (f"; missed {', '.join(f'{f}×' for f in goal['missed'])}" if goal["missed"] else "")
+            + f"); goal (≥ {settings.min_targets} targets spanning {settings.span[0]}× to "
+            f"{settings.span[1]}×, RMS ≤ {settings.rms_tolerance:.0%} on every seed) met: "
+            f"{yes_no(goal['goal_met'])}"
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def claims(summary: dict, testbed: Testbed) -> list[dict]:
+    settings = SETTINGS[testbed.name]
+    rows = []
+    for algorithm, goal in summary["goals"].items():
+        points = [
+            p
+            for p in summary["points"].values()
+            if p["algorithm"] == algorithm and p["controller"] == RANGE
+        ]
+        rows.append(
+            {
+                "claim": f"control range: {algorithm} holds >= {settings.min_targets} targets "
+                f"from {settings.span[0]}x to {settings.span[1]}x its starting entropy",
+                "goal": f"second-half RMS relative error <= {settings.rms_tolerance:.0%} on every "
+                f"seed at each target (seeds {goal['seeds']}; settings chosen on seeds "
+                f"{list(settings.choice_seeds)})",
+                "value": {
+                    "targets_held": goal["targets_held"],
+                    "largest_rms_per_target": {
+                        str(p["factor"]): round(p["max_rms_relative_error"], 4) for p in points
+                    },
+                },
+                "met": bool(goal["goal_met"]),
+            }
+        )
+    return rows
+
+
+def figures(
+    specs: list[RunSpec], root: Path, summary: dict, out: Path, testbed: Testbed
+) -> list[str]:
+    """control_range_vs_target.png: per algorithm, the achieved entropy against the target (one
+    marker per seed, the ±10% band) and each seed's RMS error per target; control_range_curves.png:
+    the entropy per step at each target (seed mean, min–max band)."""
+    settings = SETTINGS[testbed.name]
+    plt = pyplot()
+    algorithms = [a for a, _ in settings.range_overrides]
+    points = summary["points"]
+    markers = {RANGE: "o", "bang_bang": "x", "pi": "^"}
+    colors = {RANGE: "tab:green", "bang_bang": "tab:red", "pi": "tab:blue"}
+    fig, axes = plt.subplots(2, len(algorithms), figsize=(5.5 * len(algorithms), 8), squeeze=False)
+    targets = [target_of(testbed, f) for f in settings.factors]
+    for col, algorithm in enumerate(algorithms):
+        top, bottom = axes[0][col], axes[1][col]
+        line = [min(targets) * 0.9, max(targets) * 1.1]
+        top.plot(line, line, color="black", linewidth=1)
+        top.fill_between(
+            line,
+            [v * (1 - settings.rms_tolerance) for v in line],
+            [v * (1 + settings.rms_tolerance) for v in line],
+            color="gray",
+            alpha=0.15,
+        )
+        labelled = set()
+        for entry in points.values():
+            if entry["algorithm"] != algorithm:
+                continue
+            controller = entry["controller"]
+            for record in entry["seeds"].values():
+                label = None if controller in labelled else controller
+                labelled.add(controller)
+                top.scatter(
+                    entry["target"],
+                    record["achieved"],
+                    marker=markers.get(controller, "s"),
+                    color=colors.get(controller, "black"),
+                    label=label,
+                    s=25,
+                )
+                bottom.scatter(
+                    entry["target"],
+                    record["rms_relative_error"],
+                    marker=markers.get(controller, "s"),
+                    color=colors.get(controller, "black"),
+                    s=25,
+                )
+        bottom.axhline(settings.rms_tolerance, color="black", linestyle=":", linewidth=1)
+        top.set_title(f"{algorithm}: achieved entropy (second-half mean) per seed")
+        top.set_xlabel("target (nats/token)")
+        top.set_ylabel("achieved (nats/token)")
+        top.legend(fontsize=7)
+        bottom.set_title(f"{algorithm}: second-half RMS relative error per seed")
+        bottom.set_xlabel("target (nats/token)")
+        bottom.set_ylabel("RMS (H − target)/target")
+        bottom.set_yscale("log")
+    fig.tight_layout()
+    names = ["control_range_vs_target.png"]
+    fig.savefig(out / names[0], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(algorithms), figsize=(6 * len(algorithms), 4), squeeze=False)
+    palette = ("tab:blue", "tab:cyan", "tab:green", "tab:orange", "tab:red")
+    for col, algorithm in enumerate(algorithms):
+        axis = axes[0][col]
+        for index, factor in enumerate(settings.factors):
+            name = f"{algorithm}-H{factor}x-{RANGE}"
+            runs = [entropy_series(metrics_of(s.run_dir(root))) for s in specs if s.name == name]
+            if not runs:
+                continue
+            color = palette[index % len(palette)]
+            length = min(len(r) for r in runs)
+            columns = [[r[i] for r in runs] for i in range(length)]
+            steps = range(1, length + 1)
+            axis.plot(
+                steps, [statistics.fmean(c) for c in columns], color=color, label=f"{factor}×"
+            )
+            axis.fill_between(
+                steps, [min(c) for c in columns], [max(c) for c in columns], color=color, alpha=0.2
+            )
+            target = target_of(testbed, factor)
+            axis.axhline(target, color=color, linestyle=":", linewidth=1)
+        axis.set_title(f"{algorithm}, {RANGE} settings: entropy per step (mean, min–max of seeds)")
+        axis.set_xlabel("step")
+        axis.set_ylabel("policy entropy (on-policy NLL, nats/token)")
+        axis.legend(fontsize=7)
+    fig.tight_layout()
+    names.append("control_range_curves.png")
+    fig.savefig(out / names[1], dpi=110)
+    plt.close(fig)
+    return names

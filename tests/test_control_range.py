@@ -1,0 +1,290 @@
+"""Control over a range (issue 27): the centred regularizer terms behind `center_rho` (DCPO) and
+`center_reinforce` (AEPO), off by default, and the control_range / control_diagnosis bench
+experiments on synthetic runs (no training)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.experiments import ALL, EXPERIMENTS, control_diagnosis, control_range
+from bench.experiments.common import TESTBEDS, RunSpec
+from bench.reproduce import main
+from dcrl.core.control import ControlDecision
+from dcrl.core.regularizers import aepo_mix_batch
+from dcrl.targets.aepo import AEPOSettings, center_reinforce, scale_reinforce_rows
+from dcrl.targets.dcpo import DCPOSettings, DCPOTargetConfig, dcpo_mix
+
+EXPLORE = TESTBEDS["explore"]
+
+
+def decision(temperature: float, weight: float | None = None) -> ControlDecision:
+    return ControlDecision(
+        temperature=temperature,
+        entropy_above_target=False,
+        entropy_gap=0.05,
+        previous_entropy=0.1,
+        target_entropy=0.15,
+        weight=weight,
+    )
+
+
+def dcpo_inputs():
+    torch.manual_seed(0)
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    scores = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 0, 0]])
+    old = torch.log(torch.rand(4, 3) * 0.9 + 0.05)
+    hot = old * 0.5  # log π^T of a hotter distribution, as a tensor of the same shape
+    return advantages, scores, mask, old, hot
+
+
+def test_defaults_are_the_papers_terms():
+    assert DCPOSettings.__dataclass_fields__["center_rho"].default is False
+    assert AEPOSettings.__dataclass_fields__["center_reinforce"].default is False
+
+
+def test_centred_dcpo_term_is_c_times_rho_minus_one():
+    advantages, scores, mask, old, hot = dcpo_inputs()
+    papers = DCPOSettings(target_entropy=0.15)
+    centred = DCPOSettings(target_entropy=0.15, center_rho=True)
+    step = decision(2.0, weight=3.0)
+    a_papers, m_papers = dcpo_mix(advantages, scores, mask, old, hot, step, papers)
+    a_centred, m_centred = dcpo_mix(advantages, scores, mask, old, hot, step, centred)
+    alpha = m_papers["control/alpha"]
+    assert m_centred["control/alpha"] == alpha
+    correct = (scores > 0.05).float()[:, None]
+    # the two differ by exactly α·c on every valid token: c·ρ − c·(ρ − 1) = c
+    assert torch.allclose(a_papers - a_centred, alpha * correct * mask, atol=1e-6)
+    assert torch.all(a_centred[mask == 0] == 0)
+
+
+def test_centred_dcpo_term_vanishes_at_temperature_one():
+    advantages, scores, mask, old, _ = dcpo_inputs()
+    centred = DCPOSettings(target_entropy=0.15, center_rho=True)
+    mixed, metrics = dcpo_mix(advantages, scores, mask, old, old, decision(1.0, 2.0), centred)
+    alpha = metrics["control/alpha"]
+    assert 0 < alpha < 1
+    assert torch.allclose(mixed, (1 - alpha) * advantages[:, None] * mask, atol=1e-6)
+
+
+def test_center_rho_needs_rho():
+    with pytest.raises(ValueError, match="center_rho=true needs use_rho=true"):
+        DCPOTargetConfig(
+            name="dcpo", target_entropy=0.15, center_rho=True, use_rho=False
+        ).validate()
+    DCPOTargetConfig(name="dcpo", target_entropy=0.15, center_rho=True).validate()
+
+
+def test_centred_aepo_rows_balance_the_token_mass():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0]])
+    on_policy = {
+        "input_ids": torch.arange(20).reshape(5, 4),
+        "response_mask": mask,
+        "advantages": torch.tensor([0.5, -0.5, 1.0, -1.0, 0.2]),
+    }
+    tempered = {
+        "input_ids": torch.arange(20, 40).reshape(5, 4),
+        "response_mask": torch.tensor([[1, 1, 1, 1]] * 5),
+    }
+    mixed = aepo_mix_batch(on_policy, tempered, torch.tensor([0, 3]))  # rows 0, 1 replaced
+    before = mixed["advantages"].clone()
+    scores = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0])  # rows 2 and 4: correct, kept
+    beta = center_reinforce(mixed, scores)
+    assert beta == pytest.approx(8 / 6)  # 2 tempered rows × 4 tokens against 4 + 2 tokens
+    delta = mixed["advantages"] - before
+    assert torch.allclose(delta[[0, 1, 3]], torch.zeros(3, 4))  # REINFORCE and wrong rows
+    assert torch.allclose(delta[2], -beta * mask[2].float())
+    assert torch.allclose(delta[4], -beta * mask[4].float())
+    # equal token mass: Σ(+1 on the tempered rows) + Σ(−β on the own correct rows) = 0
+    reinforce_mass = float(mixed["response_mask"][mixed["is_reinforce"]].sum())
+    assert reinforce_mass - beta * float(mask[[2, 4]].sum()) == pytest.approx(0.0)
+
+
+def test_centred_aepo_without_rows_changes_nothing():
+    mask = torch.ones(3, 2, dtype=torch.long)
+    on_policy = {"response_mask": mask, "advantages": torch.tensor([1.0, -1.0, 0.0])}
+    mixed = aepo_mix_batch(on_policy, {"response_mask": mask}, torch.zeros(0, dtype=torch.long))
+    before = mixed["advantages"].clone()
+    assert center_reinforce(mixed, torch.ones(3)) == 0.0
+    assert torch.equal(mixed["advantages"], before)
+
+
+# -- the bench experiments ---------------------------------------------------------------------
+def write_log(root: Path, spec: RunSpec, entropies: list[float]) -> None:
+    run_dir = spec.run_dir(root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "step": step,
+            "entropy/on_policy_nll": value,
+            "reward/accuracy": 0.8,
+            "length/mean": 20.0,
+            "length/truncated_frac": 0.0,
+        }
+        for step, value in enumerate(entropies, start=1)
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_named_only_experiments_stay_out_of_all():
+    assert list(EXPERIMENTS) == ["entropy", "sweep", "exploration", "compression", "combined"]
+    assert set(ALL) == set(EXPERIMENTS) | {"control_range", "control_diagnosis"}
+    for module in (control_range, control_diagnosis):
+        assert module.NAME in ALL and set(module.SETTINGS) == {"explore"}
+
+
+def test_range_specs_targets_and_order():
+    specs = control_range.specs([4], EXPLORE)
+    settings = control_range.SETTINGS["explore"]
+    range_runs = [s for s in specs if s.controller == control_range.RANGE]
+    assert len(range_runs) == 2 * len(settings.factors)
+    assert specs[: len(range_runs)] == range_runs  # the range first, references after
+    first = range_runs[0]
+    assert first.name == "aepo-H0.6x-range"
+    assert first.target == round(0.6 * EXPLORE.start_entropy, 4)
+    assert f"algorithm.target_entropy={first.target}" in first.overrides
+    assert "algorithm.center_reinforce=true" in first.overrides
+    dcpo = next(s for s in range_runs if s.recipe == "dcpo")
+    assert "algorithm.center_rho=true" in dcpo.overrides
+    reference = [s for s in specs if s.controller == "bang_bang"]
+    assert reference and all("algorithm.controller=bang_bang" in s.overrides for s in reference)
+    factors = [s.labels["factor"] for s in range_runs if s.recipe == "aepo"]
+    assert min(factors) <= 0.6 and max(factors) >= 1.4
+
+
+def test_range_goal_needs_every_seed_and_the_whole_span(tmp_path):
+    specs = [s for s in control_range.specs([1, 2], EXPLORE) if s.controller == "range"]
+    for spec in specs:
+        target = spec.target
+        wobble = 0.05 * target
+        values = [EXPLORE.start_entropy] * 20 + [target + wobble, target - wobble] * 10
+        if spec.recipe == "dcpo" and spec.labels["factor"] == 1.4 and spec.seed == 2:
+            values = [EXPLORE.start_entropy] * 20 + [target * 0.85] * 20  # one seed misses
+        write_log(tmp_path, spec, values)
+    summary = control_range.summarize(specs, tmp_path, EXPLORE, None)
+    aepo, dcpo = summary["goals"]["aepo"], summary["goals"]["dcpo"]
+    assert aepo["targets_held"] == [0.6, 0.8, 1.0, 1.2, 1.4] and aepo["goal_met"]
+    assert dcpo["missed"] == [1.4] and not dcpo["goal_met"]
+    point = summary["points"]["aepo-H1.0x-range"]
+    assert point["n"] == 2
+    assert point["mean_rms_relative_error"] == pytest.approx(0.05)
+    assert point["sd_rms_relative_error"] == pytest.approx(0.0)
+    missed = summary["points"]["dcpo-H1.4x-range"]
+    assert missed["max_rms_relative_error"] == pytest.approx(0.15)
+    assert math.isclose(missed["mean_rms_relative_error"], (0.05 + 0.15) / 2)
+    assert aepo["judged_on_choice_seeds"]
+    text = control_range.markdown(summary, EXPLORE)
+    assert "missed 1.4×" in text and "met: no" in text and "met: yes" in text
+    rows = control_range.claims(summary, EXPLORE)
+    assert [r["met"] for r in rows] == [True, False]
+    assert rows[1]["value"]["largest_rms_per_target"]["1.4"] == pytest.approx(0.15)
+    names = control_range.figures(specs, tmp_path, summary, tmp_path, EXPLORE)
+    assert all((tmp_path / name).is_file() for name in names)
+
+
+def test_named_experiment_refuses_another_testbed(capsys):
+    assert main(["--experiment", "control_range", "--testbed", "overthink", "--dry-run"]) == 2
+    assert "no settings for the overthink testbed" in capsys.readouterr().out
+
+
+def test_token_kinds_of_the_explore_answers():
+    kinds = control_diagnosis.token_kinds
+    assert kinds("f72#72", 7) == ["fork", "arithmetic", "arithmetic", "decision"] + [
+        "answer",
+        "answer",
+        "end",
+    ]
+    assert kinds("g#84", 5) == ["fork", "decision", "answer", "answer", "end"]
+    assert kinds("f72,35+47=72#72", 16)[3] == "decision"
+    assert kinds("f72,35+47=72#72", 16).count("arithmetic") == 2 + 8
+
+
+def test_diagnosis_run_record_reads_authority():
+    rows = [
+        {
+            "entropy/on_policy_nll": 0.1 + 0.001 * step,
+            "reward/accuracy": 0.8,
+            "length/mean": 20.0,
+            "control/temperature": 2.0,
+            "control/weight": 10.0,
+            "control/num_reinforce": 40.0,
+            "aepo/num_positives": 40.0,
+        }
+        for step in range(40)
+    ]
+    record = control_diagnosis.run_record(rows)
+    assert record["entropy_1_3"] == pytest.approx(0.101)
+    assert record["entropy_max_5_step_mean"] == pytest.approx(0.1 + 0.001 * 37)
+    assert record["temperature_mean"] == 2.0 and record["reinforce_rows_mean"] == 40.0
+    assert record["step_to_step_sd"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_reinforce_rows_scaled_up_to_the_weight_asked_for():
+    mask = torch.ones(4, 2, dtype=torch.long)
+    on_policy = {"response_mask": mask, "advantages": torch.tensor([1.0, -1.0, 0.5, -0.5])}
+
+    def mixed_batch():
+        return aepo_mix_batch(on_policy, {"response_mask": mask}, torch.tensor([0, 1]))
+
+    config = AEPOSettings(max_reinforce=4, reinforce_scale_max=3.0)
+    mixed = mixed_batch()
+    # w = 1: 4 rows asked, 2 there: each counts twice
+    assert scale_reinforce_rows(mixed, decision(2.0, weight=1.0), config) == 2.0
+    assert torch.equal(mixed["advantages"][:2], torch.full((2, 2), 2.0))
+    assert torch.equal(mixed["advantages"][2:], torch.tensor([[0.5, 0.5], [-0.5, -0.5]]))
+    mixed = mixed_batch()
+    assert scale_reinforce_rows(mixed, decision(2.0, weight=10.0), config) == 3.0  # capped
+    mixed = mixed_batch()
+    assert scale_reinforce_rows(mixed, decision(2.0, weight=0.25), config) == 1.0  # never < 1
+    for unscaled in (AEPOSettings(max_reinforce=4), config):
+        mixed = mixed_batch()
+        weight = None if unscaled is config else 1.0  # the papers' rule, or the default 1
+        assert scale_reinforce_rows(mixed, decision(2.0, weight=weight), unscaled) is None
+        assert torch.equal(mixed["advantages"][:2], torch.ones(2, 2))
+    # the centred counterweight balances the scaled mass
+    mixed = mixed_batch()
+    scale_reinforce_rows(mixed, decision(2.0, weight=1.0), config)
+    assert center_reinforce(mixed, torch.tensor([1.0, 1.0, 1.0, 1.0])) == pytest.approx(2.0)
+
+
+def test_batch_noise_of_a_constant_policy_is_zero_and_grows_with_spread():
+    groups = [g for g in range(40) for _ in range(16)]
+    flat = control_diagnosis.batch_noise([2.0] * 640, [20.0] * 640, groups, draws=200)
+    assert flat["sd"] == pytest.approx(0.0, abs=1e-12)
+    spread = [(4.0 if row % 4 == 0 else 1.0) for row in range(640)]
+    noisy = control_diagnosis.batch_noise(spread, [20.0] * 640, groups, draws=200)
+    assert 0.0 < noisy["relative_sd"] < 0.2
+
+
+def test_gain_reference_scales_both_gains_with_the_target():
+    from dcrl.core.control import PIController, make_controller
+
+    def effort(controller, entropies):
+        for value in entropies:
+            controller.update(value)
+        return controller.decide()
+
+    kwargs = dict(proportional_gain=100.0, integral_gain=5.0, temperature_max=2.0, weight_max=50)
+    plain = PIController(0.08, initial_entropy=0.08, **kwargs)
+    scheduled = PIController(0.08, initial_entropy=0.08, gain_reference=0.16, **kwargs)
+    at_reference = PIController(0.16, initial_entropy=0.16, gain_reference=0.16, **kwargs)
+    reference_plain = PIController(0.16, initial_entropy=0.16, **kwargs)
+    a = effort(plain, [0.075, 0.07])
+    b = effort(scheduled, [0.075, 0.07])
+    assert b.weight == pytest.approx(a.weight / 2)  # half the target, half the gains
+    assert 1.0 < b.temperature < a.temperature <= 2.0 or b.temperature == a.temperature == 2.0
+    c = effort(at_reference, [0.15, 0.14])
+    d = effort(reference_plain, [0.15, 0.14])
+    assert (c.temperature, c.weight) == (d.temperature, d.weight)  # the given gains at H_ref
+    # the default is no scheduling, and the state round-trips
+    assert PIController(0.1).gain_reference is None
+    rebuilt = make_controller("pi", **scheduled.state_dict()["config"])
+    rebuilt.load_state_dict(scheduled.state_dict())
+    assert rebuilt.decide() == scheduled.decide()
+    with pytest.raises(ValueError, match="gain_reference must be > 0"):
+        PIController(0.1, gain_reference=0.0)
