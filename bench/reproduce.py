@@ -317,9 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     to_evaluate = list(
-        dict.fromkeys(
-            s for e in experiments for s in ALL[e].evaluated(specs_of(e), testbed)
-        )
+        dict.fromkeys(s for e in experiments for s in ALL[e].evaluated(specs_of(e), testbed))
     )
     with_pretrained = any(ALL[e].uses_pretrained(testbed) for e in experiments)
     sizes = (args.eval_problems, args.eval_samples)
