@@ -158,7 +158,7 @@ def train_args(family: str, run_dir: Path) -> list[str]:
     return ["train", "--config", str(config), *RUN_OPTIONS, f"log.output_dir={run_dir}"]
 
 
-# The exploration recipes on vLLM's CPU build (tests/vllm/helpers.py: float32 as the trainer,
+# The exploration recipes on vLLM's CPU build (tests/vllm_tier/helpers.py: float32 as the trainer,
 # eager, a 1 GiB KV cache), cut as the tiny runs are: 6 steps of 8 prompts x 4 responses.
 VLLM_OPTIONS = (
     "rollout.backend=vllm",
