@@ -177,3 +177,84 @@ def test_under_ray_job_submit_the_jobs_own_runtime_env_is_respected(tmp_path, mo
         config = compose("ppo_trainer", overrides=_overrides(tmp_path))
     with pytest.raises(SystemExit, match=f"VERL_USE_EXTERNAL_MODULES='x,{REGISTER_MODULE}'"):
         entry.main(config)
+
+
+V1_MODULE = "dcrl.integrations.verl.trainer_v1"
+
+
+def _compose(tmp_path: Path, *overrides: str):
+    from dcrl.integrations.verl import main as entry
+
+    with initialize_config_dir(config_dir=entry.VERL_CONFIG_DIR, version_base=None):
+        return compose("ppo_trainer", overrides=[*_overrides(tmp_path), *overrides])
+
+
+def test_v1_runs_dcrls_registered_trainer_in_every_worker(tmp_path, monkeypatch):
+    """trainer.use_v1=True (verl's default): verl's V1 task runner builds the trainer registered
+    as trainer.v1.trainer_mode, which the entry point sets to dcrl's; every Ray worker imports
+    the module that registers it."""
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    from dcrl.integrations.verl import main as entry
+    from dcrl.integrations.verl.trainer_v1 import DcrlPPOTrainer
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    config = _compose(tmp_path, "trainer.use_v1=True", "+algorithm.dcrl.name=dcpo")
+    assert entry.check_trainer_choice(config) == (REGISTER_MODULE, V1_MODULE)
+    assert get_trainer_cls(config.trainer.v1.trainer_mode) is DcrlPPOTrainer
+    kwargs = _runtime_env_given_to_ray_init(
+        tmp_path, monkeypatch, "trainer.use_v1=True", "+algorithm.dcrl.name=dcpo"
+    )
+    modules = kwargs["runtime_env"]["env_vars"]["VERL_USE_EXTERNAL_MODULES"].split(",")
+    assert modules == [REGISTER_MODULE, V1_MODULE]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["+algorithm.dcrl.name=aepo"], "replaces rows"),
+        (["+algorithm.dcrl.name=dcpo", "trainer.v1.trainer_mode=separate_async"], "synchronous"),
+    ],
+    ids=["aepo", "async"],
+)
+def test_v1_refuses_aepo_and_verls_async_modes(tmp_path, overrides, message):
+    from dcrl.integrations.verl import main as entry
+
+    config = _compose(tmp_path, "trainer.use_v1=True", *overrides)
+    with pytest.raises(SystemExit, match=message):
+        entry.check_trainer_choice(config)
+
+
+def test_cpu_device_refuses_gpu_settings_and_selects_the_cpu_platform(tmp_path, monkeypatch):
+    """trainer.device=cpu: the settings verl's GPU defaults need changed are refused, each with
+    its fix; with them, every Ray worker gets VERL_PLATFORM=cpu (dcrl's CPU platform)."""
+    import verl.plugin.platform.platform_manager as platforms
+
+    from dcrl.integrations.verl import main as entry
+
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")  # restored afterwards, as is verl's choice
+    monkeypatch.setattr(platforms, "_current_platform", None)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    config = _compose(tmp_path, "+algorithm.dcrl.name=dcpo", "trainer.device=cpu")
+    with pytest.raises(SystemExit) as refused:
+        entry.main(config)
+    for fix in (
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "attn_implementation=eager",
+        "use_remove_padding=True",
+        "actor_rollout_ref.rollout.name=dcrl_hf",
+    ):
+        assert fix in str(refused.value)
+    kwargs = _runtime_env_given_to_ray_init(
+        tmp_path,
+        monkeypatch,
+        "+algorithm.dcrl.name=dcpo",
+        "trainer.device=cpu",
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "+actor_rollout_ref.model.override_config.attn_implementation=eager",
+        "actor_rollout_ref.model.use_remove_padding=False",
+        "actor_rollout_ref.rollout.name=dcrl_hf",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+    )
+    assert kwargs["runtime_env"]["env_vars"]["VERL_PLATFORM"] == "cpu"
+    assert platforms.get_platform().device_name == "cpu"

@@ -17,6 +17,10 @@ Registered names:
         AEPO's +1 rows), aggregated with dcrl's `aggregate_loss` on verl's global batch counts.
     agent loop "dcrl_tempered_agent": single-turn sampling at a per-row temperature (AEPO's
         tempered rollouts); the recipe trainer routes rows to it.
+    platform "cpu" (`VERL_PLATFORM=cpu`, set by dcrl's entry point for `trainer.device=cpu`):
+        verl's workers on the CPU, FSDP on gloo (cpu_platform.py).
+    rollout "dcrl_hf" (`actor_rollout_ref.rollout.name=dcrl_hf`): a transformers rollout server
+        verl's agent loop samples from on the CPU (hf_rollout.py).
 
 No math here: each function converts verl's arguments and calls dcrl.core.
 """
@@ -32,10 +36,16 @@ from omegaconf import DictConfig, OmegaConf
 from verl.experimental.agent_loop.agent_loop import register as register_agent_loop
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 from verl.trainer.ppo.core_algos import register_adv_est, register_policy_loss
+from verl.workers.rollout import base as rollout_base
+from verl.workers.rollout.replica import RolloutReplicaRegistry
 
 from dcrl.config import build
 from dcrl.core.advantages import broadcast_to_tokens, grpo_advantages
 from dcrl.core.losses import aggregate_loss, ppo_clip_token_loss
+
+# cpu_platform registers verl's "cpu" platform on import; verl resolves its platform on the
+# first call that asks for it (none of the imports above does), once per process.
+from dcrl.integrations.verl import cpu_platform  # noqa: F401
 from dcrl.integrations.verl.transforms import (
     TEMPERATURE_KEY,
     TEMPERED_AGENT,
@@ -208,3 +218,20 @@ class TemperedSingleTurnAgentLoop(SingleTurnAgentLoop):
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> Any:
         temperature = float(kwargs.pop(TEMPERATURE_KEY))
         return await super().run({**sampling_params, "temperature": temperature}, **kwargs)
+
+
+HF_ROLLOUT = "dcrl_hf"  # dcrl.integrations.verl.hf_rollout.ROLLOUT_NAME
+
+
+def _load_hf_replica() -> type:
+    from dcrl.integrations.verl.hf_rollout import DcrlHFReplica
+
+    return DcrlHFReplica
+
+
+# verl's two rollout tables, as verl fills them for vllm / sglang: the replica class by a loader
+# (imported when a run names the rollout), the worker-side adapter by its import path.
+RolloutReplicaRegistry.register(HF_ROLLOUT, _load_hf_replica)
+rollout_base._ROLLOUT_REGISTRY[(HF_ROLLOUT, "async")] = (
+    "dcrl.integrations.verl.hf_rollout.DcrlHFServerAdapter"
+)

@@ -2,7 +2,8 @@
 trainer, `trainer.use_v1=False`) that overrides hooks of `RayPPOTrainer.fit` instead of copying
 it, and runs dcrl's step protocol (`dcrl.train.step`) on verl's batch: any composition of targets
 (the presets aepo, dcpo, icr, or `composed`, e.g. DCPO + ICR), the same recipe dcrl's trainer and
-the TRL adapter run.
+the TRL adapter run. What it shares with the V1 trainer's recipe (trainer_v1.py) is `DcrlRecipe`:
+the refusals, the algorithm, `step.prepare` on a padded batch, the controller's checkpoints.
 
     init_workers          with a row-replacing target (AEPO): wrap the rollout manager, so that
                           each training rollout is followed by AEPO's tempered one in the same
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -102,11 +104,18 @@ class _TemperedRolloutManager:
         return output
 
 
-class DcrlRayPPOTrainer(RayPPOTrainer):
-    """verl's PPO trainer with dcrl's AEPO or DCPO step (see the module docstring)."""
+class DcrlRecipe:
+    """What dcrl's recipe does the same on verl's legacy trainer (`DcrlRayPPOTrainer`) and its
+    V1 trainer (`trainer_v1.DcrlPPOTrainer`): the settings it refuses, the algorithm built from
+    `algorithm.dcrl`, `step.prepare` on a padded view of verl's batch, and the controller state
+    beside verl's checkpoints. The trainers differ in how they hold the batch (DataProto in
+    memory, TransferQueue for V1) and in how they run a scoring pass at another temperature."""
 
-    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(config, *args, **kwargs)
+    config: Any
+    global_steps: int
+
+    def _init_recipe(self, config: Any) -> None:
+        """Build the algorithm from `algorithm.dcrl`, refusing what the recipe cannot run."""
         block = config.algorithm.get("dcrl", None) or {}
         name = block.get("name", None)
         try:
@@ -157,10 +166,111 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
         # drawn in verl's generation phase and spliced in before the old-log-prob pass.
         self._replacer = _row_replacer(self.dcrl_algorithm)
         names = [target.name for target in step_protocol.targets_of(self.dcrl_algorithm)]
-        print(f"dcrl: DcrlRayPPOTrainer runs {name} (targets: {', '.join(names) or 'none'})")
-        self._tempered: DataProto | None = None
+        print(f"dcrl: {type(self).__name__} runs {name} (targets: {', '.join(names) or 'none'})")
         self._entropy: dict[str, float] = {}
         self._step_metrics: dict[str, float] = {}
+
+    # -- the step protocol ------------------------------------------------------------------
+    def _prepare_step(
+        self,
+        batch: DataProto,
+        old_log_probs: torch.Tensor,
+        tempered_pass: Callable[[float], torch.Tensor],
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """`step_protocol.prepare` on verl's batch (a padded DataProto with prompts, responses,
+        response_mask, attention_mask, rm_scores and uid): (N, L) advantages and the step's
+        metrics. `tempered_pass(T)` is verl's actor's (N, L) log-probs of the batch at T."""
+        rollout = transforms.rollout_batch(batch, self._pad_token_id())
+        scores = transforms.sequence_scores(batch.batch["rm_scores"]).float()
+        passes = {1.0: old_log_probs}
+
+        def score(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
+            transforms.check_same_rows(rollout, input_ids, attention_mask)
+            if with_entropy:
+                raise ValueError(
+                    "error: a target asked for the full entropy of a scoring pass; the dcrl verl "
+                    "trainer serves log-probs only (the entropy comes from verl's own pass)"
+                )
+            if temperature not in passes:
+                passes[temperature] = tempered_pass(temperature)
+            return passes[temperature].float() * response_mask, None
+
+        def no_rollout(*args: Any, **kwargs: Any):
+            raise ValueError(
+                "error: a target asked for extra samples mid-step; in verl only a row-replacing "
+                "target (stage 'replace', aepo) gets them, drawn in verl's generation phase"
+            )
+
+        step = getattr(self, "global_steps", 0)
+        ctx = StepContext(step=step, rollout=no_rollout, score=score)
+        train_batch, metrics = step_protocol.prepare(self.dcrl_algorithm, rollout, scores, ctx)
+        return train_batch.advantages, metrics
+
+    def _pad_token_id(self) -> int:
+        tokenizer = getattr(self, "tokenizer", None)
+        pad = getattr(tokenizer, "pad_token_id", None)
+        return 0 if pad is None else int(pad)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _controller_path(self, for_resume: bool) -> str:
+        """Where the controller state of this step lives: verl's step folder under
+        `default_local_dir` when saving; when resuming, the folder verl resumes from (the
+        `resume_from_path` folder with resume_mode=resume_path)."""
+        trainer_config = self.config.trainer
+        if (
+            for_resume
+            and trainer_config.resume_mode == "resume_path"
+            and trainer_config.resume_from_path
+        ):
+            folder = str(trainer_config.resume_from_path)
+        else:
+            folder = os.path.join(
+                str(trainer_config.default_local_dir), f"global_step_{self.global_steps}"
+            )
+        if not os.path.isabs(folder):
+            folder = os.path.join(os.getcwd(), folder)
+        return os.path.join(folder, CONTROLLER_FILE)
+
+    def _write_controller_state(self) -> None:
+        """The controller state into this step's folder (and default_hdfs_dir when set); called
+        before verl's own save, which ends with latest_checkpointed_iteration.txt, so that a
+        crash in between leaves the tracker on the previous, complete step."""
+        path = self._controller_path(for_resume=False)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as handle:
+            json.dump(self.dcrl_algorithm.state_dict(), handle)
+        os.replace(path + ".tmp", path)
+        hdfs_dir = self.config.trainer.get("default_hdfs_dir", None)
+        if hdfs_dir:
+            from verl.utils import hdfs_io
+
+            remote = os.path.join(str(hdfs_dir), f"global_step_{self.global_steps}")
+            hdfs_io.makedirs(remote, exist_ok=True)
+            hdfs_io.copy(path, os.path.join(remote, CONTROLLER_FILE))
+
+    def _read_controller_state(self) -> None:
+        """After verl resumed at global_steps > 0: the controller state saved with that step."""
+        if self.global_steps <= 0:
+            return
+        path = self._controller_path(for_resume=True)
+        if os.path.exists(path):
+            with open(path) as handle:
+                self.dcrl_algorithm.load_state_dict(json.load(handle))
+            print(f"dcrl: controller state restored from {path}")
+        else:
+            print(
+                f"dcrl: no {CONTROLLER_FILE} in {os.path.dirname(path)}; the controller "
+                "starts afresh"
+            )
+
+
+class DcrlRayPPOTrainer(DcrlRecipe, RayPPOTrainer):
+    """verl's legacy PPO trainer with dcrl's step (see the module docstring)."""
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self._init_recipe(config)
+        self._tempered: DataProto | None = None
 
     # -- rollout ----------------------------------------------------------------------------
     def init_workers(self) -> None:
@@ -287,43 +397,19 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
     def _prepare(
         self, batch: DataProto, old_log_probs: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """`step_protocol.prepare` on verl's batch: (N, L) advantages and the step's metrics."""
-        rollout = transforms.rollout_batch(batch, self._pad_token_id())
-        scores = transforms.sequence_scores(batch.batch["rm_scores"]).float()
-        passes = {1.0: old_log_probs}
+        """`step.prepare` on verl's batch; a pass at another T is one more old-log-prob pass of
+        verl's actor, its logits divided by T (the engine reads meta_info["temperature"])."""
 
-        def score(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
-            transforms.check_same_rows(rollout, input_ids, attention_mask)
-            if with_entropy:
-                raise ValueError(
-                    "error: a target asked for the full entropy of a scoring pass; the dcrl verl "
-                    "trainer serves log-probs only (the entropy comes from verl's own pass)"
-                )
-            if temperature not in passes:
-                temperature_before = batch.meta_info.get("temperature", 1.0)
-                batch.meta_info["temperature"] = temperature  # the engine divides logits by it
-                try:
-                    tempered, _ = RayPPOTrainer._compute_old_log_prob(self, batch)
-                finally:
-                    batch.meta_info["temperature"] = temperature_before
-                passes[temperature] = tempered.batch["old_log_probs"]
-            return passes[temperature].float() * response_mask, None
+        def tempered_pass(temperature: float) -> torch.Tensor:
+            temperature_before = batch.meta_info.get("temperature", 1.0)
+            batch.meta_info["temperature"] = temperature
+            try:
+                tempered, _ = RayPPOTrainer._compute_old_log_prob(self, batch)
+            finally:
+                batch.meta_info["temperature"] = temperature_before
+            return tempered.batch["old_log_probs"]
 
-        def no_rollout(*args: Any, **kwargs: Any):
-            raise ValueError(
-                "error: a target asked for extra samples mid-step; in verl only a row-replacing "
-                "target (stage 'replace', aepo) gets them, drawn in verl's generation phase"
-            )
-
-        step = getattr(self, "global_steps", 0)
-        ctx = StepContext(step=step, rollout=no_rollout, score=score)
-        train_batch, metrics = step_protocol.prepare(self.dcrl_algorithm, rollout, scores, ctx)
-        return train_batch.advantages, metrics
-
-    def _pad_token_id(self) -> int:
-        tokenizer = getattr(self, "tokenizer", None)
-        pad = getattr(tokenizer, "pad_token_id", None)
-        return 0 if pad is None else int(pad)
+        return self._prepare_step(batch, old_log_probs, tempered_pass)
 
     # -- update -----------------------------------------------------------------------------
     def _update_actor(self, batch: DataProto) -> DataProto:
@@ -335,53 +421,11 @@ class DcrlRayPPOTrainer(RayPPOTrainer):
         return actor_output
 
     # -- checkpoints ------------------------------------------------------------------------
-    def _controller_path(self, for_resume: bool) -> str:
-        """Where the controller state of this step lives: verl's step folder under
-        `default_local_dir` when saving; when resuming, the folder verl resumes from (the
-        `resume_from_path` folder with resume_mode=resume_path)."""
-        trainer_config = self.config.trainer
-        if (
-            for_resume
-            and trainer_config.resume_mode == "resume_path"
-            and trainer_config.resume_from_path
-        ):
-            folder = str(trainer_config.resume_from_path)
-        else:
-            folder = os.path.join(
-                str(trainer_config.default_local_dir), f"global_step_{self.global_steps}"
-            )
-        if not os.path.isabs(folder):
-            folder = os.path.join(os.getcwd(), folder)
-        return os.path.join(folder, CONTROLLER_FILE)
-
     def _save_checkpoint(self) -> None:
-        # Written before verl's own save, which ends with latest_checkpointed_iteration.txt: a
-        # crash in between leaves the tracker on the previous, complete step.
-        path = self._controller_path(for_resume=False)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as handle:
-            json.dump(self.dcrl_algorithm.state_dict(), handle)
-        os.replace(path + ".tmp", path)
-        hdfs_dir = self.config.trainer.get("default_hdfs_dir", None)
-        if hdfs_dir:
-            from verl.utils import hdfs_io
-
-            remote = os.path.join(str(hdfs_dir), f"global_step_{self.global_steps}")
-            hdfs_io.makedirs(remote, exist_ok=True)
-            hdfs_io.copy(path, os.path.join(remote, CONTROLLER_FILE))
+        self._write_controller_state()
         super()._save_checkpoint()
 
     def _load_checkpoint(self):
         result = super()._load_checkpoint()
-        if self.global_steps > 0:
-            path = self._controller_path(for_resume=True)
-            if os.path.exists(path):
-                with open(path) as handle:
-                    self.dcrl_algorithm.load_state_dict(json.load(handle))
-                print(f"dcrl: controller state restored from {path}")
-            else:
-                print(
-                    f"dcrl: no {CONTROLLER_FILE} in {os.path.dirname(path)}; the controller "
-                    "starts afresh"
-                )
+        self._read_controller_state()
         return result

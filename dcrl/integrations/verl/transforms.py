@@ -458,3 +458,77 @@ def entropy_signals(batch: Any, full_entropy: torch.Tensor | None = None) -> dic
     if full_entropy is None:
         signals.pop("entropy/full")
     return signals
+
+
+# ------------------------------------------------------------- verl's V1 trainer (TransferQueue)
+
+# What the recipe reads of a V1 batch from TransferQueue (one row per key, each a jagged nested
+# tensor of its own length: prompts, responses and the per-response-token fields).
+V1_STEP_FIELDS = [
+    "prompts",
+    "responses",
+    "response_mask",
+    "rm_scores",
+    "uid",
+    "old_log_probs",
+    "entropy",
+]
+
+
+def _rows(value: Any) -> list[torch.Tensor]:
+    """A jagged nested tensor (or a padded one) as its rows."""
+    return list(value.unbind()) if getattr(value, "is_nested", False) else list(value)
+
+
+def _right_padded(rows: list[torch.Tensor], width: int, pad: float) -> torch.Tensor:
+    out = torch.full((len(rows), width), pad, dtype=rows[0].dtype if rows else torch.float32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def v1_step_view(fields: Any, pad_token_id: int) -> Any:
+    """A V1 batch (verl's `PPOTrainer`, rows in TransferQueue) as the padded DataProto the
+    recipe's step reads, in the rows' order: prompts left-padded (N, Lp), responses and every
+    per-response-token field right-padded to the longest response (N, L), attention_mask over
+    both, `uid` as the non-tensor group column.
+
+    Args:
+        fields: the TensorDict `tq.kv_batch_get` returns for V1_STEP_FIELDS.
+        pad_token_id: the tokenizer's pad id.
+    """
+    from verl import DataProto
+
+    prompts = _rows(fields["prompts"])
+    responses = _rows(fields["responses"])
+    prompt_width = max(len(row) for row in prompts)
+    width = max(len(row) for row in responses)
+    prompt_ids = torch.full((len(prompts), prompt_width), pad_token_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(prompts), prompt_width), dtype=torch.long)
+    for i, row in enumerate(prompts):
+        if len(row):
+            prompt_ids[i, -len(row) :] = row
+            prompt_mask[i, -len(row) :] = 1
+    response_mask = _right_padded(_rows(fields["response_mask"]), width, 0).long()
+    tensors = {
+        "prompts": prompt_ids,
+        "responses": _right_padded(responses, width, pad_token_id).long(),
+        "response_mask": response_mask,
+        "attention_mask": torch.cat([prompt_mask, response_mask], dim=-1),
+        "rm_scores": _right_padded(_rows(fields["rm_scores"]), width, 0.0).float(),
+        "old_log_probs": _right_padded(_rows(fields["old_log_probs"]), width, 0.0).float(),
+        "entropys": _right_padded(_rows(fields["entropy"]), width, 0.0).float(),
+    }
+    uids = fields["uid"]
+    uids = uids.tolist() if hasattr(uids, "tolist") else list(uids)
+    return DataProto.from_dict(
+        tensors=tensors, non_tensors={"uid": np.array([str(u) for u in uids], dtype=object)}
+    )
+
+
+def v1_response_rows(padded: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """(N, L) right-padded per-response-token values as the jagged nested tensor V1 stores, row i
+    cut to its response length lengths[i] (`verl.workers.utils.padding.response_to_nested`)."""
+    return torch.nested.as_nested_tensor(
+        [padded[i, :length] for i, length in enumerate(lengths)], layout=torch.jagged
+    )
