@@ -117,14 +117,14 @@ def token_kinds(text: str, length: int) -> list[str]:
     return kinds
 
 
-def _policy_and_task():
+def _policy_and_task(model_name: str = "tiny-explore"):
     import torch
 
     torch.set_num_threads(1)
     from dcrl.models import load_policy
     from dcrl.tasks import get_task
 
-    model, tokenizer = load_policy("tiny-explore")
+    model, tokenizer = load_policy(model_name)
     model.train(False)
     return model, tokenizer, get_task("explore", seed=0, trap_share=0.1)
 
@@ -267,6 +267,24 @@ def batch_noise(
     return {"prompts": prompts, "samples": samples, "sd": sd, "relative_sd": sd / level}
 
 
+def end_noise(policy: str, prompts: int, samples: int) -> dict:
+    """`batch_noise` of a trained policy (a run's `policy` folder) at T = 1, with its level."""
+    import torch
+
+    from dcrl.train.forward import score_responses
+
+    model, tokenizer, task = _policy_and_task(policy)
+    batch, _ = _sample(model, tokenizer, task, prompts, samples, 1.0, seed=0)
+    ids, attention = batch.sequences()
+    mask = batch.response_mask.float()
+    with torch.no_grad():
+        logprobs, _ = score_responses(model, ids, attention, batch.response_ids)
+    nll = (-logprobs * mask).sum(1)
+    lengths = mask.sum(1)
+    record = batch_noise(nll.tolist(), lengths.tolist(), batch.group_index.tolist())
+    return {"level": float(nll.sum() / lengths.sum()), **record}
+
+
 # -- 2. which way a first step moves it --------------------------------------------------------
 def first_step_directions(settings: Settings) -> dict:
     """Item 2 of the module docstring."""
@@ -373,6 +391,12 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
     for spec in specs:
         entry = runs.setdefault(spec.name, {"target": spec.target, "seeds": {}})
         entry["seeds"][spec.seed] = run_record(metrics_of(spec.run_dir(root)))
+        if spec.seed == min(s.seed for s in specs):  # the measurement noise at the run's end
+            entry["end_noise"] = end_noise(
+                str(spec.run_dir(root) / "policy"),
+                settings.profile_prompts,
+                settings.profile_samples,
+            )
     for entry in runs.values():
         seeds = list(entry["seeds"].values())
         entry["mean"] = {key: mean([s.get(key) for s in seeds]) for key in seeds[0]}
@@ -483,7 +507,23 @@ def markdown(summary: dict, testbed: Testbed) -> str:
         "",
         "noise SD: the step-to-step standard deviation of the measured entropy divided by √2 "
         "(the sampling noise of one step's estimate, if the level moves slowly).",
+        "",
+        "The sampling noise of one step's measurement (the recipes' 32 prompts × 8 answers) at "
+        "the end of each run (its final policy, the first seed; "
+        f"{profile['prompts']} prompts × {profile['samples']} answers resampled):",
+        "",
+        "| policy | entropy (nats/token) | SD of one step's measurement | relative |",
+        "|---|---|---|---|",
+        f"| tiny-explore (start) | {profile['sampled_nll']:.4f} | "
+        f"{profile['batch_noise']['sd']:.4f} | {profile['batch_noise']['relative_sd']:.1%} |",
     ]
+    for name, entry in runs.items():
+        if "end_noise" in entry:
+            noise = entry["end_noise"]
+            lines.append(
+                f"| {name} (end) | {noise['level']:.4f} | {noise['sd']:.4f} | "
+                f"{noise['relative_sd']:.1%} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -53,7 +53,10 @@ class Settings:
     rms_tolerance: the goal's bound on each seed's second-half RMS relative error.
     min_targets, span: the goal: at least `min_targets` held targets whose factors reach both
         ends of `span`.
-    choice_seeds: the seeds the range settings were chosen on; others judge them."""
+    choice_seeds: the seeds the range settings were chosen on; others judge them.
+    noise_prompts, noise_samples: the sample that measures, on each point's first-seed final
+        policy, the sampling noise of one step's entropy measurement (the floor under any RMS
+        error there; control_diagnosis.batch_noise)."""
 
     factors: tuple[float, ...]
     range_overrides: tuple[tuple[str, tuple[str, ...]], ...]
@@ -62,31 +65,40 @@ class Settings:
     min_targets: int = 5
     span: tuple[float, float] = (0.6, 1.4)
     choice_seeds: tuple[int, ...] = (1, 2, 3)
+    noise_prompts: int = 64
+    noise_samples: int = 16
     placeholders: tuple[str, ...] = ()
 
+
+# dcrl's PI controller with the gains scheduled by the target (`gain_reference`: the recipes' gains
+# 400 / 10 apply at 1.4× the start and shrink in proportion below it), the measured entropy
+# smoothed (β = 0.3), T in 0.5–2.0 and the weight up to 30× the algorithm's full weight.
+SCHEDULED_PI = (
+    "algorithm.temperature_low=0.5",
+    "algorithm.weight_max=30",
+    "algorithm.controller_options.proportional_gain=400.0",
+    "algorithm.controller_options.integral_gain=10.0",
+    "algorithm.controller_options.gain_reference=0.161",
+    "algorithm.controller_options.entropy_smoothing=0.3",
+)
+# DCPO's target term centred, c·(ρ − 1): zero at T = 1, so T moves the entropy both ways.
+CENTRED_DCPO = ("algorithm.center_rho=true",)
+# AEPO's REINFORCE rows centred (π's own correct answers pushed down by the same token mass),
+# drawn from every tempered group with a correct answer (enough positives at T < 1), spread over
+# the mini-batches and weighted up to 5× when the positives are fewer than the rows asked for.
+CENTRED_AEPO = (
+    "algorithm.center_reinforce=true",
+    "algorithm.include_all_correct_groups=true",
+    "algorithm.placement=spread",
+    "algorithm.reinforce_scale_max=5",
+)
 
 SETTINGS = {
     "explore": Settings(
         factors=(0.6, 0.8, 1.0, 1.2, 1.4),
         range_overrides=(
-            (
-                "aepo",
-                (
-                    # the centred REINFORCE rows: π^T's correct answers up, π's own down
-                    "algorithm.center_reinforce=true",
-                    "algorithm.temperature_low=0.5",
-                ),
-            ),
-            (
-                "dcpo",
-                (
-                    # the centred target term c·(ρ − 1), T in 0.5–2.0, the weight up to 100×
-                    # the α cap (α up to 0.93 at 90% correct)
-                    "algorithm.center_rho=true",
-                    "algorithm.temperature_low=0.5",
-                    "algorithm.weight_max=100",
-                ),
-            ),
+            ("aepo", (*CENTRED_AEPO, *SCHEDULED_PI)),
+            ("dcpo", (*CENTRED_DCPO, *SCHEDULED_PI)),
         ),
     ),
 }
@@ -175,6 +187,18 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
             },
         )
         entry["seeds"][spec.seed] = seed_record(metrics_of(spec.run_dir(root)), spec.target)
+    for spec in specs:  # the measurement's own noise at each point (first seed's final policy)
+        entry = points[spec.name]
+        policy = spec.run_dir(root) / "policy"
+        if "end_noise" not in entry and (policy / "config.json").is_file():
+            from .control_diagnosis import end_noise
+
+            noise = end_noise(str(policy), settings.noise_prompts, settings.noise_samples)
+            entry["end_noise"] = {
+                **noise,
+                "seed": spec.seed,
+                "relative_to_target": noise["sd"] / spec.target,
+            }
     for entry in points.values():
         seeds = list(entry["seeds"].values())
         entry["n"] = len(seeds)
@@ -215,8 +239,9 @@ def markdown(summary: dict, testbed: Testbed) -> str:
         "",
         "| algorithm | controller | target | n | achieved | RMS rel. error | largest RMS | held "
         "on every seed (RMS ≤ "
-        f"{settings.rms_tolerance:.0%}) | per-seed RMS | accuracy (last 5) | length (last 5) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"{settings.rms_tolerance:.0%}) | per-seed RMS | measurement noise | accuracy (last 5) | "
+        "length (last 5) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in summary["points"].values():
         per_seed = ", ".join(
@@ -228,9 +253,22 @@ def markdown(summary: dict, testbed: Testbed) -> str:
             f"{fmt(entry['sd_achieved'], 4)} | {entry['mean_rms_relative_error']:.1%} ± "
             f"{entry['sd_rms_relative_error']:.1%} | {entry['max_rms_relative_error']:.1%} | "
             f"{yes_no(entry['held_every_seed'])} | {escape_cell(per_seed)} | "
-            f"{fmt(entry['mean_accuracy_last_5'])} | {fmt(entry['mean_length_last_5'], 1)} |"
+            + (
+                f"{entry['end_noise']['relative_to_target']:.1%} | "
+                if "end_noise" in entry
+                else " | "
+            )
+            + f"{fmt(entry['mean_accuracy_last_5'])} | {fmt(entry['mean_length_last_5'], 1)} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "measurement noise: the standard deviation of one step's entropy measurement (the "
+        "recipes' 32 prompts × 8 answers, resampled from "
+        f"{settings.noise_prompts} prompts × {settings.noise_samples} answers of the first "
+        "seed's final policy) relative to the target: the RMS error of a policy held exactly "
+        "at the target.",
+        "",
+    ]
     for algorithm, goal in summary["goals"].items():
         role = (
             "the seeds the settings were chosen on"
