@@ -32,6 +32,7 @@ from typing import Any
 
 import ray
 import torch
+from transformers import GenerationConfig
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
@@ -50,7 +51,7 @@ class DcrlHFServer:
     """A rollout server around a transformers causal LM (see the module docstring)."""
 
     def __init__(self, model_path: str, response_length: int, prompt_length: int, seed: int):
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch.manual_seed(seed)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
@@ -68,11 +69,6 @@ class DcrlHFServer:
         self.stop_token_ids = sorted(set(stops))
         pad = tokenizer.pad_token_id
         self.pad_token_id = self.stop_token_ids[0] if pad is None else pad
-        # Nothing from the checkpoint's generation_config.json (top-k 50, repetition penalty...):
-        # only what verl's sampling params say.
-        self.generation_config = GenerationConfig(
-            eos_token_id=self.stop_token_ids, pad_token_id=self.pad_token_id
-        )
         self.response_length = response_length
         self.prompt_length = prompt_length
         self.global_steps: int | None = None
@@ -103,35 +99,38 @@ class DcrlHFServer:
             )
         max_tokens = max(1, int(max_tokens))
         temperature = float(params.get("temperature", 1.0))
-        top_p = float(params.get("top_p", 1.0))
         top_k = int(params.get("top_k", -1) or -1)
-        greedy = temperature == 0
+        logprobs = bool(params.get("logprobs"))
+        # Nothing from the checkpoint's generation_config.json (transformers' top-k 50, a
+        # repetition penalty...): only what verl's sampling params say, as dcrl's hf backend.
         sampling = (
             {"do_sample": False}
-            if greedy
+            if temperature == 0
             else {
                 "do_sample": True,
                 "temperature": temperature,
-                "top_p": top_p,
-                "top_k": top_k if top_k > 0 else None,
+                "top_p": float(params.get("top_p", 1.0)),
+                "top_k": top_k if top_k > 0 else 0,
             }
+        )
+        config = GenerationConfig(
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.pad_token_id,
+            max_new_tokens=max_tokens,
+            return_dict_in_generate=True,
+            output_logits=logprobs,
+            **sampling,
         )
         input_ids = torch.tensor([prompt_ids], dtype=torch.long)
         output = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            generation_config=self.generation_config,
-            max_new_tokens=max_tokens,
-            return_dict_in_generate=True,
-            output_logits=bool(params.get("logprobs")),
-            **sampling,
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config
         )
         tokens = output.sequences[0, len(prompt_ids) :].tolist()
         stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_token_ids), None)
         if stop_at is not None:
             tokens = tokens[: stop_at + 1]  # the stop token is part of the response, as in vLLM
         log_probs = None
-        if params.get("logprobs"):
+        if logprobs:
             logits = torch.stack(output.logits, dim=1)[0, : len(tokens)].float()  # (len, V), raw
             chosen = torch.tensor(tokens, dtype=torch.long)
             log_probs = logits.log_softmax(-1).gather(-1, chosen[:, None])[:, 0].tolist()
