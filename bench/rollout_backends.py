@@ -191,8 +191,39 @@ def readme_summary(results: dict[str, Any]) -> str:
         + f"{results['threads']} threads, median of {results['repetitions']} alternating "
         + "repetitions; bench/results/rollout_backends.md): "
         + "; ".join(rows)
-        + "."
+        + ". "
+        + recommendation(results)
     )
+
+
+def recommendation(results: dict[str, Any]) -> str:
+    """Which decoder to pick on a CPU, and why, from the medians and ranges: the loop (the hf
+    backend's default) where it is fastest, vllm where it is, and whether the winner's margin
+    is clear of the repetitions' spread (its slowest repetition above the runner-up's fastest)."""
+    by_best: dict[str, list[str]] = {d: [] for d in DECODERS}
+    for name, shape in results["shapes"].items():
+        medians, samples = shape["median_tokens_per_s"], shape["tokens_per_s"]
+        best, second = sorted(DECODERS, key=lambda d: medians[d], reverse=True)[:2]
+        clear = min(samples[best]) > max(samples[second])
+        margin = medians[best] / medians[second]
+        by_best[best].append(
+            f"{name} ({margin:.2f}× {second}{'' if clear else ', within the spread'})"
+        )
+    parts = []
+    if by_best["loop"]:
+        parts.append(
+            "pick the hf backend (training's default: dcrl's decoding loop) for "
+            + "; ".join(by_best["loop"])
+            + " — it samples the live policy, so it needs no second copy of the weights and "
+            "no weight sync before a step"
+        )
+    if by_best["vllm"]:
+        parts.append(
+            "vllm pays off for " + "; ".join(by_best["vllm"]) + ", long decoding of a real model"
+        )
+    if by_best["generate"]:
+        parts.append("transformers' generate was fastest for " + "; ".join(by_best["generate"]))
+    return "On a CPU, " + "; ".join(parts) + "."
 
 
 def main() -> None:
