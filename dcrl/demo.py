@@ -17,6 +17,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dcrl.errors import UserError
+
 DEMO_ALGORITHMS = ("grpo", "aepo", "dcpo", "icr")
 RECIPE_PREFIX = "explore"  # the packaged recipes explore-<algorithm>
 GROUP_BY = "kind"  # the held-out split's plain / trap problems, reported apart
@@ -108,11 +110,30 @@ def _evaluate(
     return result.metrics
 
 
+def composes_no_target(run_dir: Path) -> bool:
+    """Whether the run trained the base estimator alone (GRPO, whatever its directory is called):
+    its algorithm, rebuilt from its config.yaml through the registries, composes no target. False
+    when the config is missing or no longer builds."""
+    from dcrl.algorithms import make_algorithm
+    from dcrl.train.config import load_run_config
+    from dcrl.train.step import targets_of
+
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        return False
+    try:
+        algorithm = make_algorithm(load_run_config(config_path).algorithm)
+    except (UserError, ValueError):
+        return False
+    return not targets_of(algorithm)
+
+
 def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], list[dict]]:
-    """What the demo is for, in numbers: per run, the policy's sampled-token entropy (AEPO's
-    tempered rows left out) of its first 3 steps and the mean over its second half; GRPO's drop
-    (goal: at least GRPO_DROP_GOAL), and each controlled run's second-half RMS distance from its
-    target relative to the target (goal: at most RMS_GOAL)."""
+    """What the demo is for, in numbers: per run, the policy's sampled-token entropy (rows a
+    target swapped in left out) of its first 3 steps and the mean over its second half; for a run
+    that logged a target entropy, its second-half RMS distance from it relative to the target
+    (goal: at most RMS_GOAL); for a run of the base estimator alone (no target, so no
+    controller: GRPO), its drop (goal: at least GRPO_DROP_GOAL). Other runs have no row."""
     from dcrl.report.runs import load_run
 
     columns = [
@@ -137,7 +158,7 @@ def entropy_control_table(run_dirs: list[Path]) -> tuple[list[tuple[str, str]], 
             rms = run.tracking_error()  # the report's "H RMS err"
             row |= {"target": target, "change": f"{rms:.1%}", "goal": f"<= {RMS_GOAL:.0%}"}
             row["met"] = "yes" if rms <= RMS_GOAL else "no"
-        elif run_dir.name == "grpo":
+        elif composes_no_target(run_dir):
             drop = 1 - tail / head
             row |= {"target": "", "change": f"-{drop:.1%}", "goal": f">= {GRPO_DROP_GOAL:.0%} drop"}
             row["met"] = "yes" if drop >= GRPO_DROP_GOAL else "no"

@@ -244,6 +244,39 @@ def _with_huge_values(run: Path, replacements: dict[int, dict[str, float]]) -> N
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
 
+def control_titles(runs: list[Path]) -> list[str]:
+    figure = next(f for f in report_figures(load_runs(runs)) if f.id == "control").figure
+    return [] if figure is None else [ax.get_title() for ax in figure.axes]
+
+
+def test_the_control_panels_are_the_control_metrics_the_runs_logged(tmp_path):
+    """A user's target that logs control/knob gets a panel of it, titled by the metric's name
+    (no target labels it), drawing its values; with no run logging DCPO's α or AEPO's m there is
+    no panel of either. The fixture's AEPO and DCPO runs get their panels, titled as the targets
+    declare (`Target.metric_labels`)."""
+    from dcrl.targets.aepo import AEPOTarget
+    from dcrl.targets.dcpo import DCPOTarget
+
+    (run,) = copy_runs(["grpo-seed1"], tmp_path, keep_evals=False)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    knob = {step: 0.5 + 0.01 * step for step in steps}
+    # control/previous_entropy is the measured entropy (the entropy figure's): no panel.
+    _with_huge_values(
+        run, {s: {"control/knob": knob[s], "control/previous_entropy": 0.1} for s in steps}
+    )
+    assert control_titles([run]) == ["control/knob"]
+    figure = next(f for f in report_figures(load_runs([run])) if f.id == "control").figure
+    np.testing.assert_allclose(figure.axes[0].get_lines()[0].get_ydata(), list(knob.values()))
+
+    labels = {**AEPOTarget.metric_labels, **DCPOTarget.metric_labels}
+    fixture_titles = control_titles([FIXTURE])
+    assert set(fixture_titles) == {
+        "temperature T", labels["control/num_reinforce"], labels["control/alpha"],
+    }  # fmt: skip
+    assert "AEPO m" in labels["control/num_reinforce"] and "DCPO α" in labels["control/alpha"]
+    assert control_titles(copy_runs(["grpo-seed2"], tmp_path, keep_evals=False)) == []
+
+
 @pytest.mark.faults
 def test_finite_but_huge_metrics_are_left_out_of_the_figures_with_a_note(tmp_path):
     """1e308 in metrics.jsonl ended `dcrl report` in 'error: arange: cannot compute length' (or

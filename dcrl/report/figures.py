@@ -5,8 +5,8 @@ more seeds, the min–max range over seeds as a shaded band. Each figure has one
 that at least one run logged; a figure with no such metric is skipped with the reason, so e.g. a
 GRPO-only report has no control figure.
 
-Figures (ids): entropy (with each group's target 𝓗 and a ±10% band around it), control (T, α, m),
-accuracy, length, correlation (length–accuracy, ICR's diagnostic), pass_at_k (from eval*/metrics
+Figures (ids): entropy (with each group's target 𝓗 and a ±10% band around it), control (one
+panel per `control/*` metric the runs logged, titled as the target that logs it declares), accuracy, length, correlation (length–accuracy, ICR's diagnostic), pass_at_k (from eval*/metrics
 .json), pareto (accuracy vs mean length, the frontier of non-dominated runs).
 
 A logged value beyond ±PLOT_LIMIT (1e308 in a hand-edited or corrupted log) is not drawn: axis
@@ -34,6 +34,11 @@ MAX_EVAL_PANELS = 3
 PLOT_LIMIT = 1e100  # |value| above it is not drawn (module docstring); no real metric gets there
 
 Panel = tuple[str, str]  # (metric name, panel title)
+
+# The control figure draws the metrics a run logged under this prefix (each controller's choices),
+# but the measured entropy a controller decided from, which the entropy figure draws already.
+CONTROL_PREFIX = "control/"
+CONTROL_LEFT_OUT = ("control/previous_entropy",)
 
 
 @dataclass
@@ -166,6 +171,44 @@ def _panels_figure(
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     return figure
+
+
+def metric_labels() -> dict[str, str]:
+    """Panel titles by metric, as the registered targets declare them (`Target.metric_labels`,
+    read through the dcrl.targets registry; a class's labels add to its bases'), in declaration
+    order. A metric no target labels is titled by its name."""
+    from dcrl.targets import TARGETS, get_target_class  # torch: only when a panel needs a title
+
+    labels: dict[str, str] = {}
+    for name in TARGETS:
+        for target_class in reversed(get_target_class(name).__mro__):
+            labels.update(vars(target_class).get("metric_labels", {}))
+    return labels
+
+
+def logged_control_metrics(runs: list[Run]) -> list[str]:
+    """The `control/*` metrics some run's log holds (CONTROL_LEFT_OUT aside), sorted."""
+    return sorted(
+        {
+            metric
+            for run in runs
+            for metric in run.metrics
+            if metric.startswith(CONTROL_PREFIX) and metric not in CONTROL_LEFT_OUT
+        }
+    )
+
+
+def control_panels(runs: list[Run]) -> list[Panel]:
+    """One panel per `control/*` metric some run logged a value of: the metrics the targets label
+    first, in their declaration order, then the others by name; each titled by its label, or
+    its name without one (a user's target's metric)."""
+    logged = [m for m in logged_control_metrics(runs) if any(run.has(m) for run in runs)]
+    if not logged:
+        return []
+    labels = metric_labels()
+    order = {metric: index for index, metric in enumerate(labels)}
+    logged.sort(key=lambda metric: (order.get(metric, len(order)), metric))
+    return [(metric, labels.get(metric, metric)) for metric in logged]
 
 
 def entropy_target(run: Run) -> float | None:
@@ -338,27 +381,18 @@ def report_figures(runs: list[Run], smooth: int = 1) -> list[ReportFigure]:
             "entropy",
             "Entropy",
             "Policy entropy per step; dashed: the target 𝓗 of entropy-controlled settings "
-            "(AEPO, DCPO), shaded ±10% around it.",
+            "(those that logged entropy/target), shaded ±10% around it.",
             lambda: entropy_figure(runs, colors, smooth),
             "no run logged entropy/sampled_nll or entropy/full",
         ),
         (
             "control",
             "Controller",
-            "The entropy controller's choices: temperature T of the target π^T (AEPO, DCPO), "
-            "DCPO's mixing weight α, AEPO's number of REINFORCE samples m.",
-            lambda: _panels_figure(
-                runs,
-                colors,
-                [
-                    ("control/temperature", "temperature T"),
-                    ("control/alpha", "DCPO α"),
-                    ("control/num_reinforce", "AEPO m (REINFORCE samples)"),
-                ],
-                smooth,
-            ),
-            "no run logged control/temperature, control/alpha or control/num_reinforce "
-            "(e.g. GRPO has no controller)",
+            "The entropy controllers' choices, one panel per control/* metric the runs logged "
+            "(e.g. the temperature T of the target π^T and a target's strength), titled as the "
+            "target that logs it declares.",
+            lambda: _panels_figure(runs, colors, control_panels(runs), smooth),
+            "no run logged a control/* metric (e.g. GRPO has no controller)",
         ),
         (
             "accuracy",
@@ -421,7 +455,7 @@ def report_figures(runs: list[Run], smooth: int = 1) -> list[ReportFigure]:
     ]
     metrics_of = {  # the logged metrics each figure draws, for the notes on left-out values
         "entropy": ("entropy/on_policy_nll", "entropy/full", "entropy/target"),
-        "control": ("control/temperature", "control/alpha", "control/num_reinforce"),
+        "control": tuple(logged_control_metrics(runs)),
         "accuracy": ("reward/accuracy", "reward/pass_at_n"),
         "length": ("length/mean", "length/p90"),
         "correlation": ("corr/length_acc_group", "corr/length_acc_batch"),
