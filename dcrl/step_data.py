@@ -1,13 +1,14 @@
-"""The data of one training step, below both the targets and the algorithms: the base
-estimator's settings (`AlgorithmConfig`, GRPO's PPO-clip update), what a step reads from its
-rollouts (`RolloutBatchLike`), what a trainer lends it (`StepContext`), the draft the targets
-edit (`StepDraft`) and the batch the update trains on (`TrainBatch`).
+"""The data of one training step, below both the targets and the algorithms: what a step reads
+from its rollouts (`RolloutBatchLike`), what a trainer lends it (`StepContext`), the draft the
+targets edit (`StepDraft`) and the batch the update trains on (`TrainBatch`). The base
+estimator's settings (`AlgorithmConfig`) are GRPO's, in dcrl.algorithms.base.
 
 Layering (docs/design.md, "Layers"; tests/test_layers.py checks it):
 
-    dcrl.core  <  dcrl.step_data  <  dcrl.targets  <  dcrl.algorithms  <  dcrl.train, integrations
+    dcrl.core  <  dcrl.step_data  <  target contract (dcrl.targets, dcrl.targets.base)
+               <  dcrl.algorithms  <  the methods (dcrl/targets/<name>.py)  <  dcrl.train, ...
 
-This module imports dcrl.core and the config helpers only.
+This module imports dcrl.core only.
 """
 
 from __future__ import annotations
@@ -15,82 +16,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 
-from dcrl.config import field
 from dcrl.core.advantages import broadcast_to_tokens
-from dcrl.core.losses import policy_loss_spec
-
-AggMode = Literal[
-    "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
-]
-
-
-def own_name(config_class: type) -> str:
-    """The algorithm a config class configures: the default of its `name` field."""
-    return config_class.__dataclass_fields__["name"].default
-
-
-@dataclass
-class AlgorithmConfig:
-    """PPO-clip update settings of the base estimator, GRPO, shared by all algorithms (defaults:
-    docs/papers.md §1.2 and §7). Each algorithm's config subclasses it and sets its own `name`."""
-
-    name: str = field("grpo", help="Algorithm name (see `dcrl algorithms`).")
-    clip_low: float = field(
-        0.2, ge=0, lt=1, help="PPO ε_low: the ratio is clipped below at 1 − ε_low."
-    )
-    clip_high: float = field(
-        0.2,
-        ge=0,
-        le=100,
-        help="PPO ε_high: clipped above at 1 + ε_high (DAPO clip-higher uses 0.28).",
-    )
-    dual_clip: float | None = field(
-        3.0,
-        gt=1,
-        le=1e6,
-        help="Dual-clip constant c for negative advantages (Ye et al. 2020); null disables.",
-    )
-    log_ratio_clamp: float | None = field(
-        None,
-        gt=0,
-        le=1000,
-        help="Clamp log(π_θ/π_old) to ±this before exponentiating (the ICR code uses 20).",
-    )
-    loss_agg_mode: AggMode = field(
-        "token-mean",
-        help="How token losses become one scalar; token-mean over the mini-batch is the papers' "
-        "(DAPO) choice; seq-mean-token-sum-norm is Dr.GRPO.",
-    )
-    advantage_std: Literal["unbiased", "population", "none"] = field(
-        "unbiased",
-        help="GRPO group std: unbiased (n−1, the papers' code), population, or none (Dr.GRPO).",
-    )
-    policy_loss: str = field(
-        "ppo_clip",
-        help="Policy loss, a name registered in dcrl.core.losses: ppo_clip, or clip_cov / kl_cov "
-        "(the Cui et al. 2025 baselines).",
-    )
-
-    def validate(self) -> None:
-        own = own_name(type(self))
-        if self.name != own:
-            raise ValueError(
-                f"name: {self.name!r} is not the algorithm {type(self).__name__} configures "
-                f"({own!r}); build {self.name!r}'s own config "
-                f"(dcrl.algorithms.get_algorithm_class({self.name!r}).config_class) or leave "
-                f"name at {own!r}"
-            )
-        if not 0 <= self.clip_low < 1:
-            raise ValueError(f"clip_low must be in [0, 1), got {self.clip_low}")
-        if self.clip_high < 0:
-            raise ValueError(f"clip_high must be ≥ 0, got {self.clip_high}")
-        if self.dual_clip is not None and self.dual_clip <= 1:
-            raise ValueError(f"dual_clip must be > 1 (or null to disable), got {self.dual_clip}")
-        policy_loss_spec(self.policy_loss)  # ValueError naming the registered losses
 
 
 class RolloutBatchLike(Protocol):
@@ -254,11 +184,8 @@ class StepDraft:
 
 
 __all__ = [
-    "AggMode",
-    "AlgorithmConfig",
     "RolloutBatchLike",
     "StepContext",
     "StepDraft",
     "TrainBatch",
-    "own_name",
 ]

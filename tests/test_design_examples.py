@@ -1,7 +1,7 @@
 """The worked examples of docs/design.md, "Adding a piece", run as written: each code block that
 starts with `# dcrl/<path>.py` becomes that module (under a scratch package instead of dcrl), and
-its one registry line is added, so a new target, preset and policy loss each work from one file
-and one line.
+its name is added to the registries, so a new method (its target and its preset, one file), a
+policy loss and a rollout backend each work from one file.
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ def registered(tmp_path, monkeypatch):
     """The examples as modules of a scratch package, with their registry lines."""
     sources = examples()
     assert set(sources) == {
-        "dcrl.targets.hard_correct",
-        "dcrl.algorithms.hard_correct",
+        "dcrl.targets.hard_correct",  # the method: its target and its preset
         "dcrl.core.losses_cispo",
         "dcrl.rollout.counting",
     }
@@ -60,9 +59,7 @@ def registered(tmp_path, monkeypatch):
         del sys.modules[cached]  # a new scratch package per test: its loss registers again
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(targets.TARGETS, "hard_correct", local["dcrl.targets.hard_correct"])
-    monkeypatch.setitem(
-        algorithms.ALGORITHMS, "hard_correct", local["dcrl.algorithms.hard_correct"]
-    )
+    monkeypatch.setitem(algorithms.ALGORITHMS, "hard_correct", local["dcrl.targets.hard_correct"])
     monkeypatch.setattr(core_losses, "_POLICY_LOSSES", dict(core_losses._POLICY_LOSSES))
     monkeypatch.setitem(core_losses.POLICY_LOSS_MODULES, "cispo", local["dcrl.core.losses_cispo"])
     monkeypatch.setitem(rollout.ROLLOUT_BACKENDS, "counting", local["dcrl.rollout.counting"])
@@ -86,7 +83,7 @@ def hard_correct_advantages(batch, scores, weight):
     return expected[:, None] * batch.response_mask
 
 
-def test_a_new_target_is_one_file_and_one_line(registered):
+def test_a_new_methods_target_composes_from_its_one_file(registered):
     overrides = ["algorithm.name=composed", "algorithm.targets=[{name: hard_correct, weight: 2}]"]
     _, batch, scores, (train_batch, metrics) = prepare(overrides)
     expected = hard_correct_advantages(batch, scores, 2.0)
@@ -94,7 +91,7 @@ def test_a_new_target_is_one_file_and_one_line(registered):
     assert metrics["hard_correct/bonus_mean"] > 0
 
 
-def test_a_new_preset_is_one_file_and_one_line(registered):
+def test_a_new_methods_preset_runs_by_name_from_the_same_file(registered):
     algorithm, batch, scores, (train_batch, metrics) = prepare(
         ["algorithm.name=hard_correct", "algorithm.weight=2"]
     )

@@ -1,10 +1,15 @@
 """The layering of dcrl's packages (docs/design.md, "Layers"): every import inside `dcrl/`,
 function-level (lazy) ones included, goes down the order below, never up or sideways. A package
 that imports one above it (or beside it, in the same layer) is a cycle waiting to happen: it
-works only while some import stays lazy.
+works only while some import stays lazy. An import under `if TYPE_CHECKING:` names a type for
+the annotations and never runs, so it is not one (the target contract names the algorithm's
+settings that way).
 
-Units are the top-level subpackages and modules of `dcrl` (`dcrl.core`, `dcrl.step_data`, ...);
-a unit may import itself and any unit of a lower layer.
+Units are the top-level subpackages and modules of `dcrl` (`dcrl.core`, `dcrl.step_data`, ...),
+except that `dcrl.targets` is two: the target contract (the package itself and
+`dcrl.targets.base`), below the algorithm, and the methods (each other module of it, one file
+per method: its settings, its target and its preset), above it. A unit may import itself and any
+unit of a lower layer.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "dcrl"
 
-# Lowest first. The spine: core < step_data < targets < algorithms < train < integrations.
+# The methods: dcrl/targets/<method>.py, each a target and the preset built on it.
+METHODS = "dcrl.targets.<method>"
+CONTRACT = ("base",)  # the modules of dcrl.targets that are the contract, not a method
+
+# Lowest first. The spine: core < step_data < targets < algorithms < methods < train < integrations.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("dcrl", "dcrl.errors", "dcrl._atomic", "dcrl._lazy"),  # `dcrl` itself: __version__ only
     ("dcrl.config",),
@@ -25,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dcrl.step_data",),
     ("dcrl.targets",),
     ("dcrl.algorithms",),
+    (METHODS,),
     ("dcrl.train",),
     ("dcrl.eval", "dcrl.integrations"),
     ("dcrl.report",),
@@ -35,8 +45,14 @@ RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 
 
 def unit_of(module: str) -> str:
-    """`dcrl.targets.aepo` -> `dcrl.targets`; `dcrl` -> `dcrl`."""
-    return ".".join(module.split(".")[:2])
+    """`dcrl.core.control` -> `dcrl.core`; `dcrl` -> `dcrl`; `dcrl.targets.base` ->
+    `dcrl.targets`; `dcrl.targets.aepo` (a module of dcrl/targets/ other than the contract's)
+    -> METHODS. `module` may end in an attribute (`dcrl.targets.Target`)."""
+    parts = module.split(".")
+    in_targets = parts[:2] == ["dcrl", "targets"] and len(parts) > 2
+    if in_targets and parts[2] not in CONTRACT and (ROOT / "targets" / f"{parts[2]}.py").is_file():
+        return METHODS
+    return ".".join(parts[:2])
 
 
 def module_name(path: Path) -> str:
@@ -49,7 +65,18 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
     module = module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -95,7 +122,8 @@ def test_no_package_imports_one_above_or_beside_it():
 @pytest.mark.parametrize(
     ("source", "importer", "message"),
     [
-        ("from dcrl.algorithms.base import Algorithm\n", "targets/x.py", "dcrl.targets imports"),
+        ("from dcrl.algorithms.base import Algorithm\n", "targets/base.py", "dcrl.targets imports"),
+        ("from dcrl.train import step\n", "targets/x.py", "dcrl.targets.<method> imports"),
         ("def f():\n    from dcrl.train import step\n", "algorithms/x.py", "dcrl.algorithms"),
         ("from ..targets import base\n", "step_data/x.py", "dcrl.step_data imports dcrl.targets"),
     ],
@@ -109,3 +137,18 @@ def test_the_walk_sees_upward_imports_lazy_and_relative_ones_included(
     monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", root)
     (problem,) = upward_imports()
     assert message in problem
+
+
+def test_a_type_only_import_is_not_an_upward_one(tmp_path, monkeypatch):
+    """`if TYPE_CHECKING:` imports never run; the same import outside it is reported."""
+    root = tmp_path / "dcrl"
+    (root / "targets").mkdir(parents=True)
+    (root / "targets" / "base.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from dcrl.algorithms.base import AlgorithmConfig\n"
+        "from dcrl.train import step\n"
+    )
+    monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", root)
+    (problem,) = upward_imports()
+    assert "dcrl.targets imports dcrl.train.step" in problem

@@ -7,18 +7,21 @@ tests/test_algorithm_reference.py.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
 import torch
 
 from dcrl.algorithms import ALGORITHMS, get_algorithm_class, make_algorithm
-from dcrl.algorithms.composed import Composed, ComposedConfig, Preset
-from dcrl.algorithms.dcpo import DCPOConfig
+from dcrl.algorithms.base import AlgorithmConfig, Preset, own_name
+from dcrl.algorithms.composed import Composed, ComposedConfig
 from dcrl.algorithms.grpo import GRPOConfig
 from dcrl.core import losses as core_losses
-from dcrl.step_data import AlgorithmConfig, TrainBatch, own_name
+from dcrl.step_data import TrainBatch
 from dcrl.targets import TARGETS, Target, TargetConfig, get_target_class
+from dcrl.targets.dcpo import DCPOConfig
 from dcrl.targets.lp_f import LPFTarget
 from dcrl.train.config import load_run_config
 from dcrl.train.trainer import Trainer
@@ -93,6 +96,36 @@ def test_a_preset_is_grpo_plus_its_one_target(name):
     assert [t.name for t in algorithm.targets] == ([expected] if expected else [])
     if expected:
         assert type(algorithm.target) is get_target_class(expected)
+
+
+@pytest.mark.parametrize("name", sorted(name for name, target in PRESET_TARGETS.items() if target))
+def test_a_method_is_one_file_its_settings_target_and_preset(name):
+    """The registries point at one module holding the target and the preset of the name, and the
+    preset's config has every setting of the target's, with the same default and help."""
+    algorithm_class = get_algorithm_class(name)
+    target_class = get_target_class(name)
+    assert (
+        ALGORITHMS[name] == TARGETS[name] == algorithm_class.__module__ == target_class.__module__
+    )
+    assert algorithm_class.target_class is target_class
+    preset_fields = {f.name: f for f in dataclasses.fields(algorithm_class.config_class)}
+    for setting in dataclasses.fields(target_class.config_class):
+        if setting.name != "name":
+            preset = preset_fields[setting.name]
+            assert (preset.default, preset.metadata) == (setting.default, setting.metadata)
+
+
+def test_the_entropy_controllers_settings_are_declared_once():
+    """AEPO and DCPO mix in EntropyControlFields and redeclare none of its fields."""
+    from dcrl.targets.aepo import AEPOSettings
+    from dcrl.targets.base import EntropyControlFields
+    from dcrl.targets.dcpo import DCPOSettings
+
+    shared = {f.name for f in dataclasses.fields(EntropyControlFields)}
+    assert "target_entropy" in shared
+    for settings in (AEPOSettings, DCPOSettings):
+        assert issubclass(settings, EntropyControlFields)
+        assert shared.isdisjoint(inspect.get_annotations(settings)), settings
 
 
 def test_lp_f_exists_once_icr_runs_the_lp_f_target():

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from dcrl.algorithms import StepContext, make_algorithm
-from dcrl.algorithms.aepo import AEPOConfig
 from dcrl.algorithms.base import AlgorithmConfig
 from dcrl.algorithms.composed import Composed, ComposedConfig
-from dcrl.algorithms.dcpo import DCPOConfig
 from dcrl.algorithms.grpo import GRPOConfig
 from dcrl.core.logprobs import entropy_signals, entropy_sums
 from dcrl.rollout.base import RolloutBatch
 from dcrl.targets import StepDraft, Target, TargetConfig
+from dcrl.targets.aepo import AEPOConfig
+from dcrl.targets.dcpo import DCPOConfig
 from dcrl.train import step as step_protocol
 from dcrl.train.config import load_run_config
 from dcrl.train.recipes import recipe_path

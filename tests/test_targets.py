@@ -1,12 +1,10 @@
-"""Target distributions (dcrl.targets) and their composition (dcrl.algorithms.composed).
-
-1. The presets aepo, dcpo and icr give, on the same trainer steps, bit-identical (torch.equal)
-   advantages, old log-probs, train batch, metrics and loss to the PRE-REFACTOR REFERENCE below:
-   the `prepare` of dcrl/algorithms/{aepo,dcpo,icr}.py and the loss of base.py as they were at
-   commit a7487f3, before the targets existed, copied here and frozen.
-2. The composed algorithm validates its `targets` list before the model loads, one error line
-   naming the key; DCPO + ICR compose in the documented order; a user's target loads from a
-   'package.module:Class' path; the best-of-n target's core formula matches a plain loop.
+"""Target distributions (dcrl.targets) and their composition (dcrl.algorithms.composed): the
+composed algorithm validates its `targets` list before the model loads, one error line naming
+the key; a composition of one target logs exactly its preset's run; DCPO + ICR compose in the
+documented order, recomputed from dcrl.core; the row replacement comes last whatever the list
+order; a user's target loads from a 'package.module:Class' path; the best-of-n target's core
+formula matches a plain loop. Each algorithm's numbers are pinned by
+tests/test_algorithm_reference.py.
 """
 
 from __future__ import annotations
@@ -19,14 +17,10 @@ import torch
 
 from dcrl.algorithms.base import StepContext, TrainBatch
 from dcrl.config import ConfigError
-from dcrl.core import advantages as core_advantages
 from dcrl.core import losses as core_losses
 from dcrl.core.advantages import grpo_advantages
 from dcrl.core.control import ControlDecision, EntropyController
 from dcrl.core.regularizers import (
-    aepo_mix_batch,
-    aepo_num_reinforce,
-    aepo_select_positives,
     best_of_n_bonus,
     correct_indicator,
     dcpo_alpha,
@@ -43,12 +37,12 @@ from tests.helpers import record_prepare, tiny_config
 torch.set_num_threads(1)
 
 # ------------------------------------------------------------------------------------------
-# PRE-REFACTOR REFERENCE (frozen copy of commit a7487f3; do not "fix" or refactor it).
+# 1. Composition.
 # ------------------------------------------------------------------------------------------
 
 
-def reference_decide(controller: EntropyController) -> tuple[ControlDecision, dict[str, float]]:
-    """EntropyControlled.decide of dcrl/algorithms/entropy_control.py."""
+def decide_by_hand(controller: EntropyController) -> tuple[ControlDecision, dict[str, float]]:
+    """The controller's decision and the control/* metrics a controlled target logs with it."""
     decision = controller.decide()
     metrics = {
         "control/temperature": decision.temperature,
@@ -60,164 +54,8 @@ def reference_decide(controller: EntropyController) -> tuple[ControlDecision, di
     return decision, metrics
 
 
-def reference_make_batch(
-    batch: Any, advantages: torch.Tensor, ctx: StepContext, old_logprobs: torch.Tensor | None = None
-) -> TrainBatch:
-    """Algorithm.make_batch of dcrl/algorithms/base.py."""
-    input_ids, attention_mask = batch.sequences()
-    response_mask = batch.response_mask
-    if old_logprobs is None:
-        old_logprobs = ctx.old_logprobs(input_ids, attention_mask, response_mask)
-    if advantages.dim() == 1:
-        advantages = core_advantages.broadcast_to_tokens(advantages, response_mask)
-    return TrainBatch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        response_mask=response_mask,
-        old_logprobs=old_logprobs,
-        advantages=advantages * response_mask.to(advantages.dtype),
-    )
-
-
-def reference_aepo_prepare(cfg, controller, batch, scores, ctx):
-    """AEPO.prepare of dcrl/algorithms/aepo.py."""
-    decision, metrics = reference_decide(controller)
-    advantages = grpo_advantages(scores, batch.group_index, std=cfg.advantage_std)  # (N,)
-    num_prompts = int(batch.group_index.max()) + 1
-    scale = max(1.0, decision.weight or 0.0)
-    num_tempered = min(num_prompts, max(1, int(num_prompts * cfg.tempered_fraction * scale)))
-    group_size = len(batch) // num_prompts
-    tempered, tempered_scores = ctx.rollout(range(num_tempered), group_size, decision.temperature)
-    positive = aepo_select_positives(
-        tempered_scores,
-        tempered.group_index,
-        cfg.positive_threshold,
-        cfg.advantage_std,
-        include_all_correct_groups=cfg.include_all_correct_groups,
-    )
-    positive_index = positive.nonzero().flatten()
-    num_reinforce = aepo_num_reinforce(
-        len(positive_index),
-        entropy_above_target=decision.entropy_above_target,
-        max_samples=cfg.max_reinforce,
-        weight=decision.weight,
-    )
-    on_policy, tempered = type(batch).pad_to_common([batch, tempered])
-    on_ids, on_attention = on_policy.sequences()
-    t_ids, t_attention = tempered.sequences()
-    mixed = aepo_mix_batch(
-        {
-            "input_ids": on_ids,
-            "attention_mask": on_attention,
-            "response_mask": on_policy.response_mask,
-            "advantages": advantages,
-        },
-        {
-            "input_ids": t_ids,
-            "attention_mask": t_attention,
-            "response_mask": tempered.response_mask,
-        },
-        positive_index[:num_reinforce],
-        placement=cfg.placement,
-    )
-    old_logprobs = ctx.old_logprobs(
-        mixed["input_ids"], mixed["attention_mask"], mixed["response_mask"]
-    )
-    train_batch = TrainBatch(
-        input_ids=mixed["input_ids"],
-        attention_mask=mixed["attention_mask"],
-        response_mask=mixed["response_mask"],
-        old_logprobs=old_logprobs,
-        advantages=mixed["advantages"],
-        extras={"is_reinforce": mixed["is_reinforce"]},
-    )
-    metrics.update(
-        {
-            "control/num_reinforce": float(num_reinforce),
-            "aepo/num_positives": float(len(positive_index)),
-            "aepo/tempered_accuracy": float(tempered_scores.mean()),
-            "aepo/tempered_length": float(tempered.response_lengths.float().mean()),
-        }
-    )
-    return train_batch, metrics
-
-
-def reference_dcpo_prepare(cfg, controller, batch, scores, ctx):
-    """DCPO.prepare of dcrl/algorithms/dcpo.py."""
-    decision, metrics = reference_decide(controller)
-    advantages = grpo_advantages(scores, batch.group_index, std=cfg.advantage_std)  # (N,)
-    correct = correct_indicator(scores, cfg.correct_threshold)  # (N,)
-    input_ids, attention_mask = batch.sequences()
-    mask = batch.response_mask
-    old_logprobs, _ = ctx.score(input_ids, attention_mask, mask)  # (N, Lr) at T = 1
-    if cfg.use_rho:
-        old_logprobs_at_temperature, _ = ctx.score(
-            input_ids, attention_mask, mask, temperature=decision.temperature
-        )
-        rho = dcpo_rho(old_logprobs_at_temperature, old_logprobs, mask, max_rho=cfg.max_rho)
-    else:
-        rho = mask.float()
-    alpha = dcpo_alpha(
-        cfg.target_entropy,
-        decision.previous_entropy,
-        correct,
-        cfg.alpha_cap,
-        weight=decision.weight,
-    )
-    token_advantages = dcpo_token_advantages(advantages, correct, rho, alpha, mask)
-    valid = mask.bool()
-    correct_tokens = valid & correct[:, None]
-    metrics.update(
-        {
-            "control/alpha": alpha,
-            "dcpo/rho_mean": float(rho[correct_tokens].mean()) if correct_tokens.any() else 1.0,
-            "dcpo/rho_max": float(rho[valid].max()) if valid.any() else 1.0,
-            "dcpo/correct_frac": float(correct.float().mean()),
-        }
-    )
-    train_batch = TrainBatch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        response_mask=mask,
-        old_logprobs=old_logprobs,
-        advantages=token_advantages,
-    )
-    return train_batch, metrics
-
-
-def reference_icr_prepare(cfg, controller, batch, scores, ctx):
-    """ICR.prepare (and ICR.shape_rewards) of dcrl/algorithms/icr.py."""
-    rewards = scores
-    if cfg.lp_f:
-        rewards = scores + overlong_penalty(
-            batch.response_lengths, cfg.lp_f_max_length, cfg.lp_f_buffer
-        )
-    advantages = grpo_advantages(rewards, batch.group_index, std=cfg.advantage_std)  # (N,)
-    advantages, info = icr_bonus(
-        advantages,
-        rewards,
-        batch.response_lengths,
-        batch.group_index,
-        bonus_total=cfg.bonus_total,
-        mode=cfg.mode,
-        selection=cfg.selection,
-        sign=cfg.sign,
-        scope=cfg.scope,
-    )
-    metrics = {
-        "reward/shaped_mean": float(rewards.mean()),
-        "icr/num_selected": float(info["num_selected"]),
-        "icr/bonus": float(info["bonus_per_response"]),
-        "icr/selected_length": float(info["selected_length_mean"]),
-    }
-    train_batch = reference_make_batch(batch, advantages, ctx)
-    train_batch.extras["icr_selected"] = torch.zeros(len(batch), dtype=torch.bool)
-    train_batch.extras["icr_selected"][info["selected_index"]] = True
-    return train_batch, metrics
-
-
-def reference_loss(cfg, mb: TrainBatch, logprobs: torch.Tensor, counts: dict[str, float]):
-    """Algorithm.loss of dcrl/algorithms/base.py (no extra loss term: none of the three adds one)."""
+def policy_loss_by_hand(cfg, mb: TrainBatch, logprobs: torch.Tensor, counts: dict[str, float]):
+    """The registered policy loss with the config's PPO options (no target adds a loss term)."""
     loss_fn = core_losses.get_policy_loss(cfg.policy_loss)
     old_logprobs = logprobs.detach() if mb.old_logprobs is None else mb.old_logprobs
     return loss_fn(
@@ -233,17 +71,6 @@ def reference_loss(cfg, mb: TrainBatch, logprobs: torch.Tensor, counts: dict[str
         num_tokens=counts["num_tokens"],
         num_sequences=counts["num_sequences"],
     )
-
-
-REFERENCE_PREPARE = {
-    "aepo": reference_aepo_prepare,
-    "dcpo": reference_dcpo_prepare,
-    "icr": reference_icr_prepare,
-}
-
-# ------------------------------------------------------------------------------------------
-# 1. Presets against the reference.
-# ------------------------------------------------------------------------------------------
 
 
 def assert_same_train_batch(actual: TrainBatch, expected: TrainBatch) -> None:
@@ -281,7 +108,9 @@ def check_each_step(trainer: Trainer, expected_prepare: Any) -> list[dict[str, f
         mask = expected.response_mask
         counts = {"num_tokens": float(mask.sum()), "num_sequences": float(len(mask))}
         loss, loss_metrics = trainer.algorithm.loss(actual, logprobs, None, counts)
-        expected_loss, expected_loss_metrics = reference_loss(config, expected, logprobs, counts)
+        expected_loss, expected_loss_metrics = policy_loss_by_hand(
+            config, expected, logprobs, counts
+        )
         assert torch.equal(loss, expected_loss)
         assert loss_metrics == expected_loss_metrics
         compared.append(metrics)
@@ -294,79 +123,11 @@ def check_each_step(trainer: Trainer, expected_prepare: Any) -> list[dict[str, f
 
 
 def controller_now(trainer: Trainer, config: Any, state: dict[str, Any]) -> EntropyController:
-    """A fresh controller of `config` in the checkpoint `state` (the layout is part of the test:
-    a preset keeps the pre-refactor {"controller": ...})."""
+    """A fresh controller of `config` in a controlled target's checkpoint `state` (the layout is
+    part of the test: {"controller": ...})."""
     controller = config.make_controller()
     controller.load_state_dict(state["controller"])
     return controller
-
-
-PRESET_CASES = {
-    "aepo-bang-bang": (
-        "aepo",
-        "train.prompts_per_step=8",
-        "train.mini_batch_prompts=8",
-        "train.micro_batch_size=16",
-        "algorithm.tempered_fraction=0.5",
-        "algorithm.max_reinforce=3",
-        "train.reuse_on_policy_logprobs=false",
-    ),
-    "aepo-pi-weight-spread-on-policy": (
-        "aepo",
-        "train.prompts_per_step=8",
-        "train.mini_batch_prompts=8",
-        "train.micro_batch_size=16",
-        "algorithm.controller=pi",
-        "algorithm.weight_max=3.0",
-        "algorithm.temperature_high=2.0",
-        "algorithm.max_reinforce=4",
-        "algorithm.placement=spread",
-        "algorithm.include_all_correct_groups=true",
-    ),
-    "dcpo-bang-bang": ("dcpo", "algorithm.max_rho=3.0"),
-    "dcpo-pi-weight-no-rho": (
-        "dcpo",
-        "algorithm.controller=pi",
-        "algorithm.weight_max=3.0",
-        "algorithm.use_rho=false",
-        "algorithm.entropy_signal=full",
-        "train.reuse_on_policy_logprobs=false",
-    ),
-    "icr-code-faithful": ("icr", "rollout.max_new_tokens=48"),
-    "icr-lp-f-multiply-off-policy": (
-        "icr",
-        "rollout.max_new_tokens=48",
-        "algorithm.lp_f_max_length=40",
-        "algorithm.lp_f_buffer=20",
-        "algorithm.mode=multiply",
-        "algorithm.selection=any",
-        "algorithm.sign=own_advantage",
-        "train.mini_batch_prompts=2",
-    ),
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", sorted(PRESET_CASES))
-def test_preset_matches_the_pre_refactor_reference_bit_for_bit(tmp_path, case):
-    algorithm, *overrides = PRESET_CASES[case]
-    trainer = Trainer(tiny_config(tmp_path / "run", algorithm, "train.steps=3", *overrides))
-    config = trainer.config.algorithm
-    reference = REFERENCE_PREPARE[algorithm]
-
-    def expected_prepare(batch, scores, ctx):
-        state = trainer.algorithm.state_dict()
-        controller = None if algorithm == "icr" else controller_now(trainer, config, state)
-        return reference(config, controller, batch, scores, ctx)
-
-    compared = check_each_step(trainer, expected_prepare)
-    if algorithm != "icr":  # both controller branches (or a moving PI) were exercised
-        assert len({m["control/temperature"] for m in compared}) > 1
-
-
-# ------------------------------------------------------------------------------------------
-# 2. Composition.
-# ------------------------------------------------------------------------------------------
 
 
 def without_timings(metrics: dict[str, float]) -> dict[str, float]:
@@ -417,7 +178,7 @@ def test_dcpo_and_icr_compose_bonus_first_then_the_token_mix(tmp_path):
             advantages, rewards, batch.response_lengths, batch.group_index, bonus_total=8.0
         )
         assert info["num_selected"] > 0
-        decision, metrics = reference_decide(controller)
+        decision, metrics = decide_by_hand(controller)
         correct = correct_indicator(scores)
         (ids, attention), mask = batch.sequences(), batch.response_mask
         old_logprobs, _ = ctx.score(ids, attention, mask)
@@ -528,8 +289,32 @@ def test_best_of_n_bonus_picks_each_groups_first_top_reward_like_a_plain_loop():
         best_of_n_bonus(advantages, rewards, group_index, weight=-1.0)
 
 
+def test_dcpo_sizes_alpha_by_the_controllers_target_not_the_configs():
+    """dcpo_mix reads 𝓗 from the decision it is given (the controller's), so a decision whose
+    target differs from the settings' gives α = a/(1 + a), a = min(|𝓗 − H_prev|, cap)/p with the
+    decision's 𝓗."""
+    from dcrl.targets.dcpo import DCPOSettings, dcpo_mix
+
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    scores = torch.tensor([1.0, 0.0, 1.0, 0.0])  # p = 1/2
+    mask = torch.ones(4, 3)
+    old = torch.full((4, 3), -1.0)
+    decision = ControlDecision(
+        temperature=1.2,
+        entropy_above_target=False,
+        entropy_gap=0.05,
+        previous_entropy=0.1,
+        target_entropy=0.15,
+    )
+    _, metrics = dcpo_mix(
+        advantages, scores, mask, old, old, decision, DCPOSettings(target_entropy=5.0)
+    )
+    a = min(abs(0.15 - 0.1), 0.1) / 0.5  # 0.1; the settings' 5.0 would give the cap, 0.2
+    assert metrics["control/alpha"] == pytest.approx(a / (1 + a), rel=1e-12)
+
+
 # ------------------------------------------------------------------------------------------
-# 3. Configuration errors and a user's target.
+# 2. Configuration errors and a user's target.
 # ------------------------------------------------------------------------------------------
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "targets"

@@ -22,9 +22,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from dcrl.algorithms.aepo import AEPOConfig  # noqa: E402
 from dcrl.algorithms.composed import ComposedConfig  # noqa: E402
-from dcrl.algorithms.dcpo import DCPOConfig  # noqa: E402
+from dcrl.targets.aepo import AEPOConfig  # noqa: E402
+from dcrl.targets.dcpo import DCPOConfig  # noqa: E402
 from dcrl.train.step import targets_of  # noqa: E402
 from tests.test_integration_trl import GROUP_SIZE, make_trainer  # noqa: E402
 

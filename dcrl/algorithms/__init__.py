@@ -1,15 +1,15 @@
-"""Algorithms by name: GRPO (the base estimator, dcrl.algorithms.base) plus targets
-(dcrl.targets), and a table of named presets. Each name's module holds its config dataclass
-(GRPO's PPO settings, its own `name`, and the settings of its target or policy loss, defaults
-from the paper, help text citing it) and a `Preset` naming its target:
+"""Algorithms by name. Every one is GRPO (dcrl.algorithms.base: the algorithm, its settings and
+the stage order of its targets) plus at most one fixed target, configured by one flat config (a
+preset, dcrl.algorithms.base.Preset), or GRPO plus the list of targets its config names
+(`composed`). Where each name's config and `ALGORITHM` live:
 
-    grpo, clip_higher              no target (clip_higher: clip_high 0.28)
-    clip_cov, kl_cov               no target; their policy loss (dcrl.core.losses)
-    aepo, dcpo, icr                the target of the same name
-    lp_f, kimi, shorter_better     a reward-shaping target
-    entropy_adv                    an advantage-editing target
-    entropy_reg                    a loss-term target
-    composed                       the targets listed in its config
+    grpo, clip_higher              here, dcrl/algorithms/: GRPO's settings only (clip_higher:
+                                   clip_high 0.28)
+    clip_cov, kl_cov               here, dcrl/algorithms/: their policy loss (dcrl.core.losses)
+    aepo, dcpo, icr                dcrl/targets/<name>.py, the whole method in one file: its
+    lp_f, kimi, shorter_better     settings, its target, and the preset at the bottom
+    entropy_adv, entropy_reg
+    composed                       here, dcrl/algorithms/composed.py
 
 >>> sorted(ALGORITHMS)[:3]
 ['aepo', 'clip_cov', 'clip_higher']
@@ -19,23 +19,23 @@ from __future__ import annotations
 
 import importlib
 
-from dcrl.algorithms.base import Algorithm
-from dcrl.step_data import AlgorithmConfig, StepContext, TrainBatch, own_name
+from dcrl.algorithms.base import Algorithm, AlgorithmConfig, own_name
+from dcrl.step_data import StepContext, TrainBatch
 
 # name -> module holding its config and `ALGORITHM`; a module is imported only when asked for.
 ALGORITHMS: dict[str, str] = {
     "grpo": "dcrl.algorithms.grpo",
-    "aepo": "dcrl.algorithms.aepo",
-    "dcpo": "dcrl.algorithms.dcpo",
-    "icr": "dcrl.algorithms.icr",
-    "entropy_reg": "dcrl.algorithms.entropy_reg",
-    "entropy_adv": "dcrl.algorithms.entropy_adv",
+    "aepo": "dcrl.targets.aepo",
+    "dcpo": "dcrl.targets.dcpo",
+    "icr": "dcrl.targets.icr",
+    "entropy_reg": "dcrl.targets.entropy_reg",
+    "entropy_adv": "dcrl.targets.entropy_adv",
     "clip_cov": "dcrl.algorithms.clip_cov",
     "kl_cov": "dcrl.algorithms.kl_cov",
     "clip_higher": "dcrl.algorithms.clip_higher",
-    "lp_f": "dcrl.algorithms.lp_f",
-    "kimi": "dcrl.algorithms.kimi",
-    "shorter_better": "dcrl.algorithms.shorter_better",
+    "lp_f": "dcrl.targets.lp_f",
+    "kimi": "dcrl.targets.kimi",
+    "shorter_better": "dcrl.targets.shorter_better",
     # GRPO plus a list of targets (dcrl.targets): aepo, dcpo, icr, best_of_n, ..., yours
     "composed": "dcrl.algorithms.composed",
 }

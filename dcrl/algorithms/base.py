@@ -1,6 +1,8 @@
-"""The one algorithm: GRPO (the base estimator) with a list of targets (dcrl.targets) composed
-on it, and the registered policy loss its config names. Every name of `dcrl algorithms` is this
-class with its own config: a preset (dcrl.algorithms.composed.Preset) or `composed`.
+"""The one algorithm: GRPO (the base estimator), its settings (`AlgorithmConfig`, the PPO-clip
+update every method shares), and a list of targets (dcrl.targets) composed on it, with the
+registered policy loss its config names. Every name of `dcrl algorithms` is this class with its
+own config: a `Preset` (GRPO plus at most one fixed target; each method's file in dcrl/targets/
+ends with its own) or `composed` (dcrl.algorithms.composed).
 
 A step (`prepare`), in an order fixed by what each target changes, not by the list, so that
 every composition has one meaning; within a stage the list order holds:
@@ -25,15 +27,86 @@ everything else: sampling, micro-batching, optimizer, logging, checkpoints.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
 
 import torch
 
+from dcrl.config import field
 from dcrl.core import losses as core_losses
 from dcrl.core.advantages import grpo_advantages
-from dcrl.step_data import AlgorithmConfig, StepContext, StepDraft, TrainBatch
-from dcrl.targets import STAGES, Target, TargetError
+from dcrl.step_data import StepContext, StepDraft, TrainBatch
+from dcrl.targets import STAGES, Target, TargetConfig, TargetError
 from dcrl.targets.base import edits_draft
+
+AggMode = Literal[
+    "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
+]
+
+
+def own_name(config_class: type) -> str:
+    """The algorithm a config class configures: the default of its `name` field."""
+    return config_class.__dataclass_fields__["name"].default
+
+
+@dataclass
+class AlgorithmConfig:
+    """PPO-clip update settings of the base estimator, GRPO, shared by all algorithms (defaults:
+    docs/papers.md §1.2 and §7). Each algorithm's config subclasses it and sets its own `name`."""
+
+    name: str = field("grpo", help="Algorithm name (see `dcrl algorithms`).")
+    clip_low: float = field(
+        0.2, ge=0, lt=1, help="PPO ε_low: the ratio is clipped below at 1 − ε_low."
+    )
+    clip_high: float = field(
+        0.2,
+        ge=0,
+        le=100,
+        help="PPO ε_high: clipped above at 1 + ε_high (DAPO clip-higher uses 0.28).",
+    )
+    dual_clip: float | None = field(
+        3.0,
+        gt=1,
+        le=1e6,
+        help="Dual-clip constant c for negative advantages (Ye et al. 2020); null disables.",
+    )
+    log_ratio_clamp: float | None = field(
+        None,
+        gt=0,
+        le=1000,
+        help="Clamp log(π_θ/π_old) to ±this before exponentiating (the ICR code uses 20).",
+    )
+    loss_agg_mode: AggMode = field(
+        "token-mean",
+        help="How token losses become one scalar; token-mean over the mini-batch is the papers' "
+        "(DAPO) choice; seq-mean-token-sum-norm is Dr.GRPO.",
+    )
+    advantage_std: Literal["unbiased", "population", "none"] = field(
+        "unbiased",
+        help="GRPO group std: unbiased (n−1, the papers' code), population, or none (Dr.GRPO).",
+    )
+    policy_loss: str = field(
+        "ppo_clip",
+        help="Policy loss, a name registered in dcrl.core.losses: ppo_clip, or clip_cov / kl_cov "
+        "(the Cui et al. 2025 baselines).",
+    )
+
+    def validate(self) -> None:
+        own = own_name(type(self))
+        if self.name != own:
+            raise ValueError(
+                f"name: {self.name!r} is not the algorithm {type(self).__name__} configures "
+                f"({own!r}); build {self.name!r}'s own config "
+                f"(dcrl.algorithms.get_algorithm_class({self.name!r}).config_class) or leave "
+                f"name at {own!r}"
+            )
+        if not 0 <= self.clip_low < 1:
+            raise ValueError(f"clip_low must be in [0, 1), got {self.clip_low}")
+        if self.clip_high < 0:
+            raise ValueError(f"clip_high must be ≥ 0, got {self.clip_high}")
+        if self.dual_clip is not None and self.dual_clip <= 1:
+            raise ValueError(f"dual_clip must be > 1 (or null to disable), got {self.dual_clip}")
+        core_losses.policy_loss_spec(self.policy_loss)  # ValueError naming the registered losses
 
 
 class Algorithm:
@@ -201,6 +274,38 @@ class Algorithm:
             self.loss_generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
 
 
+class Preset(Algorithm):
+    """An algorithm name that is GRPO plus at most one target (`target_class`, None for GRPO
+    itself and the policy-loss choices), configured by one flat config: the target's settings
+    beside the PPO ones. Its checkpoint state is the target's own (the layout of the algorithms
+    before the targets existed), plus the policy loss's random source if it has one."""
+
+    target_class: ClassVar[type[Target] | None] = None
+
+    def __init__(self, config: AlgorithmConfig) -> None:
+        targets = []
+        if self.target_class is not None:
+            config_class = self.target_class.config_class
+            target_fields = [f.name for f in fields(config_class) if f.init and f.name != "name"]
+            settings = {name: getattr(config, name) for name in target_fields}
+            target_config: TargetConfig = config_class(name=self.target_class.name, **settings)
+            targets.append(self.target_class(target_config, config))
+        super().__init__(config, targets)
+
+    @property
+    def target(self) -> Target:
+        return self.targets[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.target.state_dict() if self.targets else {}
+        return {**state, **self.loss_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.targets:
+            self.target.load_state_dict(state)
+        self.load_loss_state(state)
+
+
 def add_metrics(metrics: dict[str, float], new: dict[str, float], target: Target) -> None:
     """Merge a target's metrics; two targets logging one name would hide one of them."""
     clash = sorted(set(metrics) & set(new))
@@ -212,4 +317,13 @@ def add_metrics(metrics: dict[str, float], new: dict[str, float], target: Target
     metrics.update(new)
 
 
-__all__ = ["Algorithm", "AlgorithmConfig", "StepContext", "TrainBatch", "add_metrics"]
+__all__ = [
+    "AggMode",
+    "Algorithm",
+    "AlgorithmConfig",
+    "Preset",
+    "StepContext",
+    "TrainBatch",
+    "add_metrics",
+    "own_name",
+]

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dcrl.algorithms.base import AlgorithmConfig
-from dcrl.algorithms.composed import Preset
+from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 
 

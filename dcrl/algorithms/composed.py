@@ -1,7 +1,7 @@
 """Composed: a base estimator (GRPO) plus a list of target distributions (dcrl.targets), e.g.
-DCPO's entropy control with ICR's compression in one run, the targets named in the config; and
-`Preset`, what every other algorithm name is: GRPO plus at most one fixed target, configured by
-one flat config.
+DCPO's entropy control with ICR's compression in one run, the targets named in the config. Every
+other algorithm name is a `Preset` (dcrl.algorithms.base): GRPO plus at most one fixed target,
+configured by one flat config (a method's file in dcrl/targets/ ends with its preset).
 
 The stage order the targets are applied in is `Algorithm.prepare`'s (dcrl.algorithms.base). At
 most one entropy-controlled target (aepo or dcpo): two controllers would fight over one entropy.
@@ -9,12 +9,12 @@ most one entropy-controlled target (aepo or dcpo): two controllers would fight o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
-from dcrl.algorithms.base import Algorithm, AlgorithmConfig, add_metrics
+from dcrl.algorithms.base import Algorithm, AlgorithmConfig
 from dcrl.config import field
-from dcrl.targets import Target, TargetConfig, build_target_configs, get_target_class
+from dcrl.targets import Target, build_target_configs, get_target_class
 
 
 @dataclass
@@ -48,47 +48,6 @@ class Composed(Algorithm):
         super().__init__(config, targets)
 
 
-class Preset(Algorithm):
-    """An algorithm name that is GRPO plus at most one target (`target_class`, None for GRPO
-    itself and the policy-loss choices), configured by one flat config: the target's settings
-    beside the PPO ones. Its checkpoint state is the target's own (the layout of the algorithms
-    before the targets existed), plus the policy loss's random source if it has one."""
-
-    target_class: ClassVar[type[Target] | None] = None
-
-    def __init__(self, config: AlgorithmConfig) -> None:
-        targets = []
-        if self.target_class is not None:
-            config_class = self.target_class.config_class
-            target_fields = [f.name for f in fields(config_class) if f.init and f.name != "name"]
-            settings = {name: getattr(config, name) for name in target_fields}
-            target_config: TargetConfig = config_class(name=self.target_class.name, **settings)
-            targets.append(self.target_class(target_config, config))
-        super().__init__(config, targets)
-
-    @property
-    def target(self) -> Target:
-        return self.targets[0]
-
-    @property
-    def controller(self) -> Any:
-        """The target's entropy controller (aepo, dcpo); the verl and TRL adapters read it."""
-        return self.target.controller  # type: ignore[attr-defined]
-
-    def decide(self) -> Any:
-        """The controller's decision for this step and its metrics (aepo, dcpo)."""
-        return self.target.decide()  # type: ignore[attr-defined]
-
-    def state_dict(self) -> dict[str, Any]:
-        state = self.target.state_dict() if self.targets else {}
-        return {**state, **self.loss_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.targets:
-            self.target.load_state_dict(state)
-        self.load_loss_state(state)
-
-
 ALGORITHM = Composed
 
-__all__ = ["ALGORITHM", "Composed", "ComposedConfig", "Preset", "add_metrics"]
+__all__ = ["ALGORITHM", "Composed", "ComposedConfig"]

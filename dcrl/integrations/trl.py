@@ -1,9 +1,7 @@
-"""dcrl's algorithms (AEPO, DCPO, ICR, compositions of targets, yours) inside TRL's
-`GRPOTrainer` (TRL 1.16; `pip install 'dcrl[trl]'`); which ones run is decided by what they do
-(`trl_refusal`).
+"""dcrl's AEPO, DCPO and ICR inside TRL's `GRPOTrainer` (TRL 1.16; `pip install 'dcrl[trl]'`).
 
     from trl import GRPOConfig
-    from dcrl.algorithms.dcpo import DCPOConfig
+    from dcrl.targets.dcpo import DCPOConfig
     from dcrl.integrations.trl import DCRLGRPOTrainer
 
     trainer = DCRLGRPOTrainer(model, reward_funcs, args=GRPOConfig(...), train_dataset=dataset,

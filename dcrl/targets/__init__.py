@@ -10,6 +10,13 @@ edit (`entropy_adv`) and a loss term (`entropy_reg`). A run composes the base es
 with a list of targets (`algorithm.name: composed`, dcrl.algorithms.composed); the algorithm
 names of dcrl.algorithms are presets of at most one target each.
 
+A method is one file here, read top to bottom: `dcrl/targets/dcpo.py` holds DCPO's settings
+(with help and ranges), its target (`TARGET`) and, at the bottom, its preset (`ALGORITHM`: the
+`dcpo` algorithm, GRPO plus the target, configured flat); with dcrl.core (the formulas and the
+entropy controllers) it is the whole method. This package itself and `dcrl.targets.base` are the
+contract every target follows, one layer below the algorithm (dcrl.algorithms.base), and the
+method files one layer above it (docs/design.md, "Layers").
+
 The contract of a target (built in, or your own as 'package.module:Class'):
 
     class MyTarget(dcrl.targets.Target):
@@ -47,7 +54,9 @@ weight — into the draft, by its stage:
 
 `loss_term` adds to the policy loss of each micro-batch, normalized by the mini-batch's counts
 (`entropy_reg`). Every formula a target uses lives in `dcrl.core` (regularizers, shaping); a
-target's module holds its settings and the calls, one screen each. `examples/targets/my_target.py`
+method's module holds its settings, the calls and its preset. A target with an entropy
+controller (aepo, dcpo) subclasses `ControlledTarget` and mixes `EntropyControlFields` into its
+settings (dcrl.targets.base): one declaration of the controller's settings for both. `examples/targets/my_target.py`
 is a worked user target; docs/targets.md is the short guide.
 
 >>> sorted(TARGETS)[:5]

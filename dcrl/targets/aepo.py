@@ -1,12 +1,16 @@
-"""`aepo`: π at temperature T, *really sampled* (AEPO, arXiv 2510.08141; docs/papers.md §2.2–2.4,
-code-faithful).
+"""AEPO — Arbitrary Entropy Policy Optimization (Wang et al., arXiv 2510.08141), code-faithful to
+the released version (docs/papers.md §2.2–2.4): the whole method in this file — its settings, the
+`aepo` target and the `aepo` algorithm (GRPO plus that target, at the bottom).
 
-A row replacement (stage "replace"): the first prompts are sampled again at the controller's T;
-the correct tempered samples of mixed groups (GRPO advantage within their groups above 0.05) are
+The target is π at temperature T, *really sampled*. A row replacement (stage "replace"): the
+first prompts (a quarter, `tempered_fraction`) are sampled again at the controller's T; the
+correct tempered samples of mixed groups (GRPO advantage within their groups above 0.05) are
 REINFORCE'd with advantage +1 and no baseline, swapped in for the first m rows so the batch size
 is unchanged (the regularizer's weight is m/N). m = min(N_RF, positives), halved above target.
 The mixed rows are scored again at T = 1 for the PPO ratio: the target distribution *is* π^T, so
-no importance correction.
+no importance correction. T follows the entropy controller (dcrl.core.control), the same control
+as DCPO's. `algorithm: {name: composed, targets: [aepo]}` is the same run as
+`algorithm: {name: aepo}`.
 """
 
 from __future__ import annotations
@@ -16,17 +20,18 @@ from typing import Literal
 
 import torch
 
+from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 from dcrl.core.control import ControlDecision
 from dcrl.core.regularizers import aepo_mix_batch, aepo_num_reinforce, aepo_select_positives
 from dcrl.step_data import StepContext
-from dcrl.targets.base import ControlledTarget, StepDraft, TargetConfig
-from dcrl.targets.entropy_control import EntropyControlFields
+from dcrl.targets.base import ControlledTarget, EntropyControlFields, StepDraft, TargetConfig
 
 
 @dataclass
 class AEPOSettings(EntropyControlFields):
-    """AEPO's settings, shared by the `aepo` target and the `aepo` algorithm preset."""
+    """AEPO's settings (the entropy controller's, then its own), shared by the `aepo` target and
+    the `aepo` algorithm below."""
 
     max_reinforce: int = field(
         60,
@@ -92,7 +97,6 @@ class AEPOTarget(ControlledTarget):
     config_class = AEPOTargetConfig
     stage = "replace"
     foreign_rows = "is_reinforce"  # the tempered rows are π^T's samples, not the policy's
-    metric_labels = {"control/num_reinforce": "AEPO m (tempered REINFORCE rows)"}
     config: AEPOTargetConfig
 
     def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
@@ -237,3 +241,23 @@ def reinforce_rows(
 
 
 TARGET = AEPOTarget
+
+
+# -- the `aepo` algorithm: GRPO plus this target, every setting flat in one section
+
+
+@dataclass
+class AEPOConfig(AEPOSettings, AlgorithmConfig):
+    """`algorithm: {name: aepo, ...}`: GRPO's PPO settings and AEPO's."""
+
+    name: str = field("aepo", help="Algorithm name (see `dcrl algorithms`).")
+
+
+class AEPO(Preset):
+    name = "aepo"
+    config_class = AEPOConfig
+    target_class = AEPOTarget
+    config: AEPOConfig
+
+
+ALGORITHM = AEPO

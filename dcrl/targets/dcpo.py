@@ -1,11 +1,18 @@
-"""`dcpo`: π_old at temperature T, *virtual* — the batch's own correct responses re-weighted per
-token by ρ = π_old^T / π_old (DCPO, arXiv 2601.12730; docs/papers.md §3.2–3.4, code-faithful).
+"""DCPO — Distribution-Centric Policy Optimization (arXiv 2601.12730), code-faithful to the
+released version (docs/papers.md §3.2–3.4): the whole method in this file — its settings, the
+`dcpo` target and the `dcpo` algorithm (GRPO plus that target, at the bottom).
 
-A token-level mix (stage "mix"): Â' = (1 − α)·Â + α·c·ρ, c the correctness indicator (with
-`center_rho`, a dcrl extension: α·c·(ρ − 1)), and
-α = a/(1 + a), a = min(|𝓗 − H_prev|, cap)/p (p the fraction correct; α = 0 when p = 0). T comes
-from the entropy controller. The T = 1 scoring pass is shared: it becomes the batch's old
-log-probs, so ρ costs one extra no-grad forward at T.
+The target is π_old at temperature T, *virtual*: the batch's own correct responses re-weighted
+per token by ρ = π_old^T / π_old, fully on-policy. A token-level mix (stage "mix"):
+
+    Â'_{i,t} = (1 − α)·Â_i + α·c_i·ρ_{i,t}
+
+c the correctness indicator (with `center_rho`, a dcrl extension: α·c·(ρ − 1)), and
+α = a/(1 + a), a = min(|𝓗 − H_prev|, cap)/p (p the fraction correct; α = 0 when p = 0). T, 𝓗
+and H_prev come from the entropy controller's decision (dcrl.core.control), the same control as
+AEPO's. The T = 1 scoring pass is shared: it becomes the batch's old log-probs, so ρ costs one
+extra no-grad forward at T. `algorithm: {name: composed, targets: [dcpo]}` is the same run as
+`algorithm: {name: dcpo}`.
 """
 
 from __future__ import annotations
@@ -14,26 +21,21 @@ from dataclasses import dataclass
 
 import torch
 
+from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 from dcrl.core.control import ControlDecision
 from dcrl.core.regularizers import correct_indicator, dcpo_alpha, dcpo_rho, dcpo_token_advantages
 from dcrl.step_data import StepContext
-from dcrl.targets.base import ControlledTarget, StepDraft, TargetConfig
-from dcrl.targets.entropy_control import EntropyControlFields
+from dcrl.targets.base import ControlledTarget, EntropyControlFields, StepDraft, TargetConfig
 
 
 @dataclass
 class DCPOSettings(EntropyControlFields):
-    """DCPO's settings, shared by the `dcpo` target and the `dcpo` algorithm preset."""
+    """DCPO's settings (the entropy controller's, then its own), shared by the `dcpo` target and
+    the `dcpo` algorithm below."""
 
-    target_entropy: float = field(
-        0.5,
-        ge=0,
-        le=100,
-        help="Target entropy 𝓗₀ (0.5 in the released script; 0.25 was best in the paper).",
-    )
     alpha_cap: float = field(
-        0.1, ge=0, le=100, help="Cap on |𝓗₀ − H_prev| in α's numerator (code: 0.1)."
+        0.1, ge=0, le=100, help="Cap on |𝓗 − H_prev| in α's numerator (code: 0.1)."
     )
     correct_threshold: float = field(0.05, ge=0, lt=1, help="c_i = 1[score > this] (code: 0.05).")
     max_rho: float | None = field(
@@ -68,7 +70,6 @@ class DCPOTarget(ControlledTarget):
     name = "dcpo"
     config_class = DCPOTargetConfig
     stage = "mix"
-    metric_labels = {"control/alpha": "DCPO α (weight of its term)"}
     config: DCPOTargetConfig
 
     def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
@@ -111,8 +112,9 @@ def dcpo_mix(
         mask: (N, Lr) valid-token mask.
         old_logprobs: (N, Lr) log π_old at T = 1.
         old_logprobs_at_temperature: (N, Lr) log π_old at the decision's T; None with use_rho off.
-        decision: this step's controller decision.
-        config: the DCPO settings.
+        decision: this step's controller decision: its T (for the pass above), the target 𝓗 and
+            H_prev α is sized by, and its weight.
+        config: the DCPO settings (the threshold, ρ's clamp and form, α's cap).
 
     Returns:
         (N, Lr) advantages, 0 on padding; metrics.
@@ -125,7 +127,7 @@ def dcpo_mix(
         rho = mask.float()
     target = rho - mask.to(rho.dtype) if config.center_rho else rho  # c·(ρ − 1) or c·ρ
     alpha = dcpo_alpha(
-        config.target_entropy,
+        decision.target_entropy,
         decision.previous_entropy,
         correct,
         config.alpha_cap,
@@ -144,3 +146,23 @@ def dcpo_mix(
 
 
 TARGET = DCPOTarget
+
+
+# -- the `dcpo` algorithm: GRPO plus this target, every setting flat in one section
+
+
+@dataclass
+class DCPOConfig(DCPOSettings, AlgorithmConfig):
+    """`algorithm: {name: dcpo, ...}`: GRPO's PPO settings and DCPO's."""
+
+    name: str = field("dcpo", help="Algorithm name (see `dcrl algorithms`).")
+
+
+class DCPO(Preset):
+    name = "dcpo"
+    config_class = DCPOConfig
+    target_class = DCPOTarget
+    config: DCPOConfig
+
+
+ALGORITHM = DCPO

@@ -1,5 +1,6 @@
-"""`entropy_adv`: Entropy-Adv (Cheng et al. 2025, "Reasoning with Exploration: An Entropy
-Perspective", arXiv 2506.14758), as the AEPO/DCPO papers ran it (docs/papers.md §5):
+"""Entropy-Adv (Cheng et al. 2025, "Reasoning with Exploration: An Entropy Perspective",
+arXiv 2506.14758), as the AEPO/DCPO papers ran it (docs/papers.md §5): its settings, the
+`entropy_adv` target and the `entropy_adv` algorithm (GRPO plus that target, at the bottom).
 
     Â_{i,t} ← Â_i + min(α · H_{i,t}, |Â_i| / κ)
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 from dcrl.core.regularizers import entropy_advantage
 from dcrl.step_data import StepContext, StepDraft
@@ -52,3 +54,23 @@ class EntropyAdvTarget(Target):
 
 
 TARGET = EntropyAdvTarget
+
+
+# -- the `entropy_adv` algorithm: GRPO plus this target, every setting flat in one section
+
+
+@dataclass
+class EntropyAdvConfig(EntropyAdvSettings, AlgorithmConfig):
+    """`algorithm: {name: entropy_adv, ...}`: GRPO's PPO settings and Entropy-Adv's."""
+
+    name: str = field("entropy_adv", help="Algorithm name (see `dcrl algorithms`).")
+
+
+class EntropyAdv(Preset):
+    name = "entropy_adv"
+    config_class = EntropyAdvConfig
+    target_class = EntropyAdvTarget
+    config: EntropyAdvConfig
+
+
+ALGORITHM = EntropyAdv

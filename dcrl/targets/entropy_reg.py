@@ -1,5 +1,6 @@
-"""`entropy_reg`: an entropy bonus in the loss, the Entropy-Reg baseline of the AEPO and DCPO
-papers (docs/papers.md §5); a loss term, no edit of the advantages.
+"""Entropy-Reg: GRPO plus an entropy bonus in the loss, the baseline of the AEPO and DCPO papers
+(docs/papers.md §5): its settings, the `entropy_reg` target (a loss term, no edit of the
+advantages) and the `entropy_reg` algorithm (GRPO plus that target, at the bottom).
 
 Code-faithful form (`form: sampled_nll`, EasyR1's `use_entropy_loss`): the bonus is the
 sampled-token NLL −mean log π_θ(o_t), whose expected gradient on-policy is zero — it acts only
@@ -14,6 +15,7 @@ from typing import Literal
 
 import torch
 
+from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 from dcrl.core.regularizers import entropy_reg_term
 from dcrl.step_data import TrainBatch
@@ -71,3 +73,23 @@ class EntropyRegTarget(Target):
 
 
 TARGET = EntropyRegTarget
+
+
+# -- the `entropy_reg` algorithm: GRPO plus this target, every setting flat in one section
+
+
+@dataclass
+class EntropyRegConfig(EntropyRegSettings, AlgorithmConfig):
+    """`algorithm: {name: entropy_reg, ...}`: GRPO's PPO settings and Entropy-Reg's."""
+
+    name: str = field("entropy_reg", help="Algorithm name (see `dcrl algorithms`).")
+
+
+class EntropyReg(Preset):
+    name = "entropy_reg"
+    config_class = EntropyRegConfig
+    target_class = EntropyRegTarget
+    config: EntropyRegConfig
+
+
+ALGORITHM = EntropyReg

@@ -1,11 +1,16 @@
-"""`icr`: the group's shortest correct response, a *virtual shorter distribution* (ICR, arXiv
-2605.07316; docs/papers.md §4.2, §4.5, code-faithful).
+"""ICR — Implicit Compression Regularization (arXiv 2605.07316), code-faithful to the released
+version (docs/papers.md §4.2, §4.5): the whole method in this file — its settings, the `icr`
+target and the `icr` algorithm (GRPO plus that target, at the bottom).
 
-A sequence-level bonus (stage "bonus"): each group's shortest correct response gets C/k added to
-its advantage (k = groups with a correct response), so the bonus mass per step is C — REINFORCE
-under the law of "the shortest correct of n draws", on-policy. The released scripts also add the
-DAPO soft overlong penalty (LP-F) to the reward the base estimator normalizes: `lp_f: true`
-runs the `lp_f` target (dcrl.targets.lp_f) with `lp_f_max_length` and `lp_f_buffer`.
+The target is the group's shortest correct response, a *virtual shorter distribution*. A
+sequence-level bonus (stage "bonus"): each group's shortest correct response gets C/k added to
+its advantage (k = groups with a correct response, C = 128), so the bonus mass per step is C —
+REINFORCE under the law of "the shortest correct of n draws", on-policy. The released scripts
+also add the DAPO soft overlong penalty (LP-F) to the reward the base estimator normalizes:
+`lp_f: true` runs the `lp_f` target (dcrl.targets.lp_f) with `lp_f_max_length` and
+`lp_f_buffer`. `algorithm: {name: composed, log_ratio_clamp: 20, targets: [icr]}` is the same
+run as `algorithm: {name: icr}`. The length–accuracy correlation is logged for every algorithm by
+the trainer.
 """
 
 from __future__ import annotations
@@ -15,16 +20,17 @@ from typing import Any, Literal
 
 import torch
 
+from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 from dcrl.core.regularizers import icr_bonus
-from dcrl.step_data import AlgorithmConfig, StepContext
+from dcrl.step_data import StepContext
 from dcrl.targets.base import StepDraft, Target, TargetConfig
 from dcrl.targets.lp_f import LPFTarget, LPFTargetConfig
 
 
 @dataclass
 class ICRSettings:
-    """ICR's settings, shared by the `icr` target and the `icr` algorithm preset."""
+    """ICR's settings, shared by the `icr` target and the `icr` algorithm below."""
 
     bonus_total: float = field(
         128.0,
@@ -115,3 +121,26 @@ class ICRTarget(Target):
 
 
 TARGET = ICRTarget
+
+
+# -- the `icr` algorithm: GRPO plus this target, every setting flat in one section
+
+
+@dataclass
+class ICRConfig(ICRSettings, AlgorithmConfig):
+    """`algorithm: {name: icr, ...}`: GRPO's PPO settings and ICR's."""
+
+    name: str = field("icr", help="Algorithm name (see `dcrl algorithms`).")
+    log_ratio_clamp: float | None = field(
+        20.0, gt=0, le=1000, help="The ICR code clamps log-ratios to ±20."
+    )
+
+
+class ICR(Preset):
+    name = "icr"
+    config_class = ICRConfig
+    target_class = ICRTarget
+    config: ICRConfig
+
+
+ALGORITHM = ICR

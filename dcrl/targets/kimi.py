@@ -1,8 +1,10 @@
-"""`kimi`: the Kimi-style group length reward (Kimi k1.5, arXiv 2501.12599), the ICR paper's LP2
-baseline (docs/papers.md §4.4): λ = 0.5 − (L − L_min)/(L_max − L_min) within the group; a correct
-response gets λ, a wrong one min(0, λ), weighted and added to the reward.
+"""Kimi-style group length reward (Kimi k1.5, arXiv 2501.12599), the ICR paper's LP2 baseline
+(docs/papers.md §4.4): its settings, the `kimi` target and the `kimi` algorithm (GRPO plus that
+target, at the bottom).
 
-Reward shaping only; the base estimator normalizes the shaped reward.
+λ = 0.5 − (L − L_min)/(L_max − L_min) within the group; a correct response gets λ, a wrong one
+min(0, λ), weighted and added to the reward. Reward shaping only; the base estimator normalizes
+the shaped reward.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import torch
 
+from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 from dcrl.core.shaping import kimi_length_reward
 from dcrl.targets.base import Target, TargetConfig
@@ -44,3 +47,23 @@ class KimiTarget(Target):
 
 
 TARGET = KimiTarget
+
+
+# -- the `kimi` algorithm: GRPO plus this target, every setting flat in one section
+
+
+@dataclass
+class KimiConfig(KimiSettings, AlgorithmConfig):
+    """`algorithm: {name: kimi, ...}`: GRPO's PPO settings and the Kimi length reward's."""
+
+    name: str = field("kimi", help="Algorithm name (see `dcrl algorithms`).")
+
+
+class Kimi(Preset):
+    name = "kimi"
+    config_class = KimiConfig
+    target_class = KimiTarget
+    config: KimiConfig
+
+
+ALGORITHM = Kimi

@@ -1,6 +1,7 @@
-"""`lp_f`: the DAPO soft overlong penalty in the reward (Yu et al. 2025, arXiv 2503.14476), the
-length baseline of the ICR paper (docs/papers.md §4.4) and the penalty ICR's released scripts add
-(the `icr` target's `lp_f` option runs this target).
+"""LP-F: GRPO on accuracy plus the DAPO soft overlong penalty (Yu et al. 2025, arXiv 2503.14476),
+the length baseline of the ICR paper (docs/papers.md §4.4) and the penalty ICR's released scripts
+add (the `icr` target's `lp_f` option runs this target): its settings, the `lp_f` target and the
+`lp_f` algorithm (GRPO plus that target, at the bottom).
 
 Reward shaping only: 0 below max − buffer tokens, then a linear ramp to −penalty at max; the base
 estimator normalizes the shaped reward.
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 from dcrl.core.shaping import overlong_penalty
 from dcrl.targets.base import Target, TargetConfig
@@ -61,3 +63,23 @@ class LPFTarget(Target):
 
 
 TARGET = LPFTarget
+
+
+# -- the `lp_f` algorithm: GRPO plus this target, every setting flat in one section
+
+
+@dataclass
+class LPFConfig(LPFSettings, AlgorithmConfig):
+    """`algorithm: {name: lp_f, ...}`: GRPO's PPO settings and LP-F's."""
+
+    name: str = field("lp_f", help="Algorithm name (see `dcrl algorithms`).")
+
+
+class LPF(Preset):
+    name = "lp_f"
+    config_class = LPFConfig
+    target_class = LPFTarget
+    config: LPFConfig
+
+
+ALGORITHM = LPF

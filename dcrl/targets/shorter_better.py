@@ -1,8 +1,10 @@
-"""`shorter_better`: the ShorterBetter reward (Yi et al. 2025, arXiv 2504.21370), as in the ICR
-paper's baselines (docs/papers.md §4.4): α·1[correct] − β·|L − L_SOL| replaces the reward, L_SOL
-being the group's shortest correct length (the group mean when none is correct).
+"""ShorterBetter (Yi et al. 2025, arXiv 2504.21370), as in the ICR paper's baselines
+(docs/papers.md §4.4): its settings, the `shorter_better` target and the `shorter_better`
+algorithm (GRPO plus that target, at the bottom).
 
-Reward shaping only; the base estimator normalizes the shaped reward.
+The reward α·1[correct] − β·|L − L_SOL| replaces accuracy, L_SOL being the group's shortest
+correct length (the group mean when none is correct). Reward shaping only; the base estimator
+normalizes the shaped reward.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import torch
 
+from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 from dcrl.core.shaping import shorter_better_reward
 from dcrl.targets.base import Target, TargetConfig
@@ -44,3 +47,23 @@ class ShorterBetterTarget(Target):
 
 
 TARGET = ShorterBetterTarget
+
+
+# -- the `shorter_better` algorithm: GRPO plus this target, every setting flat in one section
+
+
+@dataclass
+class ShorterBetterConfig(ShorterBetterSettings, AlgorithmConfig):
+    """`algorithm: {name: shorter_better, ...}`: GRPO's PPO settings and ShorterBetter's."""
+
+    name: str = field("shorter_better", help="Algorithm name (see `dcrl algorithms`).")
+
+
+class ShorterBetter(Preset):
+    name = "shorter_better"
+    config_class = ShorterBetterConfig
+    target_class = ShorterBetterTarget
+    config: ShorterBetterConfig
+
+
+ALGORITHM = ShorterBetter

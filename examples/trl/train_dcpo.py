@@ -16,9 +16,9 @@ import argparse
 from datasets import Dataset
 from trl import GRPOConfig
 
-from dcrl.algorithms.dcpo import DCPOConfig
 from dcrl.integrations.trl import DCRLGRPOTrainer
 from dcrl.models.loading import load_policy
+from dcrl.targets.dcpo import DCPOConfig
 from dcrl.tasks import get_task
 
 

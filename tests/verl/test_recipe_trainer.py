@@ -142,8 +142,10 @@ def test_tempered_batch_of_any_size_goes_through_verls_chunking(
     events: list = []
     trainer, manager = _aepo_trainer(tmp_path, monkeypatch, events, num_workers)
     if weight is not None:  # dcrl's pi controller with weight_max can choose w > 1
-        decision = dataclasses.replace(trainer.dcrl_algorithm.controller.decide(), weight=weight)
-        monkeypatch.setattr(trainer.dcrl_algorithm.controller, "decide", lambda: decision)
+        decision = dataclasses.replace(
+            trainer.dcrl_algorithm.target.controller.decide(), weight=weight
+        )
+        monkeypatch.setattr(trainer.dcrl_algorithm.target.controller, "decide", lambda: decision)
     n, num_prompts = 3, 8
     trainer.config.actor_rollout_ref.rollout.n = n
     gen_batch = trainer._get_gen_batch(_prompts(num_prompts)).repeat(n, interleave=True)
@@ -265,7 +267,10 @@ def test_controller_state_saved_under_default_local_dir_and_resumed_from_resume_
     resumed._load_checkpoint()
     assert resumed.global_steps == 3
     assert resumed.dcrl_algorithm.state_dict() == saved
-    assert resumed.dcrl_algorithm.controller.decide() == first.dcrl_algorithm.controller.decide()
+    assert (
+        resumed.dcrl_algorithm.target.controller.decide()
+        == first.dcrl_algorithm.target.controller.decide()
+    )
 
     resumed.global_steps = 4
     resumed._save_checkpoint()

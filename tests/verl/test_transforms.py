@@ -9,8 +9,6 @@ from omegaconf import OmegaConf
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_advantage
 
 import dcrl.integrations.verl.register  # noqa: F401  (registers dcrl_icr, dcrl_ppo_clip)
-from dcrl.algorithms.aepo import AEPOConfig
-from dcrl.algorithms.dcpo import DCPO
 from dcrl.core.advantages import group_ids, grpo_advantages
 from dcrl.core.control import ControlDecision
 from dcrl.core.logprobs import sampled_token_nll
@@ -27,6 +25,8 @@ from dcrl.core.regularizers import (
 from dcrl.core.shaping import overlong_penalty
 from dcrl.integrations.verl import transforms
 from dcrl.integrations.verl.trainer import CONTROLLER_FILE, DcrlRayPPOTrainer
+from dcrl.targets.aepo import AEPOConfig
+from dcrl.targets.dcpo import DCPO
 from dcrl.train.step import targets_of as step_targets
 from tests.verl.helpers import make_batch
 from tests.verl.recipe_harness import bare_trainer as harness_bare_trainer
@@ -228,7 +228,9 @@ def test_dcpo_hooks_feed_dcrl_and_checkpoint_the_controller(tmp_path, monkeypatc
     nll = float(sampled_token_nll(base_logits_scale, batch.batch["response_mask"]))
     # dcrl.core.logprobs.entropy_sums sums in float64, sampled_token_nll in float32.
     assert metrics["entropy/sampled_nll"] == pytest.approx(nll, rel=1e-6)
-    assert trainer.dcrl_algorithm.controller.previous_entropy == metrics["entropy/sampled_nll"]
+    assert (
+        trainer.dcrl_algorithm.target.controller.previous_entropy == metrics["entropy/sampled_nll"]
+    )
     assert metrics["control/temperature"] == 1.2
 
     trainer.global_steps = 3
@@ -239,7 +241,10 @@ def test_dcpo_hooks_feed_dcrl_and_checkpoint_the_controller(tmp_path, monkeypatc
     resumed.global_steps = 3
     resumed._load_checkpoint()
     assert resumed.dcrl_algorithm.state_dict() == saved
-    assert resumed.dcrl_algorithm.controller.decide() == trainer.dcrl_algorithm.controller.decide()
+    assert (
+        resumed.dcrl_algorithm.target.controller.decide()
+        == trainer.dcrl_algorithm.target.controller.decide()
+    )
 
 
 @pytest.mark.parametrize(

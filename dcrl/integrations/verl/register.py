@@ -113,7 +113,7 @@ def compute_icr_advantage(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """verl advantage estimator: ICR (arXiv 2605.07316) on dcrl.core. (N, L) each, (advantages,
     returns) with returns = advantages as verl's GRPO returns them."""
-    from dcrl.algorithms.icr import ICRConfig
+    from dcrl.targets.icr import ICRConfig
 
     settings = dcrl_settings(config, ICRConfig)
     with torch.no_grad():

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcrl.algorithms.icr import ICRConfig
 from dcrl.core.advantages import grpo_advantages
 from dcrl.core.control import ControlDecision
 from dcrl.core.logprobs import entropy_signals as core_entropy_signals
@@ -35,6 +34,7 @@ from dcrl.core.regularizers import aepo_mix_batch
 from dcrl.rollout.base import RolloutBatch
 from dcrl.step_data import StepContext
 from dcrl.targets.aepo import AEPOSettings, num_tempered_prompts, reinforce_rows
+from dcrl.targets.icr import ICRConfig
 
 TEMPERED_AGENT = "dcrl_tempered_agent"  # the agent loop that samples AEPO's tempered rows
 TEMPERATURE_KEY = "dcrl_temperature"  # its per-row sampling temperature (non-tensor column)
@@ -139,7 +139,7 @@ def icr_advantages(
     Returns:
         (N, L) token-level advantages (0 on padding), and metrics.
     """
-    from dcrl.algorithms.icr import ICR
+    from dcrl.targets.icr import ICR
     from dcrl.train import step as step_protocol
 
     rows, width = response_mask.shape
@@ -269,7 +269,7 @@ def aepo_splice(
 ) -> tuple[Any, dict[str, float]]:
     """AEPO's batch for the update: m correct tempered rows swapped into the on-policy batch.
 
-    The same recipe as `dcrl.algorithms.aepo.AEPO.prepare` (docs/papers.md §2.2): GRPO advantages of
+    The same recipe as `dcrl.targets.aepo.AEPO.prepare` (docs/papers.md §2.2): GRPO advantages of
     the on-policy batch; positives = tempered samples with group advantage > threshold; m =
     `aepo_num_reinforce(...)`; the first m positives replace rows of the batch (front or spread)
     with advantage +1 on every valid token. Which rows: those at the front (or spread) positions
