@@ -30,12 +30,13 @@ from trl import GRPOConfig  # noqa: E402
 
 from dcrl.algorithms import StepContext, make_algorithm  # noqa: E402
 from dcrl.algorithms.composed import ComposedConfig  # noqa: E402
+from dcrl.targets.dcpo import DCPOConfig  # noqa: E402
 from dcrl.errors import UserError  # noqa: E402
 from dcrl.integrations.trl import STATE_FILE, DCRLGRPOTrainer, _algorithm_config  # noqa: E402
 from dcrl.models.loading import load_policy  # noqa: E402
-from dcrl.targets.dcpo import DCPOConfig  # noqa: E402
 from dcrl.tasks import get_task  # noqa: E402
 from dcrl.train.forward import score_responses  # noqa: E402
+from tests.test_design_examples import registered  # noqa: E402, F401  (the fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 TASK = get_task("arith")
@@ -207,6 +208,40 @@ def test_which_algorithms_run_in_trl_is_decided_by_what_they_do():
             assert ("policy loss" in reason) == uses_other_loss, (name, reason)
     assert {"grpo", "aepo", "dcpo", "icr", "composed", "lp_f", "kimi", "shorter_better"} <= accepted
     assert {"clip_cov", "kl_cov", "entropy_reg"} <= refused
+
+
+USER_LOSS_TARGET = """
+from dcrl.targets import Target
+
+
+class EntropyBonus(Target):
+    name = "entropy_bonus"
+
+    def loss_term(self, mb, logprobs, entropy, counts):
+        return -entropy.sum() / counts["tokens"], {}
+"""
+
+
+@pytest.mark.usefixtures("registered")
+def test_a_users_preset_and_targets_run_in_trl_by_what_they_do(tmp_path, monkeypatch):
+    """A preset the user registered (docs/design.md's hard_correct: a bonus target) runs by its
+    name and composed; so does the user's own 'module:Class' bonus target (examples/targets);
+    a user target that adds a loss term is refused, naming it and the capability TRL lacks."""
+    assert _algorithm_config("hard_correct").name == "hard_correct"
+    hard_correct = ComposedConfig(name="composed", targets=[{"name": "hard_correct", "weight": 2}])
+    assert _algorithm_config(hard_correct) is hard_correct
+    monkeypatch.syspath_prepend(str(REPO / "examples" / "targets"))
+    majority = ComposedConfig(name="composed", targets=["my_target:MajorityVote", "dcpo"])
+    assert _algorithm_config(majority) is majority
+    (tmp_path / "user_loss_target.py").write_text(USER_LOSS_TARGET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with_loss = ComposedConfig(name="composed", targets=["icr", "user_loss_target:EntropyBonus"])
+    with pytest.raises(
+        UserError,
+        match=r"algorithm composed is not available in TRL: its target entropy_bonus adds a "
+        r"loss term",
+    ):
+        _algorithm_config(with_loss)
 
 
 def test_a_config_builds_the_algorithm_it_names():

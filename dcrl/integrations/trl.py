@@ -1,4 +1,6 @@
-"""dcrl's AEPO, DCPO and ICR inside TRL's `GRPOTrainer` (TRL 1.16; `pip install 'dcrl[trl]'`).
+"""dcrl's algorithms (AEPO, DCPO, ICR, compositions of targets, yours) inside TRL's
+`GRPOTrainer` (TRL 1.16; `pip install 'dcrl[trl]'`); which ones run is decided by what they do
+(`trl_refusal`).
 
     from trl import GRPOConfig
     from dcrl.targets.dcpo import DCPOConfig

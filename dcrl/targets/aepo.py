@@ -97,6 +97,7 @@ class AEPOTarget(ControlledTarget):
     config_class = AEPOTargetConfig
     stage = "replace"
     foreign_rows = "is_reinforce"  # the tempered rows are π^T's samples, not the policy's
+    metric_labels = {"control/num_reinforce": "AEPO m (tempered REINFORCE rows)"}
     config: AEPOTargetConfig
 
     def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:

@@ -28,7 +28,10 @@ STAGES: tuple[Stage, ...] = ("bonus", "mix", "replace")
 class TargetConfig:
     """A target's settings; subclasses add theirs (each with its default and help text)."""
 
-    name: str = field(help="The target: aepo, dcpo, icr, best_of_n, or 'package.module:Class'.")
+    name: str = field(
+        help="The target: a name in the registry dcrl.targets.TARGETS (an unknown name's error "
+        "lists them all), or 'package.module:Class' of your own."
+    )
 
     def validate(self) -> None:
         """Raise ValueError('<field> ...: <problem>; <fix>') on a bad setting."""
@@ -52,6 +55,9 @@ class Target:
     # distribution (AEPO's tempered rows): not the policy's own samples, so the entropy the
     # controllers read leaves them out. None: the target keeps the policy's rows.
     foreign_rows: ClassVar[str | None] = None
+    # Titles of the metrics it logs, for the report's panels ({metric: title}); a class's add to
+    # its bases'. A logged metric without one is titled by its name.
+    metric_labels: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: TargetConfig, base: AlgorithmConfig) -> None:
         self.config = config
@@ -242,6 +248,7 @@ class ControlledTarget(Target):
     controller's."""
 
     controls_entropy = True
+    metric_labels = {"control/temperature": "temperature T", "control/weight": "controller weight"}
 
     def __init__(self, config: TargetConfig, base: AlgorithmConfig) -> None:
         super().__init__(config, base)

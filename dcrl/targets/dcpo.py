@@ -70,6 +70,7 @@ class DCPOTarget(ControlledTarget):
     name = "dcpo"
     config_class = DCPOTargetConfig
     stage = "mix"
+    metric_labels = {"control/alpha": "DCPO α (weight of its term)"}
     config: DCPOTargetConfig
 
     def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
