@@ -28,12 +28,23 @@ verdicts to <out>/claims.json as {claim, goal, value, met} rows):
 - control_diagnosis, control_range (explore only; run when named, not by `all`): why the entropy
   controller held only targets near the start, and AEPO and DCPO holding five targets from 0.6×
   to 1.4× the starting entropy with the settings that fix it (issue 27).
+- baselines (explore only; run when named): the papers' comparison table in miniature: GRPO,
+  DCPO and AEPO as the papers run them and with dcrl's controller, Entropy-Reg, Entropy-Adv,
+  Clip-Cov, KL-Cov, clip-higher, GRPO sampling at T 1.2, and two ablations of DCPO, with n,
+  mean, sample SD and Welch 95% intervals of each difference to GRPO (issue 27).
 
 Runs are trained with the testbed's recipes plus the experiments' overrides, in `--workers`
 processes of one thread each; finished runs made with the same settings are reused (a run
 directory made with other settings is trained again), so an interrupted reproduction resumes.
 The held-out evaluations resume the same way; with `--only` (or fewer seeds) the tables hold
 just the chosen runs.
+
+    python bench/reproduce.py --reclaim                               # verdicts from stored results
+    python bench/reproduce.py --reclaim --out bench/results/explore/seeds-4-5-6
+
+`--reclaim` trains nothing: it recomputes each experiment's claims.json rows, its .md table and
+the "±" of its .json (the sample standard deviation over seeds) from the per-seed values the
+.json already holds, with the current verdict rules (bench/experiments/stats.py).
 """
 
 from __future__ import annotations
@@ -51,12 +62,13 @@ if __package__ in (None, ""):  # run as a script: make `bench.experiments` impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.experiments import ALL, EXPERIMENTS
-from bench.experiments.common import EVAL_DIR, TESTBEDS, RunSpec, Testbed, metrics_of
+from bench.experiments.common import EVAL_DIR, TESTBEDS, RunSpec, Testbed, metrics_of, spread
 
 
 def same_settings(run_dir: Path, config: object) -> bool:
     """Whether the run in `run_dir` was made with `config`, all but its number of steps (a longer
-    run resumes a shorter one) and how its directory was spelled. The saved config is read
+    run resumes a shorter one), how many checkpoints it keeps (no effect on training) and how
+    its directory was spelled. The saved config is read
     through today's loader, so a setting added since then counts at its default (the value the
     code had before it existed); one that no longer loads means the run is redone."""
     import yaml
@@ -75,6 +87,7 @@ def same_settings(run_dir: Path, config: object) -> bool:
     wanted = yaml.safe_load(yaml.safe_dump(to_dict(config), sort_keys=False))
     for settings in (saved, wanted):
         settings.get("train", {}).pop("steps", None)
+        settings.get("train", {}).pop("keep_checkpoints", None)
         settings.get("log", {}).pop("output_dir", None)
     return saved == wanted
 
@@ -135,20 +148,30 @@ def recipe(testbed: Testbed, name: str = "grpo") -> dict:
 
 
 def evaluate_one(
-    model: str, out_dir: Path, seed: int, problems: int, samples: int, testbed: Testbed
+    model: object,
+    out_dir: Path,
+    seed: int,
+    problems: int,
+    samples: int,
+    testbed: Testbed,
+    kind: str | None = None,
 ) -> dict:
     """Held-out avg@n / pass@k at T = 1 on the recipes' task (its test split), per kind of
-    problem too on a testbed with kinds."""
+    problem too on a testbed with kinds. `model`: a name, a directory or a (model, tokenizer)
+    pair; `kind`: only the first `problems` problems of that kind."""
     import torch
 
     torch.set_num_threads(1)
     from dcrl.eval import evaluate, load_eval_data
 
     config = recipe(testbed)
-    data = load_eval_data(None, run_config=config, limit=problems)
+    data = load_eval_data(None, run_config=config, limit=None if kind else problems)
+    chosen = data.problems
+    if kind is not None:
+        chosen = [p for p in chosen if p.meta.get(testbed.group_by) == kind][:problems]
     result = evaluate(
         model,
-        data.problems,
+        chosen,
         data.reward_fn,
         n=samples,
         temperature=1.0,
@@ -245,6 +268,64 @@ def write_results(
     return record
 
 
+def restat(node: object) -> None:
+    """Recompute, in place, the "±" of a stored summary from its per-seed records as the sample
+    standard deviation (results written before it held the population one): `spread_<key>` of
+    an entry with "seeds", and exploration's `avg_at_n_spread` / `pass_at_k_spread`."""
+    if isinstance(node, list):
+        for value in node:
+            restat(value)
+    if not isinstance(node, dict):
+        return
+    seeds = node.get("seeds")
+    if isinstance(seeds, dict) and seeds and all(isinstance(r, dict) for r in seeds.values()):
+        records = [seeds[s] for s in sorted(seeds, key=int)]
+        for key in [k for k in node if k.startswith("spread_")]:
+            values = [r.get(key[len("spread_") :]) for r in records]
+            if all(v is None or isinstance(v, int | float) for v in values):
+                node[key] = spread(values)
+        if "avg_at_n_spread" in node:
+            from bench.experiments.exploration import over_seeds
+
+            node.update(over_seeds(records))
+            if isinstance(node.get("by_kind"), dict) and all("by_kind" in r for r in records):
+                node["by_kind"] = {
+                    kind: over_seeds([r["by_kind"][kind] for r in records])
+                    for kind in node["by_kind"]
+                }
+    for value in node.values():
+        restat(value)
+
+
+def reclaim(experiments: list[str], out: Path, testbed: Testbed, argv: list[str]) -> int:
+    """Rewrite each experiment's verdicts from its stored <out>/<experiment>.json (module doc);
+    the rows keep the command that measured them."""
+    done = 0
+    for experiment in experiments:
+        path = out / f"{experiment}.json"
+        if not path.is_file():
+            print(f"{experiment}: no {path}, skipped")
+            continue
+        module = ALL[experiment]
+        record = json.loads(path.read_text())
+        restat(record["summary"])
+        record["verdicts"] = "python bench/reproduce.py " + " ".join(argv)
+        path.write_text(json.dumps(record, indent=1))
+        (out / f"{experiment}.md").write_text(
+            f"<!-- made by: {record['command']} (verdicts: {record['verdicts']}) -->\n"
+            + module.markdown(record["summary"], testbed)
+        )
+        write_claims(
+            out / "claims.json",
+            module.CLAIM_PREFIXES,
+            module.claims(record["summary"], testbed),
+            record["command"],
+        )
+        print(f"{experiment}: verdicts rewritten in {out / 'claims.json'}")
+        done += 1
+    return 0 if done else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -263,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="list the runs to train (and whether each is already done), then stop",
+    )
+    parser.add_argument(
+        "--reclaim",
+        action="store_true",
+        help="train nothing: recompute the verdicts, tables and ± of the results in --out",
     )
     parser.add_argument("--eval-problems", type=int, default=100)
     parser.add_argument("--eval-samples", type=int, default=32, help="n of pass@k (k ≤ n)")
@@ -299,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         missing = placeholders(experiment, testbed)
         if missing:
             print(f"{experiment} on {testbed.name}: placeholder constants: {', '.join(missing)}")
+    if args.reclaim:
+        return reclaim(experiments, out, testbed, argv if argv is not None else sys.argv[1:])
     chosen = re.compile(args.only) if args.only else None
 
     def specs_of(experiment: str) -> list[RunSpec]:

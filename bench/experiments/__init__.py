@@ -20,12 +20,22 @@ a new experiment is a new module listed below. `--experiment all` runs `EXPERIME
 
 from __future__ import annotations
 
-from . import combined, compression, control_diagnosis, control_range, entropy, exploration, sweep
+from . import (
+    baselines,
+    combined,
+    compression,
+    control_diagnosis,
+    control_range,
+    entropy,
+    exploration,
+    sweep,
+)
 
 EXPERIMENTS = {
     module.NAME: module for module in (entropy, sweep, exploration, compression, combined)
 }
 # Experiments run only when named (`--experiment <name>`), on the testbeds in their SETTINGS:
-# the entropy controller over a range of targets and its diagnosis (issue 27).
-NAMED_ONLY = {module.NAME: module for module in (control_diagnosis, control_range)}
+# the entropy controller over a range of targets and its diagnosis, and the papers' comparison
+# table with its baselines and ablations (issue 27).
+NAMED_ONLY = {module.NAME: module for module in (control_diagnosis, control_range, baselines)}
 ALL = {**EXPERIMENTS, **NAMED_ONLY}

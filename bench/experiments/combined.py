@@ -35,6 +35,7 @@ from .common import (
     second_half,
     series,
 )
+from .stats import beats, interval_text, ledger, rounded, seed_values, welch
 
 NAME = "combined"
 CLAIM_PREFIXES = ("combined",)
@@ -142,28 +143,59 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
             "vs_dcpo": both["mean_eval_accuracy"] - dcpo["mean_eval_accuracy"],
             "vs_icr": both["mean_eval_accuracy"] - icr["mean_eval_accuracy"],
         }
-        if settings_of.goal == "rms":
-            error = both["mean_rms_relative_error"]
-            gap_to_best = min(gaps.values())  # against the better of the two alone
-            settings["goal"] = {
-                "rms_relative_error": error,
-                "shorter_than_dcpo": shorter,
-                "accuracy_gaps": gaps,
-                "goal_met": error <= settings_of.rms_tolerance
-                and shorter > 0
-                and gap_to_best >= -settings_of.accuracy_points,
-            }
-        else:
-            error = both["mean_relative_error"]
-            settings["goal"] = {
-                "relative_error": error,
-                "shorter_than_dcpo": shorter,
-                "accuracy_gaps": gaps,
-                "goal_met": abs(error) <= settings_of.tolerance
-                and shorter > 0
-                and all(abs(g) <= settings_of.accuracy_points for g in gaps.values()),
-            }
+        error = "rms_relative_error" if settings_of.goal == "rms" else "relative_error"
+        settings["goal"] = {
+            error: both[f"mean_{error}"],
+            "shorter_than_dcpo": shorter,
+            "accuracy_gaps": gaps,
+        }
+        settings["goal"]["goal_met"] = verdict(settings, testbed)[0]
     return settings
+
+
+def differences(summary: dict, testbed: Testbed) -> dict[str, dict]:
+    """The goal's differences over seeds (`welch`): "shorter", DCPO's held-out length − DCPO +
+    ICR's; "vs_dcpo" and "vs_icr", DCPO + ICR's accuracy − each one's alone."""
+    settings_of = SETTINGS[testbed.name]
+    both = summary[COMPOSED]["seeds"]
+    dcpo = summary[f"dcpo-H{testbed.target_label(settings_of.target)}-pi"]["seeds"]
+    icr = summary[ICR]["seeds"]
+    return {
+        "shorter": welch(seed_values(dcpo, "eval_length"), seed_values(both, "eval_length")),
+        "vs_dcpo": welch(seed_values(both, "eval_accuracy"), seed_values(dcpo, "eval_accuracy")),
+        "vs_icr": welch(seed_values(both, "eval_accuracy"), seed_values(icr, "eval_accuracy")),
+    }
+
+
+def verdict(summary: dict, testbed: Testbed) -> tuple[bool, dict[str, dict]]:
+    """(met, differences): the entropy goal on the mean over seeds; shorter than DCPO alone when
+    the Welch 95% interval of the length difference lies above 0; accuracy (rms goal) at most
+    `accuracy_points` below the better of the two alone (the interval against it above
+    −accuracy_points), or (mean goal) within them of each (the interval inside ±accuracy_points)."""
+    settings_of = SETTINGS[testbed.name]
+    goal, tests = summary["goal"], differences(summary, testbed)
+    points = settings_of.accuracy_points
+    if settings_of.goal == "rms":
+        better = (
+            "vs_dcpo"
+            if goal["accuracy_gaps"]["vs_dcpo"] <= goal["accuracy_gaps"]["vs_icr"]
+            else "vs_icr"
+        )
+        met = (
+            goal["rms_relative_error"] <= settings_of.rms_tolerance
+            and beats(tests["shorter"])
+            and beats(tests[better], -points)
+        )
+    else:
+        met = (
+            abs(goal["relative_error"]) <= settings_of.tolerance
+            and beats(tests["shorter"])
+            and all(
+                beats(tests[k], -points) and tests[k]["interval"][1] < points
+                for k in ("vs_dcpo", "vs_icr")
+            )
+        )
+    return met, tests
 
 
 def markdown(summary: dict, testbed: Testbed) -> str:
@@ -195,6 +227,13 @@ def markdown(summary: dict, testbed: Testbed) -> str:
         )
     if "goal" in summary:
         goal = summary["goal"]
+        met, tests = verdict(summary, testbed)
+        lines.append("")
+        lines.append(
+            f"Welch 95% intervals: DCPO's length − DCPO + ICR's {interval_text(tests['shorter'], 1)}"
+            f"; accuracy against DCPO {interval_text(tests['vs_dcpo'])}, against ICR "
+            f"{interval_text(tests['vs_icr'])}; goal met: {'yes' if met else 'no'}"
+        )
         lines.append("")
         if rms:
             lines.append(
@@ -203,8 +242,9 @@ def markdown(summary: dict, testbed: Testbed) -> str:
                 f"accuracy {goal['accuracy_gaps']['vs_dcpo']:+.3f} vs DCPO and "
                 f"{goal['accuracy_gaps']['vs_icr']:+.3f} vs ICR; goal (RMS ≤ "
                 f"{settings_of.rms_tolerance:.0%}, shorter, at most "
-                f"{settings_of.accuracy_points * 100:g} points below the better) met: "
-                f"{'yes' if goal['goal_met'] else 'no'} (± is the standard deviation over seeds)"
+                f"{settings_of.accuracy_points * 100:g} points below the better, by the intervals "
+                f"above) met: {'yes' if met else 'no'} (± is the sample standard deviation over "
+                "seeds)"
             )
         else:
             lines.append(
@@ -213,9 +253,8 @@ def markdown(summary: dict, testbed: Testbed) -> str:
                 f"{goal['accuracy_gaps']['vs_dcpo']:+.3f} vs DCPO and "
                 f"{goal['accuracy_gaps']['vs_icr']:+.3f} vs ICR; goal (within "
                 f"±{settings_of.tolerance:.0%}, shorter, within "
-                f"{settings_of.accuracy_points * 100:g} points of each) met: "
-                f"{'yes' if goal['goal_met'] else 'no'} "
-                "(± is the standard deviation over seeds)"
+                f"{settings_of.accuracy_points * 100:g} points of each, by the intervals above) "
+                f"met: {'yes' if met else 'no'} (± is the sample standard deviation over seeds)"
             )
     return "\n".join(lines) + "\n"
 
@@ -232,15 +271,19 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
             f"second-half RMS relative entropy error <= {settings_of.rms_tolerance:.0%}, "
             "held-out answers shorter than DCPO alone, accuracy at most "
             f"{settings_of.accuracy_points * 100:g} points below the better of DCPO alone and "
-            "ICR alone"
+            "ICR alone; shorter and the accuracy by the Welch 95% interval of each difference "
+            "over seeds"
         )
     else:
         error = "relative_error"
         wanted = (
             f"entropy within ±{settings_of.tolerance:.0%} of the target, held-out answers "
             f"shorter than DCPO alone, accuracy within {settings_of.accuracy_points * 100:g} "
-            "points of DCPO alone and of ICR alone"
+            "points of DCPO alone and of ICR alone; shorter and the accuracy by the Welch 95% "
+            "interval of each difference over seeds"
         )
+    met, tests = verdict(summary, testbed)
+    seeds = ledger({s for k, e in summary.items() if k != "goal" for s in e["seeds"]})
     return [
         {
             "claim": "combined: DCPO + ICR holds the entropy target while compressing",
@@ -249,8 +292,12 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
                 error: round(goal[error], 4),
                 "shorter_than_dcpo": round(goal["shorter_than_dcpo"], 4),
                 "accuracy_gaps": gaps,
+                "length_difference": rounded(tests["shorter"]),
+                "accuracy_vs_dcpo": rounded(tests["vs_dcpo"]),
+                "accuracy_vs_icr": rounded(tests["vs_icr"]),
             },
-            "met": bool(goal["goal_met"]),
+            "seeds": seeds,
+            "met": bool(met),
         }
     ]
 

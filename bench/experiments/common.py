@@ -208,9 +208,12 @@ def mean(values: list[float]) -> float:
 
 
 def spread(values: list[float]) -> float:
-    """Standard deviation over seeds (population; 0 for one seed)."""
+    """The sample standard deviation over seeds (ddof = 1; 0 for one seed): the "±" of the
+    bench's tables (bench/experiments/stats.py has the intervals)."""
     values = [v for v in values if v is not None]
-    return statistics.pstdev(values) if len(values) > 1 else 0.0
+    if any(math.isnan(v) for v in values):
+        return float("nan")  # a seed without the value (e.g. no target): no spread either
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def second_half(values: list[float]) -> list[float]:

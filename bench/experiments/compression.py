@@ -5,6 +5,9 @@ Goals, per testbed:
 - overthink: ICR >= 25% shorter held-out answers than GRPO, accuracy within 2 points.
 - explore: the same, and LP-F's per-group length-accuracy correlation ends (mean over the
   second half of training) above ICR's.
+Each is judged on the Welch 95% interval of a difference of means over seeds
+(bench/experiments/stats.py): 0.75 × GRPO's length − ICR's above 0, ICR's accuracy − GRPO's above
+−2 points, LP-F's correlation − ICR's above 0.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .common import (
     series,
     yes_no,
 )
+from .stats import beats, interval_text, ledger, rounded, seed_values, welch
 
 NAME = "compression"
 CLAIM_PREFIXES = ("compression",)
@@ -115,10 +119,12 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
         grpo, icr = settings["grpo"], settings["icr"]
         shorter = 1 - icr["mean_eval_length"] / grpo["mean_eval_length"]
         gap = icr["mean_eval_accuracy"] - grpo["mean_eval_accuracy"]
+        tests = differences(settings, settings_of)
         goal = {
             "icr_shorter_than_grpo": shorter,
             "icr_minus_grpo_accuracy": gap,
-            "goal_met": shorter >= settings_of.shorter and gap >= -settings_of.accuracy_points,
+            "goal_met": beats(tests["shorter"])
+            and beats(tests["accuracy"], -settings_of.accuracy_points),
         }
         if settings_of.lp_f_correlation_goal and "lp_f" in settings:
             lp_f_end = settings["lp_f"]["mean_corr_group_second_half"]
@@ -127,11 +133,31 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
                 {
                     "lp_f_corr_end": lp_f_end,
                     "icr_corr_end": icr_end,
-                    "lp_f_corr_above_icr": lp_f_end > icr_end,
+                    "lp_f_corr_above_icr": beats(tests["correlation"]),
                 }
             )
         settings["goal"] = goal
     return settings
+
+
+def differences(summary: dict, settings_of: Settings) -> dict[str, dict]:
+    """The goals' differences over seeds (`welch`): "shorter", (1 − shorter) × GRPO's held-out
+    length − ICR's; "accuracy", ICR's avg@n − GRPO's; "correlation", LP-F's second-half
+    per-group length-accuracy correlation − ICR's (when LP-F ran)."""
+    grpo, icr = summary["grpo"]["seeds"], summary["icr"]["seeds"]
+    scale = 1.0 - settings_of.shorter
+    tests = {
+        "shorter": welch(
+            [scale * v for v in seed_values(grpo, "eval_length")], seed_values(icr, "eval_length")
+        ),
+        "accuracy": welch(seed_values(icr, "eval_accuracy"), seed_values(grpo, "eval_accuracy")),
+    }
+    if "lp_f" in summary:
+        key = "corr_group_second_half"
+        tests["correlation"] = welch(
+            seed_values(summary["lp_f"]["seeds"], key), seed_values(icr, key)
+        )
+    return tests
 
 
 def markdown(summary: dict, testbed: Testbed) -> str:
@@ -158,19 +184,25 @@ def markdown(summary: dict, testbed: Testbed) -> str:
         )
     if "goal" in summary:
         goal = summary["goal"]
+        tests = differences(summary, settings_of)
+        shorter_ok = beats(tests["shorter"])
+        accurate = beats(tests["accuracy"], -settings_of.accuracy_points)
         lines.append("")
         lines.append(
-            f"ICR vs GRPO: {goal['icr_shorter_than_grpo']:+.1%} shorter, accuracy "
-            f"{goal['icr_minus_grpo_accuracy']:+.3f}; goal (≥ {settings_of.shorter:.0%} shorter, "
-            f"within {settings_of.accuracy_points * 100:g} points) met: "
-            f"{'yes' if goal['goal_met'] else 'no'}"
+            f"ICR vs GRPO: {goal['icr_shorter_than_grpo']:+.1%} shorter "
+            f"({1 - settings_of.shorter:g} × GRPO's length − ICR's: "
+            f"{interval_text(tests['shorter'], 1)}), accuracy "
+            f"{interval_text(tests['accuracy'])}; goal (≥ {settings_of.shorter:.0%} shorter, "
+            f"at most {settings_of.accuracy_points * 100:g} points less accurate, both by the "
+            f"Welch 95% interval) met: {yes_no(shorter_ok and accurate)}"
         )
-        if "lp_f_corr_above_icr" in goal:
+        if "correlation" in tests and "lp_f_corr_end" in goal:
             lines.append("")
             lines.append(
                 f"Per-group length-accuracy correlation over the second half: LP-F "
-                f"{fmt(goal['lp_f_corr_end'])}, ICR {fmt(goal['icr_corr_end'])}; goal (LP-F's "
-                f"above ICR's) met: {yes_no(goal['lp_f_corr_above_icr'])}"
+                f"{fmt(goal['lp_f_corr_end'])}, ICR {fmt(goal['icr_corr_end'])}, difference "
+                f"{interval_text(tests['correlation'])}; goal (LP-F's above ICR's) met: "
+                f"{yes_no(beats(tests['correlation']))}"
             )
     return "\n".join(lines) + "\n"
 
@@ -179,28 +211,35 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
     settings_of = SETTINGS[testbed.name]
     if "goal" not in summary:
         return []
-    goal = summary["goal"]
+    tests = differences(summary, settings_of)
+    seeds = ledger(set(summary["grpo"]["seeds"]) | set(summary["icr"]["seeds"]))
     rows = [
         {
             "claim": "compression: ICR is shorter than GRPO at the same accuracy",
-            "goal": f">= {settings_of.shorter:.0%} shorter held-out answers, accuracy within "
-            f"{settings_of.accuracy_points * 100:g} points",
+            "goal": f">= {settings_of.shorter:.0%} shorter held-out answers (Welch 95% interval of "
+            f"{1 - settings_of.shorter:g} × GRPO's length − ICR's above 0), accuracy at most "
+            f"{settings_of.accuracy_points * 100:g} points below GRPO's (interval of the "
+            f"difference above −{settings_of.accuracy_points:g})",
             "value": {
-                "shorter": round(goal["icr_shorter_than_grpo"], 4),
-                "accuracy_difference": round(goal["icr_minus_grpo_accuracy"], 4),
+                "shorter": round(summary["goal"]["icr_shorter_than_grpo"], 4),
+                "length_margin": rounded(tests["shorter"]),
+                "accuracy_difference": rounded(tests["accuracy"]),
             },
-            "met": bool(goal["goal_met"]),
+            "seeds": seeds,
+            "met": beats(tests["shorter"])
+            and beats(tests["accuracy"], -settings_of.accuracy_points),
         }
     ]
-    if "lp_f_corr_above_icr" in goal:
+    if settings_of.lp_f_correlation_goal and "correlation" in tests:
         rows.append(
             {
                 "claim": "compression: LP-F's per-group length-accuracy correlation ends above "
                 "ICR's",
-                "goal": "mean corr/length_acc_group over the second half of training: LP-F's > "
-                "ICR's (means of seeds)",
-                "value": [round(goal["lp_f_corr_end"], 4), round(goal["icr_corr_end"], 4)],
-                "met": bool(goal["lp_f_corr_above_icr"]),
+                "goal": "mean corr/length_acc_group over the second half of training: the Welch "
+                "95% interval of LP-F's − ICR's above 0",
+                "value": rounded(tests["correlation"]),
+                "seeds": seeds,
+                "met": beats(tests["correlation"]),
             }
         )
     return rows

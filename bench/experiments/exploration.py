@@ -3,9 +3,11 @@ split: avg@n and the pass@k curve with the seed spread, and the pretrained polic
 reference; per kind of problem too on a testbed with kinds.
 
 Goals, per testbed:
-- overthink: DCPO at the middle target >= GRPO on avg@n and pass@16.
-- explore: DCPO and AEPO, each at its best target (the sweep's), >= GRPO on avg@n and pass@16
+- overthink: DCPO at the middle target beats GRPO on avg@n and pass@16.
+- explore: DCPO and AEPO, each at its best target (the sweep's), beat GRPO on avg@n and pass@16
   (overall; the per-kind numbers are in the table and the rows' values).
+"Beats" is met when the Welch 95% interval of the difference of the means over seeds lies above 0
+for both (bench/experiments/stats.py); a tie is a miss.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .common import RunSpec, Testbed, by_kind, controlled, eval_metrics, fmt, mean, spread, yes_no
+from .stats import beats, interval_text, ledger, rounded, welch
 
 NAME = "exploration"
 CLAIM_PREFIXES = ("exploration",)
@@ -116,16 +119,30 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
     return {"curves": curves, "goals": goals}
 
 
+def differences(entry: dict, grpo: dict, k: str, kind: str | None = None) -> dict:
+    """{"avg_at_n", "pass_at_<k>"}: the algorithm's difference to GRPO over seeds (`welch`),
+    overall or on one kind of problem."""
+
+    def values(curves: dict, key: str) -> list[float]:
+        records = [curves["seeds"][s] for s in sorted(curves["seeds"], key=int)]
+        if kind is not None:
+            records = [r["by_kind"][kind] for r in records]
+        return [r["avg_at_n"] if key == "avg_at_n" else r["pass_at_k"][k] for r in records]
+
+    return {key: welch(values(entry, key), values(grpo, key)) for key in ("avg_at_n", "pass_at_k")}
+
+
 def compare(algorithm: str, entry: dict, grpo: dict, k: str) -> dict:
-    """The algorithm's avg@n and pass@k against GRPO's (means of seeds), and per kind."""
+    """The algorithm's avg@n and pass@k against GRPO's (means of seeds), and per kind; the goal
+    is met when both differences' Welch 95% intervals lie above 0."""
+    overall = differences(entry, grpo, k)
     goal = {
         "k": k,
         f"{algorithm}_pass_at_k": entry["pass_at_k"][k],
         "grpo_pass_at_k": grpo["pass_at_k"][k],
         f"{algorithm}_avg_at_n": entry["avg_at_n"],
         "grpo_avg_at_n": grpo["avg_at_n"],
-        "goal_met": entry["pass_at_k"][k] >= grpo["pass_at_k"][k]
-        and entry["avg_at_n"] >= grpo["avg_at_n"],
+        "goal_met": beats(overall["avg_at_n"]) and beats(overall["pass_at_k"]),
     }
     if "by_kind" in entry:
         goal["by_kind"] = {
@@ -182,41 +199,53 @@ def markdown(summary: dict, testbed: Testbed) -> str:
         name = algorithm.upper()
         at = f" at {goal['target']}" if "target" in goal else ""
         lines.append("")
+        diff = differences(curves[algorithm], curves["grpo"], goal["k"])
         lines.append(
             f"{name}{at} vs GRPO: avg@n {fmt(goal[f'{algorithm}_avg_at_n'])} vs "
-            f"{fmt(goal['grpo_avg_at_n'])}, pass@{goal['k']} {fmt(goal[f'{algorithm}_pass_at_k'])} "
-            f"vs {fmt(goal['grpo_pass_at_k'])}; goal ({name} >= GRPO on both) met: "
-            f"{yes_no(goal['goal_met'])} (± is the standard deviation over seeds)"
+            f"{fmt(goal['grpo_avg_at_n'])} (difference {interval_text(diff['avg_at_n'])}), "
+            f"pass@{goal['k']} {fmt(goal[f'{algorithm}_pass_at_k'])} vs "
+            f"{fmt(goal['grpo_pass_at_k'])} ({interval_text(diff['pass_at_k'])}); goal ({name} "
+            f"beats GRPO on both: the Welch 95% interval of each difference above 0) met: "
+            f"{yes_no(beats(diff['avg_at_n']) and beats(diff['pass_at_k']))}"
         )
+    lines.append("")
+    lines.append(
+        "± is the sample standard deviation over seeds; [low, high] the Welch 95% interval of "
+        "the difference of the means."
+    )
     return "\n".join(lines) + "\n"
 
 
-def against_grpo(scores: dict, algorithm: str, k: int) -> dict:
-    """[the algorithm's, GRPO's] avg@n and pass@k of a goal's scores, overall or one kind's."""
-    return {
-        "avg_at_n": [round(scores[f"{algorithm}_avg_at_n"], 4), round(scores["grpo_avg_at_n"], 4)],
-        f"pass_at_{k}": [
-            round(scores[f"{algorithm}_pass_at_k"], 4),
-            round(scores["grpo_pass_at_k"], 4),
-        ],
-    }
+def rounded_differences(entry: dict, grpo: dict, k: str, kind: str | None = None) -> dict:
+    """`differences` as claims.json holds them: {"avg_at_n", "pass_at_<k>"} of stats.rounded."""
+    diff = differences(entry, grpo, k, kind)
+    return {"avg_at_n": rounded(diff["avg_at_n"]), f"pass_at_{k}": rounded(diff["pass_at_k"])}
 
 
 def claims(summary: dict, testbed: Testbed) -> list[dict]:
+    """One row per algorithm: its difference to GRPO (n, means, sample SDs, Welch 95% interval)
+    on avg@n and pass@k, overall and per kind; met when both overall intervals lie above 0."""
     rows = []
+    curves = summary["curves"]
     for algorithm, goal in goals_by_algorithm(summary, testbed).items():
         at = f" at its best target {goal['target']}" if "target" in goal else ""
-        value = against_grpo(goal, algorithm, goal["k"])
+        k = goal["k"]
+        overall = differences(curves[algorithm], curves["grpo"], k)
+        value = rounded_differences(curves[algorithm], curves["grpo"], k)
         if "by_kind" in goal:
             value["by_kind"] = {
-                kind: against_grpo(v, algorithm, goal["k"]) for kind, v in goal["by_kind"].items()
+                kind: rounded_differences(curves[algorithm], curves["grpo"], k, kind)
+                for kind in goal["by_kind"]
             }
+        seeds = set(curves[algorithm]["seeds"]) | set(curves["grpo"]["seeds"])
         rows.append(
             {
-                "claim": f"exploration: {algorithm.upper()}{at} >= GRPO on the held-out split",
-                "goal": f"avg@n and pass@{goal['k']} >= GRPO's (means of seeds)",
+                "claim": f"exploration: {algorithm.upper()}{at} beats GRPO on the held-out split",
+                "goal": f"Welch 95% interval of the difference to GRPO above 0 for avg@n and for "
+                f"pass@{k} (seeds)",
                 "value": value,
-                "met": bool(goal["goal_met"]),
+                "seeds": ledger(seeds),
+                "met": beats(overall["avg_at_n"]) and beats(overall["pass_at_k"]),
             }
         )
     return rows

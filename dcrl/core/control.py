@@ -18,6 +18,8 @@ Controllers:
         anti-windup and optional smoothing of the measured entropy.
     AdaptiveTemperatureController: T = clip(1 ± (𝓗 − H_prev), 0.8, 1.2), the continuous rule of
         the authors' later AEPO variants (docs/papers.md §2.5); an ablation, not the released AEPO.
+    FixedTemperatureController: the same T every step, whatever the entropy: an ablation that
+        takes the temperature's feedback away (DCPO's α still follows |𝓗 − H_prev|).
 
 Every controller's state_dict() holds plain JSON-able values; a controller rebuilt with
 `make_controller(state["name"], **state["config"])` and given `load_state_dict(state)` decides
@@ -432,15 +434,57 @@ class AdaptiveTemperatureController(EntropyController):
         }
 
 
+class FixedTemperatureController(EntropyController):
+    """T = `temperature` every step (default: `temperature_max`, the papers' heating 1.2),
+    whatever the entropy: the ablation "T fixed" of an entropy-controlled method. The target
+    stays in the decision (DCPO's α is sized by the gap to it); only the temperature no longer
+    answers to the measured entropy."""
+
+    name = "fixed"
+
+    def __init__(
+        self,
+        target_entropy: float,
+        temperature_max: float = 1.2,
+        temperature_min: float = 0.8,
+        temperature: float | None = None,
+        initial_entropy: float = 0.0,
+    ) -> None:
+        super().__init__(target_entropy, initial_entropy)
+        _check_temperature_bounds(
+            temperature_min, temperature_max, "temperature_min", "temperature_max"
+        )
+        self.temperature_min = float(temperature_min)
+        self.temperature_max = float(temperature_max)
+        if temperature is not None:
+            temperature = _check_finite(temperature, "temperature")
+            if temperature <= 0.0:
+                raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = self.temperature_max if temperature is None else float(temperature)
+
+    def _temperature(self) -> float:
+        return self.temperature
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "target_entropy": self.target_entropy,
+            "temperature_max": self.temperature_max,
+            "temperature_min": self.temperature_min,
+            "temperature": self.temperature,
+            "initial_entropy": self.initial_entropy,
+        }
+
+
 CONTROLLERS: dict[str, type[EntropyController]] = {
     BangBangController.name: BangBangController,
     PIController.name: PIController,
     AdaptiveTemperatureController.name: AdaptiveTemperatureController,
+    FixedTemperatureController.name: FixedTemperatureController,
 }
 
 
 def make_controller(name: str, **kwargs: Any) -> EntropyController:
-    """Build the controller registered as `name` ("bang_bang", "pi", "adaptive") from kwargs.
+    """Build the controller registered as `name` ("bang_bang", "pi", "adaptive", "fixed") from kwargs.
 
     Example: make_controller("bang_bang", target_entropy=0.5).decide().temperature == 1.2
     """

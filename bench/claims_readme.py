@@ -1,0 +1,144 @@
+"""The claims summary in README.md and bench/README.md, written from the claims.json files.
+
+    python bench/claims_readme.py
+
+Reads bench/results/explore/claims.json (seeds 1-3, which chose the settings),
+bench/results/explore/seeds-4-5-6/claims.json (seeds 4-6, which judge them) and
+bench/results/claims.json (the overthink testbed), and writes the `claims` block of
+bench/README.md (the count and a table of every row) and the `claims-count` block of README.md
+(the counts), and the `baselines` block of bench/README.md from results/explore/baselines.md,
+so that no one retypes a count or a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+CHOSE = RESULTS / "explore" / "claims.json"
+JUDGED = RESULTS / "explore" / "seeds-4-5-6" / "claims.json"
+OVERTHINK = RESULTS / "claims.json"
+
+
+def load(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def count(rows: list[dict]) -> tuple[int, int]:
+    return sum(bool(r["met"]) for r in rows), len(rows)
+
+
+def interval(value: dict, digits: int = 3) -> str | None:
+    """`+0.103 [+0.021, +0.185]` of a stats.rounded() value, None for other values."""
+    if not isinstance(value, dict) or "difference" not in value:
+        return None
+    if value["difference"] is None:
+        return "n/a"
+    text = f"{value['difference']:+.{digits}f}"
+    if value.get("interval_95") is None:
+        return text + " (n < 2)"
+    low, high = value["interval_95"]
+    return f"{text} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+NAMES = {
+    "avg_at_n": "avg@n",
+    "pass_at_16": "pass@16",
+    "length_margin": "length",
+    "accuracy_difference": "accuracy",
+    "length_difference": "length",
+    "accuracy_vs_dcpo": "acc. vs DCPO",
+    "accuracy_vs_icr": "acc. vs ICR",
+}
+
+
+def brief(value: object) -> str:
+    """A row's value in a table cell: its differences with their 95% intervals where it has
+    them, else its numbers as stored."""
+    if isinstance(value, dict) and "judged" in value and "all" in value:  # the baselines rows
+        return brief(value["judged"])
+    text = interval(value) if isinstance(value, dict) else None
+    if text is not None:
+        return text
+    if isinstance(value, dict):
+        parts = [f"{NAMES.get(k, k)} {interval(v)}" for k, v in value.items() if interval(v)]
+        if parts:
+            return "; ".join(parts)
+    return json.dumps(value, separators=(", ", ": "))
+
+
+def verdict(row: dict | None) -> str:
+    """ "**met**" or "missed", with the seeds the verdict is on when the row says."""
+    if row is None:
+        return "not run"
+    text = "**met**" if row["met"] else "missed"
+    used = (row.get("seeds") or {}).get("used")
+    if used is not None:
+        text += f" (seeds {', '.join(map(str, used)) or 'none yet'})"
+    return text
+
+
+def bench_block(chose: list[dict], judged: list[dict], overthink: list[dict]) -> str:
+    met, total = count(chose)
+    judged_met, judged_total = count(judged)
+    lines = [
+        f"**{met} of {total} goals met** in `results/explore/claims.json` (the default seeds "
+        f"1–3; the baselines' rows are judged on seeds 4–6), **{judged_met} of {judged_total}** "
+        f"on seeds 4–6 (`results/explore/seeds-4-5-6/claims.json`); on `tiny-overthink` "
+        f"{count(overthink)[0]} of {count(overthink)[1]}. The settings the bench chose (the "
+        "best targets, the trap share, the controller's gains) were chosen on seeds 1–3, so "
+        'their verdicts there are in-sample; seeds 4–6 test them. A "beats" goal is met only '
+        "when the Welch 95% interval of the difference of the means over seeds lies above 0 (or "
+        "above the goal's margin); a value reads difference [95% interval].",
+        "",
+        "| claim | goal | verdict | value | verdict, seeds 4–6 | value, seeds 4–6 |",
+        "|---|---|---|---|---|---|",
+    ]
+    by_claim = {r["claim"]: r for r in judged}
+    for row in chose:
+        other = by_claim.get(row["claim"])
+        cells = [
+            row["claim"],
+            row["goal"],
+            verdict(row),
+            brief(row["value"]),
+            verdict(other),
+            "" if other is None else brief(other["value"]),
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def readme_block(chose: list[dict], judged: list[dict], overthink: list[dict]) -> str:
+    met, total = count(chose)
+    judged_met, judged_total = count(judged)
+    over_met, over_total = count(overthink)
+    return (
+        f"Goals met on `tiny-explore`: {met} of {total} on seeds 1–3, {judged_met} of "
+        f"{judged_total} on seeds 4–6 (the seeds that test the settings chosen on 1–3); on "
+        f'`tiny-overthink` {over_met} of {over_total}. A "beats" goal is met only when the '
+        "Welch 95% interval of the difference over seeds excludes 0; every row, with its n, "
+        "means, sample SDs and interval, is in `bench/results/explore/claims.json` and the table "
+        "in [bench/README.md](bench/README.md#where-the-claims-stand)."
+    )
+
+
+def main() -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from readme_blocks import write_block
+
+    chose, judged, overthink = load(CHOSE), load(JUDGED), load(OVERTHINK)
+    write_block(REPO / "bench" / "README.md", "claims", bench_block(chose, judged, overthink))
+    write_block(REPO / "README.md", "claims-count", readme_block(chose, judged, overthink))
+    table = RESULTS / "explore" / "baselines.md"
+    if table.is_file():
+        write_block(REPO / "bench" / "README.md", "baselines", table.read_text())
+    print(f"claims: {count(chose)} (seeds 1-3), {count(judged)} (seeds 4-6)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
