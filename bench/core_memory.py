@@ -19,8 +19,8 @@ times are indicative only.
 
 Part 2 ("longest"): one LoRA update (rank 16 on q/k/v/o, dcrl's default) of a Qwen2.5-0.5B-shaped
 model (hidden 896, MLP 4,864, 14 heads, 2 KV heads, tied embeddings, vocabulary 151,936, random
-weights, float32): one row of a 64-token prompt and an L-token response, score_responses with grad
-(dcrl.train.forward: the full-logits path and the fused path), then backward. 24 layers do not
+weights, float32): one row of a 64-token prompt and an L-token response, response_logprobs with
+grad (dcrl.train.forward: the full-logits path and the fused path), then backward. 24 layers do not
 fit a quick measurement, so the peak extra memory is measured with 1 and 2 layers at 3 response
 lengths, fitted per layer count as a + s·L (least squares), and extrapolated linearly in the layer
 count to 24: s_24 = s_1 + 23 (s_2 − s_1), a_24 likewise. The longest response is then
@@ -169,12 +169,12 @@ def qwen_config(layers: int):
 
 
 def run_lora_worker(args: argparse.Namespace) -> dict:
-    """Part 2: peak extra memory of one LoRA forward + backward through score_responses."""
+    """Part 2: peak extra memory of one LoRA forward + backward through response_logprobs."""
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2ForCausalLM
 
     from dcrl.models.loading import LoraOptions
-    from dcrl.train.forward import head_path, score_responses
+    from dcrl.train.forward import head_path, response_logprobs
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -200,7 +200,7 @@ def run_lora_worker(args: argparse.Namespace) -> dict:
     weights = torch.randn(1, args.length)
 
     def call(width: int) -> None:
-        logprobs, _ = score_responses(
+        logprobs, _ = response_logprobs(
             model,
             input_ids[:, -(PROMPT_TOKENS + width) :],
             attention_mask[:, -(PROMPT_TOKENS + width) :],

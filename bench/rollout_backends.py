@@ -50,13 +50,12 @@ def shape_inputs(recipe: str, changes: dict[str, Any]) -> dict[str, Any]:
     from dcrl.models import load_policy
     from dcrl.tasks import format_prompt
     from dcrl.train.config import load_run_config
-    from dcrl.train.data import ProblemSampler
-    from dcrl.train.trainer import _load_data
+    from dcrl.train.data import ProblemSampler, load_data
 
     config = load_run_config(
         REPO / "dcrl" / "recipes" / f"{recipe}.yaml", ["log.output_dir=/tmp/unused"]
     )
-    problems, template, _ = _load_data(config)
+    problems, template, _ = load_data(config)
     model, tokenizer = load_policy(config.model.name, dtype=config.model.dtype)
     batch = ProblemSampler(problems, config.train.prompts_per_step, config.train.seed).next_batch()
     rc = config.rollout

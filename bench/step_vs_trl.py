@@ -206,8 +206,8 @@ def instrument_dcrl(trainer: Any, timer: PhaseTimer, tokens: list[float]) -> Non
         return batch
 
     trainer.backend.generate = timer.wrap("generate", counted_generate)
-    trainer_module.score_responses = timer.wrap(
-        "forward", trainer_module.score_responses, torch.is_grad_enabled
+    trainer_module.response_logprobs = timer.wrap(
+        "forward", trainer_module.response_logprobs, torch.is_grad_enabled
     )
     trainer.optimizer.step = timer.wrap("optimizer", trainer.optimizer.step)
 

@@ -56,7 +56,7 @@ class TrainBatch:
     response_mask: (N, Lr), 1 on the response tokens the loss sees.
     old_logprobs: (N, Lr), log π_old of the response tokens at T = 1 (no grad), or None when the
         update is on-policy (one optimizer step on the batch, `StepContext.on_policy`): π_old is
-        then the policy the loss scores with, and the loss uses its detached log-probs.
+        then the policy being updated, and the loss uses its own detached log-probs.
     advantages: (N, Lr), per-token advantages (sequence advantages broadcast).
     extras: more (N, ...) tensors an algorithm's loss needs (e.g. old entropy); selected with the rows.
     """
@@ -93,7 +93,7 @@ class TrainBatch:
         )
 
 
-@dataclass
+@dataclass(init=False)
 class StepContext:
     """What `Algorithm.prepare` (and each target's `apply`) may use. Built by the trainer for
     each step.
@@ -101,18 +101,44 @@ class StepContext:
     rollout(prompt_indices, n, temperature): sample more responses for some of this step's prompts
         through the rollout backend (AEPO's tempered groups); returns (RolloutBatch, scores (M,)),
         the batch's group_index numbering the given prompts 0, 1, ...
-    score(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
+    logprob_pass(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
         log-probs (and full-vocabulary entropy) of the responses under the current (old) policy
         with logits / temperature, no grad; (N, Lr) each (entropy None unless asked).
     on_policy: the update takes exactly one optimizer step on this batch (one mini-batch, one
-        epoch), so π_old at T = 1 is the policy the loss scores with: `old_logprobs` skips that
+        epoch), so π_old at T = 1 is the policy being updated: `old_logprobs` skips that
         pass and returns None, and the loss uses its own detached log-probs (ratio exactly 1).
+
+    `score` is the old name of `logprob_pass`, accepted and readable until every caller uses
+    the new one ("score" now means only the task's grade of a response).
     """
 
     step: int
     rollout: Callable[..., tuple[Any, torch.Tensor]]
-    score: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+    logprob_pass: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
     on_policy: bool = False
+
+    def __init__(
+        self,
+        step: int,
+        rollout: Callable[..., tuple[Any, torch.Tensor]],
+        logprob_pass: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+        on_policy: bool = False,
+        *,
+        score: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+    ) -> None:
+        if (logprob_pass is None) == (score is None):
+            raise TypeError(
+                "StepContext takes one log-prob pass: logprob_pass= (or its old name score=)"
+            )
+        self.step = step
+        self.rollout = rollout
+        self.logprob_pass = logprob_pass if logprob_pass is not None else score
+        self.on_policy = on_policy
+
+    @property
+    def score(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
+        """Deprecated: the old name of `logprob_pass`."""
+        return self.logprob_pass
 
     def old_logprobs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
@@ -121,7 +147,7 @@ class StepContext:
         update is on-policy (the loss then takes the current log-probs, detached)."""
         if self.on_policy:
             return None
-        return self.score(input_ids, attention_mask, response_mask)[0]
+        return self.logprob_pass(input_ids, attention_mask, response_mask)[0]
 
 
 @dataclass

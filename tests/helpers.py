@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from dcrl.train.config import RunConfig, load_run_config
+from dcrl.train.data import ProblemSampler
 from dcrl.train.trainer import Trainer
 
 TEST_REWARD = "tests.helpers:has_low_digit"
@@ -92,6 +93,18 @@ def tiny_overrides(run_dir: Path, algorithm: str = "grpo", *extra: str) -> list[
 def tiny_config(run_dir: Path, algorithm: str = "grpo", *extra: str) -> RunConfig:
     """`load_run_config(None, tiny_overrides(...))`: the config `dcrl train` would build."""
     return load_run_config(None, tiny_overrides(run_dir, algorithm, *extra))
+
+
+def bare_run(run_dir: Path, algorithm: str = "grpo") -> tuple[RunConfig, Any, ProblemSampler]:
+    """The config, algorithm and problem sampler of a tiny run, without its model: what a
+    checkpoint's trainer state is written from (`resume_check.trainer_state`) and restored into
+    (`resume_check.restore_checkpoint`)."""
+    from dcrl.algorithms import make_algorithm
+
+    config = tiny_config(run_dir, algorithm)
+    size = config.train.prompts_per_step
+    sampler = ProblemSampler(list(range(size)), size, config.train.seed)
+    return config, make_algorithm(config.algorithm), sampler
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

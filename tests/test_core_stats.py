@@ -13,6 +13,7 @@ from dcrl.core.stats import (
     pass_at_k,
     pass_at_k_curve,
     pass_at_k_per_problem,
+    pass_at_n,
 )
 
 
@@ -218,3 +219,22 @@ def test_length_summary_hand_case():
     assert length_summary(torch.tensor([1, 2, 3, 4]))["median"] == 2.5
     with pytest.raises(ValueError, match="non-empty"):
         length_summary(torch.tensor([]))
+
+
+def test_pass_at_n_counts_prompts_with_any_correct_response():
+    correct = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    group_index = torch.tensor([7, 7, 3, 3, 5, 5])
+    assert pass_at_n(correct, group_index) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pass_at_n_is_pass_at_k_with_k_the_group_size(seed):
+    generator = torch.Generator().manual_seed(seed)
+    groups, n = 6, 4
+    correct = (torch.rand(groups * n, generator=generator) < 0.3).float()
+    group_index = torch.arange(groups).repeat_interleave(n)[
+        torch.randperm(groups * n, generator=generator)
+    ]
+    counts = torch.zeros(groups).index_add(0, group_index, correct).long()
+    expected = sum(pass_at_k(n, int(c), n) for c in counts) / groups
+    assert pass_at_n(correct, group_index) == pytest.approx(expected)

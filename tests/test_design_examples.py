@@ -69,7 +69,7 @@ def registered(tmp_path, monkeypatch):
 def prepare(overrides: list[str]):
     algorithm = make_algorithm(load_run_config(None, overrides).algorithm)
     batch, scores = fixed_rollout()
-    ctx = StepContext(step=1, rollout=None, score=score)
+    ctx = StepContext(step=1, rollout=None, logprob_pass=score)
     return algorithm, batch, scores, algorithm.prepare(batch, scores, ctx)
 
 

@@ -22,9 +22,10 @@ from dcrl.errors import UserError
 from dcrl.models import load_policy
 from dcrl.rewards import MathGrader, exact_match_reward, numeric_reward
 from dcrl.train import checkpoint as ckpt
+from dcrl.train.resume_check import restore_checkpoint, trainer_state
 from dcrl.train.trainer import Trainer, TrainingDiverged
 from tests.fault_inputs import BAD_INPUTS
-from tests.helpers import read_metrics, tiny_config, tiny_overrides
+from tests.helpers import bare_run, read_metrics, tiny_config, tiny_overrides
 from tests.test_resume import RESUME_OPTIONS, SimulatedKill, check_resumed_run, run_until_killed
 
 pytestmark = pytest.mark.faults
@@ -206,7 +207,9 @@ def test_optimizer_state_is_loaded_without_running_code(tmp_path):
     """A planted optimizer.pt whose unpickling would run code is refused, and the code never runs."""
     model, _ = load_policy("tiny")
     optimizer = torch.optim.AdamW(model.parameters())
-    path = ckpt.save_checkpoint(tmp_path, 1, model, optimizer, None, {})
+    config, algorithm, sampler = bare_run(tmp_path)
+    state = trainer_state(config, algorithm, sampler)
+    path = ckpt.save_checkpoint(tmp_path, 1, model, optimizer, None, state)
     marker = tmp_path / "code-ran"
 
     class Planted:
@@ -215,7 +218,7 @@ def test_optimizer_state_is_loaded_without_running_code(tmp_path):
 
     torch.save({"optimizer": Planted()}, path / "optimizer.pt")
     with pytest.raises(UserError, match=r"optimizer\.pt holds objects other than tensors"):
-        ckpt.load_checkpoint(path, model, optimizer, None)
+        restore_checkpoint(tmp_path, config, model, optimizer, None, algorithm, sampler)
     assert not marker.exists()
 
 

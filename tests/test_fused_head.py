@@ -17,7 +17,7 @@ import torch
 
 from dcrl.core.fused_head import fused_logprobs_entropy, naive_logprobs_entropy
 from dcrl.train import forward
-from dcrl.train.forward import head_path, lm_head_of, score_responses
+from dcrl.train.forward import head_path, lm_head_of, response_logprobs
 from tests.helpers import tiny_config
 
 TOL = 1e-10
@@ -184,7 +184,7 @@ def _batch(vocab, padded=True, seed=0):
 def _scores_and_grads(model, fused, entropy_grad, temperature=0.7, padded=True):
     model.zero_grad(set_to_none=True)
     input_ids, attention_mask, response = _batch(model.config.vocab_size, padded)
-    logprobs, entropy = score_responses(
+    logprobs, entropy = response_logprobs(
         model,
         input_ids,
         attention_mask,
@@ -328,7 +328,7 @@ def test_a_training_step_is_unchanged_by_the_fused_head(tmp_path):
         trainer = Trainer(config)
         trainer.model.double()
         calls = []
-        original = forward.score_responses
+        original = forward.response_logprobs
 
         def recording(*args, calls=calls, original=original, **kwargs):
             out = original(*args, **kwargs)
@@ -337,7 +337,7 @@ def test_a_training_step_is_unchanged_by_the_fused_head(tmp_path):
 
         import dcrl.train.trainer as trainer_module
 
-        trainer_module.score_responses = recording
+        trainer_module.response_logprobs = recording
         try:
             grads = []
             trainer.optimizer.register_step_pre_hook(
@@ -347,7 +347,7 @@ def test_a_training_step_is_unchanged_by_the_fused_head(tmp_path):
             )
             trainer.train_step()
         finally:
-            trainer_module.score_responses = original
+            trainer_module.response_logprobs = original
         gradients[fused], scored[fused] = grads, calls
     assert [c[1] for c in scored[True]] == [True] * len(scored[True])
     assert [c[1] for c in scored[False]] == [False] * len(scored[False])

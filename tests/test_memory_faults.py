@@ -38,8 +38,9 @@ from safetensors.torch import load_file
 from dcrl.core import fused_head
 from dcrl.train import checkpoint as ckpt
 from dcrl.train import trainer as trainer_module
+from dcrl.train.checkpoint import CheckpointError
 from dcrl.train.memory import OutOfMemory
-from dcrl.train.trainer import CheckpointError, Trainer
+from dcrl.train.trainer import Trainer
 from tests.helpers import read_metrics, tiny_config
 
 pytestmark = pytest.mark.faults
@@ -242,7 +243,7 @@ def test_an_update_without_a_checkpoint_names_the_micro_batch_and_says_start_aga
     trainer = Trainer(tiny_config(run_dir))
     during_update = fails_when(torch.is_grad_enabled, RuntimeError(CPU_ALLOCATOR))
     monkeypatch.setattr(
-        trainer_module, "score_responses", during_update(trainer_module.score_responses)
+        trainer_module, "response_logprobs", during_update(trainer_module.response_logprobs)
     )
     with pytest.raises(OutOfMemory) as caught:
         trainer.fit()
@@ -271,7 +272,7 @@ def test_the_log_prob_pass_names_the_micro_batch_it_doubles(tmp_path, monkeypatc
         torch.cuda.OutOfMemoryError(CUDA_ALLOCATOR),
     )
     monkeypatch.setattr(
-        trainer_module, "score_responses", no_grad_in_step_2(trainer_module.score_responses)
+        trainer_module, "response_logprobs", no_grad_in_step_2(trainer_module.response_logprobs)
     )
     with pytest.raises(OutOfMemory) as caught:
         trainer.fit()
@@ -324,9 +325,9 @@ def test_the_optimizer_state_names_lora_and_other_failures_name_the_step(tmp_pat
     ):
         trainer.fit()
 
-    # A part of the step without a setting of its own (here the reward) names the step's size.
+    # A part of the step without a setting of its own (here the grading) names the step's size.
     trainer = Trainer(tiny_config(tmp_path / "b"))
-    monkeypatch.setattr(trainer, "score", always(trainer.score))
+    monkeypatch.setattr(trainer, "task_scores", always(trainer.task_scores))
     with pytest.raises(
         OutOfMemory,
         match=r"^out of memory in step 1 \(4 prompts × 4 responses; "

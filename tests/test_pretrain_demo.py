@@ -104,7 +104,7 @@ def test_shipped_tiny_overthink_is_unsharp_and_over_thinks():
     longer answers are more often wrong), measured on its own samples at a small size."""
     from dcrl.core.stats import length_accuracy_correlation
     from dcrl.rollout import get_rollout_backend
-    from dcrl.train.forward import score_responses
+    from dcrl.train.forward import response_logprobs
     from dcrl.train.pretrain import PretrainConfig, task_options
 
     record = json.loads(
@@ -128,7 +128,7 @@ def test_shipped_tiny_overthink_is_unsharp_and_over_thinks():
     input_ids, attention_mask = batch.sequences()
     width = batch.response_mask.shape[1]
     with torch.no_grad():
-        logprobs, _ = score_responses(
+        logprobs, _ = response_logprobs(
             model, input_ids, attention_mask, input_ids[:, -width:], with_entropy=False
         )
     mask = batch.response_mask.float()

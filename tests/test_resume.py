@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from dcrl.cli import app
 from dcrl.train import checkpoint as ckpt
 from dcrl.train.trainer import Trainer
-from tests.helpers import read_metrics, tiny_config
+from tests.helpers import bare_run, read_metrics, tiny_config
 
 STEPS = 3
 KILLED_AT = 3  # the step during which the run dies; its checkpoint step 2 is the last one
@@ -138,6 +138,7 @@ def test_lora_checkpoint_holds_only_the_adapters_and_restores_them(tmp_path):
 
     from dcrl.models import load_policy
     from dcrl.train import checkpoint
+    from dcrl.train.resume_check import restore_checkpoint, trainer_state
 
     model, _ = load_policy("tiny", lora={"rank": 2, "target_modules": ["q_proj", "v_proj"]})
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
@@ -145,13 +146,64 @@ def test_lora_checkpoint_holds_only_the_adapters_and_restores_them(tmp_path):
         for param in model.parameters():
             if param.requires_grad:
                 param.add_(1.0)
-    path = checkpoint.save_checkpoint(tmp_path, 1, model, optimizer, None, {})
+    config, algorithm, sampler = bare_run(tmp_path)
+    state = trainer_state(config, algorithm, sampler)
+    path = checkpoint.save_checkpoint(tmp_path, 1, model, optimizer, None, state)
     assert (path / "trainable.safetensors").is_file()
     assert not (path / "model.safetensors").exists()
     trained = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     fresh, _ = load_policy("tiny", lora={"rank": 2, "target_modules": ["q_proj", "v_proj"]})
     fresh_optimizer = torch.optim.AdamW([p for p in fresh.parameters() if p.requires_grad])
-    checkpoint.load_checkpoint(path, fresh, fresh_optimizer, None)
+    restore_checkpoint(tmp_path, config, fresh, fresh_optimizer, None, algorithm, sampler)
     for name, param in fresh.named_parameters():
         assert torch.equal(param, trained[name]), name
+
+
+STATE = "trainer_state.json"
+LAYOUTS = {  # files under RUN/checkpoints -> the checkpoint a resume continues from
+    "no checkpoints": ({}, None),
+    "latest missing, one intact": ({f"step_000001/{STATE}": "{}"}, None),
+    "latest names the newest": (
+        {"latest": "step_000002\n", f"step_000001/{STATE}": "{}", f"step_000002/{STATE}": "{}"},
+        "step_000002",
+    ),
+    "latest names an older intact one": (
+        {"latest": "step_000001", f"step_000001/{STATE}": "{}", f"step_000002/{STATE}": "{}"},
+        "step_000001",
+    ),
+    "latest names an incomplete one": (
+        {"latest": "step_000002", f"step_000001/{STATE}": "{}", "step_000002/optimizer.pt": ""},
+        None,
+    ),
+    "latest names a folder of another name": (
+        {"latest": "../run/checkpoints/step_000001", f"step_000001/{STATE}": "{}"},
+        None,
+    ),
+    "latest is not text": ({"latest": b"\xff\xfe", f"step_000001/{STATE}": "{}"}, None),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+def test_latest_checkpoint_is_the_one_a_resume_continues_from(tmp_path, layout):
+    """One lookup: `latest_checkpoint` finds what `resume_check.find_checkpoint` resumes from,
+    and is None exactly where the resume refuses with a ResumeError."""
+    from dcrl.train.resume_check import ResumeError, find_checkpoint
+
+    files, expected = LAYOUTS[layout]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name, content in files.items():
+        path = run_dir / ckpt.CHECKPOINTS / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    latest = ckpt.latest_checkpoint(run_dir)
+    if expected is None:
+        assert latest is None
+        with pytest.raises(ResumeError, match="latest|nothing to resume"):
+            find_checkpoint(run_dir)
+    else:
+        assert latest == find_checkpoint(run_dir) == run_dir / ckpt.CHECKPOINTS / expected

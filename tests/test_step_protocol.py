@@ -18,7 +18,7 @@ from dcrl.rollout.base import RolloutBatch
 from dcrl.targets import StepDraft, Target, TargetConfig
 from dcrl.targets.aepo import AEPOConfig
 from dcrl.targets.dcpo import DCPOConfig
-from dcrl.train import step as step_protocol
+from dcrl.train import step
 from dcrl.train.config import load_run_config
 from dcrl.train.recipes import recipe_path
 from dcrl.train.trainer import Trainer
@@ -59,12 +59,12 @@ class SwapRows(Target):
 
 def test_row_replacement_is_found_by_stage_not_by_name():
     composed = make_algorithm(ComposedConfig(name="composed", targets=["icr", "aepo"]))
-    assert [t.name for t in step_protocol.row_replacing_targets(composed)] == ["aepo"]
-    assert step_protocol.replaces_rows(make_algorithm(AEPOConfig(name="aepo")))
-    assert not step_protocol.replaces_rows(make_algorithm(DCPOConfig(name="dcpo")))
-    assert not step_protocol.replaces_rows(make_algorithm(GRPOConfig()))
+    assert [t.name for t in step.row_replacing_targets(composed)] == ["aepo"]
+    assert step.replaces_rows(make_algorithm(AEPOConfig(name="aepo")))
+    assert not step.replaces_rows(make_algorithm(DCPOConfig(name="dcpo")))
+    assert not step.replaces_rows(make_algorithm(GRPOConfig()))
     custom = Composed(AlgorithmConfig(), [SwapRows(TargetConfig(name="x"), AlgorithmConfig())])
-    assert step_protocol.replaces_rows(custom)
+    assert step.replaces_rows(custom)
 
 
 def _fixed_rollout_batch() -> tuple[RolloutBatch, torch.Tensor]:
@@ -93,13 +93,13 @@ def test_composed_dcpo_icr_step_gives_the_advantages_of_dcrl_core():
     rollout, scores = _fixed_rollout_batch()
     width = step_fixture.RESPONSE_LENGTH
 
-    def score(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
+    def logprob_pass(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
         return step_fixture.policy_logprobs(input_ids[:, -width:], response_mask, temperature), None
 
     (dcpo, _) = algorithm.targets
     decision = dcpo.controller.decide()
-    ctx = StepContext(step=1, rollout=None, score=score)
-    train_batch, metrics = step_protocol.prepare(algorithm, rollout, scores, ctx)
+    ctx = StepContext(step=1, rollout=None, logprob_pass=logprob_pass)
+    train_batch, metrics = step.prepare(algorithm, rollout, scores, ctx)
     expected, alpha, selected = step_fixture.expected_advantages(decision)
     assert alpha > 0 and selected > 0  # both targets act on this batch
     assert metrics["control/alpha"] == alpha and metrics["icr/num_selected"] == selected
@@ -107,7 +107,7 @@ def test_composed_dcpo_icr_step_gives_the_advantages_of_dcrl_core():
 
 
 @pytest.mark.slow
-def test_dcrl_trainer_trains_one_composed_dcpo_icr_step(tmp_path):
+def test_dcrl_trainer_trains_one_composed_dcpo_icr_step(tmp_path, monkeypatch):
     """The recipe tiny-dcpo-icr, shrunk to one small step: dcrl's trainer runs it through the
     protocol, both targets act, and the entropy signal reaches DCPO's controller."""
     config = load_run_config(
@@ -131,9 +131,38 @@ def test_dcrl_trainer_trains_one_composed_dcpo_icr_step(tmp_path):
     )
     trainer = Trainer(config)
     steps = record_prepare(trainer)
+    fed_back = []
+    original_after_update = step.after_update
+    monkeypatch.setattr(
+        step,
+        "after_update",
+        lambda algorithm, sums: (
+            fed_back.append((algorithm, sums)) or original_after_update(algorithm, sums)
+        ),
+    )
     metrics = trainer.train_step()
     assert len(steps) == 1
     for name in ("control/alpha", "icr/num_selected", "entropy/on_policy_nll", "entropy/full"):
         assert name in metrics, name
+    # The update's entropy reaches the controllers through the protocol, as in the adapters.
+    ((algorithm, sums),) = fed_back
+    assert algorithm is trainer.algorithm
+    assert entropy_signals(sums) == {name: metrics[name] for name in step.ENTROPY_SIGNALS}
     (dcpo, _) = trainer.algorithm.targets
     assert dcpo.controller.previous_entropy == metrics["entropy/on_policy_nll"]
+
+
+def test_step_context_takes_one_logprob_pass_under_its_new_or_old_name():
+    def logprob_pass(*args, **kwargs):
+        return "pass", None
+
+    new = StepContext(step=3, rollout=None, logprob_pass=logprob_pass)
+    old = StepContext(step=3, rollout=None, score=logprob_pass)  # the deprecated keyword
+    assert new == old
+    assert old.logprob_pass is logprob_pass and new.score is logprob_pass
+    assert new.old_logprobs(None, None, None) == "pass"
+    assert StepContext(3, None, logprob_pass, True).old_logprobs(None, None, None) is None
+    with pytest.raises(TypeError, match="one log-prob pass"):
+        StepContext(step=3, rollout=None)
+    with pytest.raises(TypeError, match="one log-prob pass"):
+        StepContext(step=3, rollout=None, logprob_pass=logprob_pass, score=logprob_pass)

@@ -13,10 +13,13 @@ from typer.testing import CliRunner
 
 from dcrl.cli import app
 from dcrl.config import ConfigError
+from dcrl.core.logprobs import entropy_signals
 from dcrl.models import load_policy
 from dcrl.train import checkpoint as ckpt
+from dcrl.train.checkpoint import CheckpointError
 from dcrl.train.config import load_run_config
-from dcrl.train.trainer import CheckpointError, Trainer
+from dcrl.train.resume_check import restore_checkpoint
+from dcrl.train.trainer import Trainer
 from tests.helpers import is_finite, read_metrics, tiny_config, tiny_overrides
 
 
@@ -93,7 +96,8 @@ def test_update_does_not_depend_on_the_micro_batch_size(tmp_path, algorithm, ext
     trainer.optimizer.load_state_dict(optimizer_state)
     trainer.scheduler.load_state_dict(scheduler_state)
     trainer.config.train.micro_batch_size = 1
-    replay = original_update(batches[0])
+    replay, replay_entropy = original_update(batches[0])
+    replay.update(entropy_signals(replay_entropy))
 
     assert len(grads_whole) == len(gradients) == 2
     for whole, single in zip(grads_whole, gradients, strict=True):
@@ -144,7 +148,15 @@ def test_a_failed_save_leaves_latest_on_the_previous_complete_checkpoint(tmp_pat
     assert ckpt.latest_checkpoint(tmp_path / "run") == first == root / "step_000001"
     model, _ = load_policy("tiny")
     optimizer = torch.optim.AdamW(model.parameters())
-    state = ckpt.load_checkpoint(first, model, optimizer, None)
+    state = restore_checkpoint(
+        tmp_path / "run",
+        trainer.config,
+        model,
+        optimizer,
+        None,
+        copy.deepcopy(trainer.algorithm),
+        copy.deepcopy(trainer.sampler),
+    )
     assert state["step"] == 1
     for name, value in model.state_dict().items():
         assert torch.equal(value, saved_params[name]), name
@@ -283,16 +295,6 @@ def test_load_run_config_reads_a_yaml_recipe_and_applies_overrides(tmp_path):
     assert config.train.logprob_chunk_size is None  # auto: sized in bytes by dcrl.core.logprobs
 
 
-def test_pass_at_n_counts_prompts_with_any_correct_response():
-    import torch
-
-    from dcrl.train.trainer import _pass_at_n
-
-    correct = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
-    group_index = torch.tensor([7, 7, 3, 3, 5, 5])
-    assert _pass_at_n(correct, group_index) == pytest.approx(2 / 3)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["grpo", "aepo"])
 def test_on_policy_update_skips_the_old_logprob_pass_and_takes_the_same_step(tmp_path, algorithm):
@@ -315,9 +317,9 @@ def test_on_policy_update_skips_the_old_logprob_pass_and_takes_the_same_step(tmp
         )
         trainer = Trainer(config)
         trainer.model.double()
-        scored = []
-        original_score = trainer.old_logprobs
-        trainer.old_logprobs = lambda *a, s=scored, f=original_score, **k: s.append(k) or f(*a, **k)
+        passes = []
+        original_pass = trainer.logprob_pass
+        trainer.logprob_pass = lambda *a, s=passes, f=original_pass, **k: s.append(k) or f(*a, **k)
         grads: list[list[torch.Tensor]] = []
         trainer.optimizer.register_step_pre_hook(
             lambda *_, grads=grads, trainer=trainer: grads.append(
@@ -325,7 +327,7 @@ def test_on_policy_update_skips_the_old_logprob_pass_and_takes_the_same_step(tmp
             )
         )
         trainer.train_step()
-        gradients[reuse], calls[reuse] = grads, len(scored)
+        gradients[reuse], calls[reuse] = grads, len(passes)
     assert calls == {True: 0, False: 1}
     assert len(gradients[True]) == len(gradients[False]) == 1
     for g_reuse, g_pass in zip(gradients[True][0], gradients[False][0], strict=True):
@@ -334,7 +336,7 @@ def test_on_policy_update_skips_the_old_logprob_pass_and_takes_the_same_step(tmp
 
 
 def test_length_sorted_chunks_hold_every_row_once_longest_first():
-    from dcrl.train.trainer import length_sorted_chunks
+    from dcrl.train.batches import length_sorted_chunks
 
     lengths = torch.tensor([3, 7, 1, 7, 5, 0, 2])
     mask = (torch.arange(8) < lengths[:, None]).long()  # (7, 8)
@@ -356,11 +358,11 @@ def test_length_sorted_micro_batches_take_the_rollout_order_step(tmp_path, monke
     1e-9, while a row scored with another row's mask or advantage would differ by far more.
     """
     import dcrl.train.trainer as trainer_module
+    from dcrl.train.batches import row_chunks
 
     def rollout_order(response_mask, size):  # the micro-batches before sorting
         return [
-            torch.arange(len(response_mask))[rows]
-            for rows in trainer_module._chunks(len(response_mask), size)
+            torch.arange(len(response_mask))[rows] for rows in row_chunks(len(response_mask), size)
         ]
 
     results = {}

@@ -1,4 +1,5 @@
-"""Evaluation statistics: unbiased pass@k, avg@k, the length–accuracy correlation, length summaries.
+"""Evaluation statistics: unbiased pass@k, a rollout's pass@n, avg@k, the length–accuracy
+correlation, length summaries.
 
 References:
     pass@k: Chen et al. 2021, arXiv 2107.03374 §2.1 — with n samples of which c are correct,
@@ -137,6 +138,22 @@ def avg_at_k(correct: torch.Tensor) -> float:
             f"got shape {tuple(correct.shape)}"
         )
     return float(correct.to(torch.float64).mean())
+
+
+def pass_at_n(correct: torch.Tensor, group_index: torch.Tensor) -> float:
+    """pass@n of a rollout: the fraction of prompts with at least one correct response among
+    their n (`pass_at_k` with k = n, so no estimate is needed).
+
+    Args:
+        correct: (N,) 1.0 for a correct response, 0.0 for a wrong one.
+        group_index: (N,) the prompt of each response (any integer labels).
+
+    Returns:
+        The fraction, a float in [0, 1].
+    """
+    dense, num_groups = dense_group_index(group_index, len(correct))
+    any_correct = torch.zeros(num_groups).scatter_reduce(0, dense, correct, "amax")
+    return float(any_correct.mean())
 
 
 def length_accuracy_correlation(

@@ -35,11 +35,11 @@ def _sample(model: Any, tokenizer: Any, prompts: list[str], n: int, temperature:
 
 def _token_nll(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, Lr) negative log-likelihood of each sampled token at T = 1, and the response mask."""
-    from dcrl.train.forward import score_responses
+    from dcrl.train.forward import response_logprobs
 
     input_ids, attention = batch.sequences()
     with torch.no_grad():
-        logprobs, _ = score_responses(model, input_ids, attention, batch.response_ids)
+        logprobs, _ = response_logprobs(model, input_ids, attention, batch.response_ids)
     mask = batch.response_mask.bool()
     return -logprobs.float() * mask, mask
 

@@ -1,6 +1,7 @@
 """User reward functions under a time limit, like the math grader's.
 
-`BoundedReward(fn, timeout_s, max_timeouts)` is itself a reward function. Each call of `fn` may
+`BoundedReward(fn, timeout_s, max_timeouts)` is itself a reward function; `reward_fn_for_run`
+gives a run's reward function by name, a user one wrapped. Each call of `fn` may
 take at most `timeout_s` seconds; past that it is interrupted, the sample scores 0, and a warning
 naming the function and the sample goes to stderr. A reward that times out on `max_timeouts`
 calls in a row is broken (it hangs on every input), so that call raises a `RewardError` naming
@@ -25,7 +26,7 @@ import sys
 import threading
 from typing import Any
 
-from dcrl.rewards.registry import RewardError, RewardFn
+from dcrl.rewards.registry import RewardError, RewardFn, get_reward_fn
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_TIMEOUTS = 3
@@ -103,3 +104,21 @@ class BoundedReward:
             file=sys.stderr,
         )
         return 0.0
+
+
+def reward_fn_for_run(
+    name: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_timeouts: int = DEFAULT_MAX_TIMEOUTS,
+) -> RewardFn:
+    """The reward function `name` as a training run calls it (`get_reward_fn`): a user function
+    ("package.module:function") under `BoundedReward`'s time limit (data.reward_timeout_s,
+    data.reward_max_timeouts), a built-in one as it is.
+
+    Raises:
+        RewardError: an unknown name or a user function that cannot be imported.
+    """
+    reward = get_reward_fn(name)
+    if ":" not in name:
+        return reward
+    return BoundedReward(reward, timeout_s, max_timeouts)

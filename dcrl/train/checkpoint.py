@@ -7,26 +7,44 @@ train (LoRA), trainable.safetensors holds just those instead of the whole model.
 Atomicity: a checkpoint is written into a temporary directory and renamed into place (rename is
 atomic on one file system); `latest` is replaced atomically after that. A kill during a save leaves
 at most a stray temporary directory, never a half-written checkpoint that `latest` points to.
+
+`latest_checkpoint` is the one lookup of the checkpoint a run continues from; a save that fails
+(disk full, out of memory) becomes one `CheckpointError` naming the space it needs
+(`explain_failed_save`). Reading a checkpoint back is `dcrl.train.resume_check`'s business: it
+checks every file before any of it is used.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle  # noqa: S403 (only for its UnpicklingError)
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import save_file, save_model
 
 from dcrl._atomic import write_text_atomic
 from dcrl.errors import UserError, one_line
+from dcrl.train import memory
+from dcrl.train.disk import (
+    checkpoint_bytes,
+    human_bytes,
+    is_write_failure,
+    model_bytes,
+    write_failed,
+)
 
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_NAME = re.compile(r"step_(\d{6,})")  # the folder of step N: step_{N:06d}
+
+
+class CheckpointError(UserError):
+    """A checkpoint could not be written; the previous one is intact."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -79,6 +97,27 @@ def save_checkpoint(
     return final
 
 
+def explain_failed_save(
+    error: BaseException, run_dir: Path, step: int, model: torch.nn.Module, then: str
+) -> CheckpointError | None:
+    """The CheckpointError for a `save_checkpoint` of `step` that raised `error`: out of memory,
+    or a failed write (a full disk is not always an OSError: dcrl.train.disk) with the space a
+    checkpoint needs; None for any other error (a bug, to be raised as it is). `then` says which
+    checkpoint survives and how to continue."""
+    if memory.is_out_of_memory(error):
+        return CheckpointError(
+            f"out of memory while writing the checkpoint of step {step} "
+            f"({memory.failed_allocation(error)}): writing holds about the model's size "
+            f"({human_bytes(model_bytes(model))}) once more; give the run more memory; {then}"
+        )
+    needed = checkpoint_bytes(model)
+    if not (isinstance(error, OSError) or is_write_failure(error, run_dir, needed)):
+        return None
+    folder = Path(run_dir) / CHECKPOINTS / f"step_{step:06d}"
+    failed = write_failed(error, f"the checkpoint of step {step}", folder, needed, then)
+    return CheckpointError(one_line(failed))
+
+
 def _write_checkpoint_files(
     tmp: Path,
     step: int,
@@ -106,38 +145,40 @@ def _write_checkpoint_files(
     )
 
 
+def complete_checkpoints(run_dir: Path) -> list[str]:
+    """The names of a run directory's complete checkpoints (step_* folders with their
+    trainer_state.json, the file written last), oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name) and (p / "trainer_state.json").is_file()
+    )
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run directory, or None."""
+    """The checkpoint a resume continues from: the complete step_* folder `latest` names; None
+    when `latest` is missing, unreadable or names anything else (`resume_check` says which)."""
     pointer = Path(run_dir) / CHECKPOINTS / "latest"
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "trainer_state.json").is_file() else None
-
-
-def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler and RNG states; return the trainer state."""
-    if (path / "trainable.safetensors").is_file():
-        missing_or_unexpected = model.load_state_dict(
-            load_file(str(path / "trainable.safetensors")), strict=False
-        )
-        assert not missing_or_unexpected.unexpected_keys, missing_or_unexpected.unexpected_keys
-    else:
-        load_model(model, str(path / "model.safetensors"))
     try:
-        # weights_only: tensors and plain containers only, so a checkpoint from an untrusted run
-        # directory cannot run code while it loads.
-        blob = torch.load(path / "optimizer.pt", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UserError(
-            f"{path / 'optimizer.pt'} holds objects other than tensors and plain values "
-            f"({one_line(error)[:200]}), which dcrl does not load: it was not written by this "
-            "version of dcrl, or was tampered with. Resume from another checkpoint or start over"
-        ) from None
-    optimizer.load_state_dict(blob["optimizer"])
-    if scheduler is not None and blob["scheduler"] is not None:
-        scheduler.load_state_dict(blob["scheduler"])
-    set_rng_state(blob["rng"])
-    return json.loads((path / "trainer_state.json").read_text())
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    path = pointer.parent / name
+    if not CHECKPOINT_NAME.fullmatch(name) or not (path / "trainer_state.json").is_file():
+        return None
+    return path
+
+
+def resume_hint(run_dir: Path) -> str:
+    """Which checkpoint of the run survives a failure, and how to continue from it: the end of
+    every error that stops a run."""
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return "the run has no checkpoint yet: fix the cause and start it again"
+    return (
+        f"its last checkpoint {latest} is intact: fix the cause, then continue with "
+        f"`dcrl train --resume {run_dir}`"
+    )

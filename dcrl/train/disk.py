@@ -1,5 +1,6 @@
 """Failed writes (a full disk, a quota, `ulimit -f`) as one error that names the path and the
-space needed, and the policy export made atomic like the checkpoints.
+space needed, the sizes that space is reckoned from (`checkpoint_bytes`), the run directory's
+first write (`prepare_run_dir`), and the policy export made atomic like the checkpoints.
 
 A full disk does not always surface as an `OSError`: safetensors raises its own
 `SafetensorError`, `torch.save` a `RuntimeError` ("PytorchStreamWriter failed writing file").
@@ -14,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dcrl._atomic import write_text_atomic
 from dcrl.errors import UserError, one_line
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
@@ -98,6 +100,41 @@ def model_bytes(model: Any) -> int:
     """Bytes of the model's weights (parameters and buffers), about one weights file."""
     tensors = [*model.parameters(), *model.buffers()]
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def adam_state_bytes(model: Any) -> int:
+    """Bytes of AdamW's state for the model: two moments per trainable weight."""
+    trainable = (p for p in model.parameters() if p.requires_grad)
+    return 2 * sum(p.numel() * p.element_size() for p in trainable)
+
+
+def checkpoint_bytes(model: Any) -> int:
+    """About the size of one checkpoint (dcrl.train.checkpoint): the weights and AdamW's
+    moments; the trainer state and RNG states are small beside them."""
+    return model_bytes(model) + adam_state_bytes(model)
+
+
+def prepare_run_dir(run_dir: Path, config_text: str) -> None:
+    """Create the run directory and write its config.yaml, or say why it cannot be written.
+
+    Raises:
+        UserError: naming log.output_dir, with the space config.yaml needs when the disk is
+            full.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", config_text)
+    except OSError as error:
+        fix = "choose a writable directory for log.output_dir"
+        if is_write_failure(error) and not isinstance(error, PermissionError):
+            fix += (
+                f", or free space there (config.yaml alone needs {len(config_text.encode())} "
+                "bytes; the logs and checkpoints need more)"
+            )
+        raise UserError(
+            f"log.output_dir={run_dir}: cannot write the run directory there ({one_line(error)})"
+            f"; {fix}"
+        ) from None
 
 
 def export_policy_atomically(model: Any, tokenizer: Any, out_dir: Path, then: str) -> None:

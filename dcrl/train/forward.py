@@ -113,7 +113,7 @@ def _report_once(model: torch.nn.Module, head: LMHead | str) -> None:
 
 
 def head_path(model: torch.nn.Module) -> str:
-    """ "fused", or "naive: <why>" — the path `score_responses` takes for this model."""
+    """ "fused", or "naive: <why>" — the path `response_logprobs` takes for this model."""
     head = lm_head_of(model)
     return f"naive: {head}" if isinstance(head, str) else "fused"
 
@@ -155,7 +155,7 @@ def response_hidden_states(
     return out.last_hidden_state[:, -(width + 1) : -1]
 
 
-def score_responses(
+def response_logprobs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -206,3 +206,8 @@ def score_responses(
     return logprobs_and_entropy(
         logits, response_ids, temperature, chunk_size=chunk_size, with_entropy=with_entropy
     )
+
+
+# The old name ("score" now means only the task's grade of a response), kept for callers that
+# still import it.
+score_responses = response_logprobs

@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -104,3 +105,57 @@ def must_fit(explain: Callable[[BaseException], str]) -> Iterator[None]:
         error.__traceback__ = None
     if message is not None:
         raise OutOfMemory(message) from None
+
+
+def batch_fix(
+    error: BaseException, config: Any, rows_per_batch: int, used: int, has_checkpoint: bool
+) -> str:
+    """The fix for a forward(/backward) that held `used` rows, `rows_per_batch` per
+    train.micro_batch_size: the log-prob kernel's block when it failed there and is set by
+    hand, else the micro-batch, else (one sequence) the sequence length or the model.
+
+    Args:
+        config: the run's RunConfig.
+        has_checkpoint: whether the run has a checkpoint (the setting is then changed in its
+            config.yaml).
+    """
+    tc = config.train
+    if tc.logprob_chunk_size is not None and raised_in(
+        error, "dcrl/core/fused_head.py", "dcrl/core/logprobs.py"
+    ):
+        now = tc.logprob_chunk_size
+        return (
+            lower("train.logprob_chunk_size", now, now, config.run_dir, has_checkpoint)
+            + " or null (auto: blocks of 16 MiB on a CPU, 256 MiB on a GPU)"
+        )
+    rows = min(tc.micro_batch_size, -(-used // rows_per_batch))
+    if rows > 1:
+        return lower(
+            "train.micro_batch_size", tc.micro_batch_size, rows, config.run_dir, has_checkpoint
+        )
+    fix = (
+        "a micro-batch of one sequence does not fit: lower rollout.max_new_tokens (now "
+        f"{config.rollout.max_new_tokens})"
+    )
+    if not config.model.gradient_checkpointing:
+        fix += ", or set model.gradient_checkpointing=true"
+    return fix + ", or train a smaller model (or LoRA: model.lora)"
+
+
+def rollout_fix(config: Any, at_once: int, n: int, batches: bool, has_checkpoint: bool) -> str:
+    """The fix for a rollout of `at_once` prompts × `n` responses that did not fit: fewer
+    prompts per call (rollout.batch_size), or, for one prompt or an engine that schedules its
+    own batches (`batches` False), fewer or shorter responses."""
+    rc = config.rollout
+    if not batches:
+        return (
+            f"lower rollout.n (now {rc.n}) or rollout.max_new_tokens (now "
+            f"{rc.max_new_tokens}), or give the {rc.backend} engine more memory"
+        )
+    if at_once == 1:
+        return (
+            f"one prompt's {n} responses do not fit: lower rollout.max_new_tokens (now "
+            f"{rc.max_new_tokens}) or rollout.n (now {rc.n})"
+        )
+    setting = lower("rollout.batch_size", rc.batch_size, at_once, config.run_dir, has_checkpoint)
+    return setting + " prompts per call"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import pickle  # noqa: S403 (only for its UnpicklingError)
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,13 @@ import torch
 
 from dcrl.config import to_dict
 from dcrl.errors import UserError, one_line
-
-CHECKPOINT_NAME = re.compile(r"step_(\d{6,})")
+from dcrl.train.checkpoint import (
+    CHECKPOINT_NAME,
+    CHECKPOINTS,
+    complete_checkpoints,
+    latest_checkpoint,
+    set_rng_state,
+)
 
 
 class ResumeError(UserError):
@@ -47,6 +51,17 @@ def run_identity(config: Any) -> dict[str, Any]:
     return {"algorithm": algorithm.get("name"), "algorithm_config": algorithm}
 
 
+def trainer_state(config: Any, algorithm: Any, sampler: Any, bad_steps: int = 0) -> dict[str, Any]:
+    """What a checkpoint's trainer_state.json holds besides the step: the sampler's and the
+    algorithm's states, the count of bad steps in a row and the run's identity."""
+    return {
+        "sampler": sampler.state_dict(),
+        "algorithm": algorithm.state_dict(),
+        "bad_steps": bad_steps,
+        "run": run_identity(config),
+    }
+
+
 def _fix(path: Path) -> str:
     return (
         f"resume from another checkpoint (point {path.parent / 'latest'} at an intact step_* "
@@ -55,20 +70,12 @@ def _fix(path: Path) -> str:
 
 
 def find_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint `latest` names, or a ResumeError saying what is there instead."""
-    root = run_dir / "checkpoints"
-    pointer = root / "latest"
-    intact = (
-        sorted(
-            p.name
-            for p in root.iterdir()
-            if p.is_dir()
-            and CHECKPOINT_NAME.fullmatch(p.name)
-            and (p / "trainer_state.json").is_file()
-        )
-        if root.is_dir()
-        else []
-    )
+    """`checkpoint.latest_checkpoint`, or a ResumeError saying what is there instead."""
+    path = latest_checkpoint(run_dir)
+    if path is not None:
+        return path
+    pointer = run_dir / CHECKPOINTS / "latest"
+    intact = complete_checkpoints(run_dir)
     if not pointer.is_file():
         if intact:
             raise ResumeError(
@@ -83,18 +90,15 @@ def find_checkpoint(run_dir: Path) -> Path:
             f"{pointer} cannot be read ({one_line(error)}); write the name of an intact "
             f"checkpoint into it ({', '.join(intact) or 'none is left'})"
         ) from None
-    path = root / name
-    if not CHECKPOINT_NAME.fullmatch(name) or not (path / "trainer_state.json").is_file():
-        if intact:
-            raise ResumeError(
-                f"{pointer} names {name[:80]!r}, which is not a complete checkpoint, while "
-                f"{intact[-1]} is intact: to resume from it, write its name into {pointer}"
-            )
+    if intact:
         raise ResumeError(
-            f"nothing to resume in {run_dir}: {pointer} names {name[:80]!r}, which is not a "
-            "complete checkpoint, and no other is left; start the run again"
+            f"{pointer} names {name[:80]!r}, which is not a complete checkpoint, while "
+            f"{intact[-1]} is intact: to resume from it, write its name into {pointer}"
         )
-    return path
+    raise ResumeError(
+        f"nothing to resume in {run_dir}: {pointer} names {name[:80]!r}, which is not a "
+        "complete checkpoint, and no other is left; start the run again"
+    )
 
 
 def _read_state(path: Path, config: Any) -> dict[str, Any]:
@@ -304,8 +308,6 @@ def apply_checkpoint(
         ResumeError: a state that passed the schema checks but does not load (an optimizer of
             other parameter groups, a controller of other settings).
     """
-    from dcrl.train.checkpoint import set_rng_state
-
     path = contents.path
     try:
         model.load_state_dict(contents.weights, strict=False)
@@ -337,3 +339,23 @@ def apply_checkpoint(
 def config_hint(error: BaseException) -> str:
     text = one_line(error)[:200]
     return f"{type(error).__name__}: {text}" if isinstance(error, KeyError) else text
+
+
+def restore_checkpoint(
+    run_dir: Path,
+    config: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    algorithm: Any,
+    sampler: Any,
+) -> dict[str, Any]:
+    """Continue the run's objects from its latest checkpoint: `read_checkpoint`, then
+    `apply_checkpoint`. Returns the checkpoint's trainer state (its step, bad_steps, ...).
+
+    Raises:
+        ResumeError: no usable checkpoint, or one that does not match or fit the run.
+    """
+    contents = read_checkpoint(run_dir, config, model, algorithm, sampler)
+    apply_checkpoint(contents, model, optimizer, scheduler, algorithm, sampler)
+    return contents.state

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dcrl._atomic import write_text_atomic
+from dcrl.config import to_dict
 from dcrl.errors import UserError
 
 # The metrics the console line shows, in order, with short labels.
@@ -189,3 +190,21 @@ class ConsoleSink:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def run_sinks(config: Any, step: int) -> list[MetricSink]:
+    """The sinks the run's `log` section asks for, for a run that continues after `step`
+    (0 for a fresh run): metrics.jsonl always, TensorBoard, wandb and the console as set."""
+    lc, run_dir = config.log, config.run_dir
+    sinks: list[MetricSink] = [
+        # Keeps the lines up to the checkpoint: none for a fresh run, whose directory may hold
+        # the metrics of an earlier attempt that died before its first checkpoint.
+        JsonlSink(run_dir / "metrics.jsonl", resume_step=step)
+    ]
+    if lc.tensorboard:
+        sinks.append(TensorBoardSink(run_dir / "tb", purge_step=step + 1))
+    if lc.wandb:
+        sinks.append(WandbSink(lc.wandb_project, run_dir.name, to_dict(config), run_dir))
+    if lc.console:
+        sinks.append(ConsoleSink(config.train.steps, step, config.algorithm.name))
+    return sinks

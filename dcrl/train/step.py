@@ -72,7 +72,7 @@ def prepare(
     algorithm: Algorithm, batch: Any, scores: torch.Tensor, ctx: StepContext
 ) -> tuple[TrainBatch, dict[str, float]]:
     """The step's training data: the algorithm's recipe on the rollout `batch` (a RolloutBatch)
-    and its (N,) task scores, with the trainer's `ctx` for extra samples and scoring passes."""
+    and its (N,) task scores, with the trainer's `ctx` for extra samples and log-prob passes."""
     train_batch, metrics = algorithm.prepare(batch, scores, ctx)
     return train_batch, dict(metrics)
 

@@ -1,13 +1,17 @@
-"""The training loop: rollout → rewards → algorithm.prepare → one PPO epoch over mini-batches with
-micro-batch gradient accumulation → AdamW → controller update → metrics → checkpoint.
+"""The training loop and the update: rollout → task scores → `step.prepare` → one PPO epoch over
+mini-batches with micro-batch gradient accumulation → AdamW → `step.after_update` (the
+controllers) → metrics → checkpoint.
 
 docs/design.md "One training step" is this file's outline. Everything an algorithm decides lives
-in `dcrl.algorithms`; everything here is the same for all of them.
+in `dcrl.algorithms`; everything here is the same for all of them. What the loop uses but does
+not decide lives in the module that owns it (the package docstring, dcrl/train/__init__.py,
+lists them): the data and prompts in `data`, micro-batch shaping in `batches`, checkpoints and
+their failed saves in `checkpoint`, the space and files of a run in `disk`, what to lower when a
+part does not fit in `memory`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -17,85 +21,26 @@ from typing import Any
 import torch
 import yaml
 
-from dcrl._atomic import write_text_atomic
 from dcrl.algorithms import Algorithm, make_algorithm
 from dcrl.config import ConfigError, to_dict
-from dcrl.core.advantages import dense_group_index
 from dcrl.core.mismatch import logprob_mismatch, truncated_importance_weights
-from dcrl.core.stats import length_accuracy_correlation, length_summary
-from dcrl.errors import UserError, one_line
+from dcrl.core.stats import length_accuracy_correlation, length_summary, pass_at_n
+from dcrl.errors import UserError
 from dcrl.step_data import StepContext, TrainBatch
-from dcrl.tasks import format_prompt
 from dcrl.train import checkpoint as ckpt
-from dcrl.train import memory
-from dcrl.train import step as step_protocol
+from dcrl.train import memory, step
+from dcrl.train.batches import length_sorted_chunks, row_chunks, trim_padding
 from dcrl.train.config import RunConfig, load_run_config
-from dcrl.train.data import ProblemSampler
-from dcrl.train.disk import (
-    export_policy_atomically,
-    human_bytes,
-    is_write_failure,
-    model_bytes,
-    write_failed,
-)
-from dcrl.train.forward import score_responses
-from dcrl.train.resume_check import apply_checkpoint, read_checkpoint, run_identity
+from dcrl.train.data import ProblemSampler, check_prompts, load_data, prompt_formatter
+from dcrl.train.disk import adam_state_bytes, export_policy_atomically, human_bytes, prepare_run_dir
+from dcrl.train.forward import response_logprobs
+from dcrl.train.resume_check import restore_checkpoint, trainer_state
 from dcrl.train.run_lock import RunLock, releases_lock_after, releases_lock_on_error
-from dcrl.train.sinks import ConsoleSink, JsonlSink, MetricSink, TensorBoardSink, WandbSink
-
-
-class CheckpointError(UserError):
-    """A checkpoint could not be written; the previous one is intact."""
+from dcrl.train.sinks import run_sinks
 
 
 class TrainingDiverged(UserError):
     """`train.max_bad_steps` steps in a row had a NaN/inf loss or gradient."""
-
-
-def trim_padding(batch: TrainBatch) -> TrainBatch:
-    """Drop prompt columns that are padding in every row (left) and response columns that are
-    padding in every row (right), so micro-batches of short sequences cost less."""
-    width = batch.response_mask.shape[1]
-    prompt_width = batch.input_ids.shape[1] - width
-    prompt_used = batch.attention_mask[:, :prompt_width].any(0).nonzero()
-    start = int(prompt_used[0]) if len(prompt_used) else prompt_width - 1
-    response_used = batch.response_mask.any(0).nonzero()
-    keep = int(response_used[-1]) + 1 if len(response_used) else 1
-    cut = width - keep
-    end = batch.input_ids.shape[1] - cut
-
-    def right(t: torch.Tensor) -> torch.Tensor:
-        return t[:, :keep] if t.dim() >= 2 and t.shape[1] == width else t
-
-    return TrainBatch(
-        input_ids=batch.input_ids[:, start:end],
-        attention_mask=batch.attention_mask[:, start:end],
-        response_mask=batch.response_mask[:, :keep],
-        old_logprobs=None if batch.old_logprobs is None else batch.old_logprobs[:, :keep],
-        advantages=batch.advantages[:, :keep],
-        extras={k: right(v) for k, v in batch.extras.items()},
-    )
-
-
-def _chunks(n: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def length_sorted_chunks(response_mask: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """Row indices of micro-batches of at most `size` rows, rows ordered by response length
-    (longest first, ties in row order), so that `trim_padding` cuts each micro-batch to its own
-    longest response instead of the batch's: rows of similar length share a micro-batch.
-
-    Args:
-        response_mask: (N, Lr) 1 on response tokens.
-        size: rows per micro-batch.
-
-    Returns:
-        ceil(N / size) LongTensors (on the mask's device) that together hold every row once.
-    """
-    lengths = response_mask.sum(-1)  # (N,)
-    order = torch.sort(lengths, descending=True, stable=True).indices  # (N,)
-    return [order[rows] for rows in _chunks(len(order), size)]
 
 
 class Trainer:
@@ -122,7 +67,7 @@ class Trainer:
         torch.manual_seed(config.train.seed)
 
         # Everything checkable without the model is checked first: a bad input fails in seconds.
-        self.problems, template, self.reward_fn = _load_data(config)
+        self.problems, template, self.reward_fn = load_data(config)
         # One writer per run directory, taken before anything in it is written (run_lock.py).
         self.run_lock = RunLock(self.run_dir).acquire()
         if not resume and ckpt.latest_checkpoint(self.run_dir) is not None:
@@ -132,7 +77,7 @@ class Trainer:
             )
         config_text = yaml.safe_dump(to_dict(config), sort_keys=False)
         if not resume:  # a resume writes it once the checkpoint is checked (resume_check.py)
-            _prepare_run_dir(self.run_dir, config_text)
+            prepare_run_dir(self.run_dir, config_text)
 
         mc = config.model
         self.model, self.tokenizer = load_policy(
@@ -149,30 +94,18 @@ class Trainer:
         else:
             self.engine_version = -1  # a given engine holds other weights: sync before rollout
         self.backend = backend
-
-        def format_problem(problem: Any) -> str:
-            return format_prompt(problem.prompt, self.tokenizer, template=template)
-
-        self.format_prompt = format_problem
-        try:
-            prompts = [format_problem(p) for p in self.problems]
-        except ValueError as error:
-            raise ConfigError(f"data.template={template!r}: {one_line(error)}") from None
-        check_prompt_lengths(
-            prompts,
-            self.problems,
-            self.tokenizer,
-            getattr(self.model.config, "max_position_embeddings", None),
-        )
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        check_prompts(self.problems, template, self.tokenizer, context)
+        self.format_prompt = prompt_formatter(template, self.tokenizer)
         self.sampler = ProblemSampler(
             self.problems, config.train.prompts_per_step, config.train.seed
         )
         self.algorithm: Algorithm = make_algorithm(config.algorithm)
-        if config.train.rollout_is_cap and step_protocol.replaces_rows(self.algorithm):
+        if config.train.rollout_is_cap and step.replaces_rows(self.algorithm):
             raise ConfigError(
                 f"train.rollout_is_cap={config.train.rollout_is_cap}: the importance weights "
                 "line up with the rollout's rows, which "
-                f"{step_protocol.row_replacing_targets(self.algorithm)[0].name} replaces; set "
+                f"{step.row_replacing_targets(self.algorithm)[0].name} replaces; set "
                 "train.rollout_is_cap=0"
             )
 
@@ -192,16 +125,19 @@ class Trainer:
         # resume), `engine_version` (set with the backend) the version the engine last received.
         self.weights_version = 0
         if resume:
-            contents = read_checkpoint(
-                self.run_dir, config, self.model, self.algorithm, self.sampler
+            state = restore_checkpoint(
+                self.run_dir,
+                config,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                self.algorithm,
+                self.sampler,
             )
-            apply_checkpoint(
-                contents, self.model, self.optimizer, self.scheduler, self.algorithm, self.sampler
-            )
-            self.step = int(contents.state["step"])
-            self.bad_steps = int(contents.state.get("bad_steps", 0))
+            self.step = int(state["step"])
+            self.bad_steps = int(state.get("bad_steps", 0))
             self.weights_version += 1  # the engine was built from the run's starting weights
-            _prepare_run_dir(self.run_dir, config_text)
+            prepare_run_dir(self.run_dir, config_text)
         self.history: list[dict[str, float]] = []
 
     @classmethod
@@ -218,20 +154,8 @@ class Trainer:
     @releases_lock_after
     def fit(self) -> list[dict[str, float]]:
         """Run the remaining steps; returns the metrics of the steps run in this call."""
-        lc, tc = self.config.log, self.config.train
-        sinks: list[MetricSink] = [
-            # Keeps the lines up to the checkpoint: none for a fresh run, whose directory may
-            # hold the metrics of an earlier attempt that died before its first checkpoint.
-            JsonlSink(self.run_dir / "metrics.jsonl", resume_step=self.step)
-        ]
-        if lc.tensorboard:
-            sinks.append(TensorBoardSink(self.run_dir / "tb", purge_step=self.step + 1))
-        if lc.wandb:
-            sinks.append(
-                WandbSink(lc.wandb_project, self.run_dir.name, to_dict(self.config), self.run_dir)
-            )
-        if lc.console:
-            sinks.append(ConsoleSink(tc.steps, self.step, self.config.algorithm.name))
+        tc = self.config.train
+        sinks = run_sinks(self.config, self.step)
         try:
             while self.step < tc.steps:
                 # The parts of a step that hold a batch name their own setting (train_step);
@@ -265,22 +189,12 @@ class Trainer:
         """Where the policy's parameters live; the tensors fed to it are moved there."""
         return next(self.model.parameters()).device
 
-    def _resume_hint(self) -> str:
-        """Which checkpoint survives a failure, and how to continue from it."""
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        if latest is None:
-            return "the run has no checkpoint yet: fix the cause and start it again"
-        return (
-            f"its last checkpoint {latest} is intact: fix the cause, then continue with "
-            f"`dcrl train --resume {self.run_dir}`"
-        )
-
     def _diverged_message(self) -> str:
         return (
             f"training stopped at step {self.step}: the loss or gradient was NaN/inf in "
             f"{self.bad_steps} steps in a row (train.max_bad_steps={self.config.train.max_bad_steps}"
             "), so their updates were skipped and never reached the weights; "
-            f"{self._resume_hint()}. Lower train.lr or train.grad_clip, or check the reward and "
+            f"{ckpt.resume_hint(self.run_dir)}. Lower train.lr or train.grad_clip, or check the reward and "
             "the data"
         )
 
@@ -292,39 +206,17 @@ class Trainer:
             where = f"step {self.step}, in {part}" if part else f"step {self.step}"
             return (
                 f"out of memory in {where} ({held}; "
-                f"{memory.failed_allocation(error)}): {fix(error)}; {self._resume_hint()}"
+                f"{memory.failed_allocation(error)}): {fix(error)}; {ckpt.resume_hint(self.run_dir)}"
             )
 
         return memory.must_fit(explain)
 
-    def _lower(self, setting: str, now: int, used: int) -> str:
-        has_checkpoint = ckpt.latest_checkpoint(self.run_dir) is not None
-        return memory.lower(setting, now, used, self.run_dir, has_checkpoint)
-
     def _lower_batch(self, error: BaseException, rows_per_batch: int, used: int) -> str:
-        """The fix for a forward(/backward) that held `used` rows, `rows_per_batch` per
-        train.micro_batch_size: the log-prob kernel's block when it failed there and is set by
-        hand, else the micro-batch, else (one sequence) the sequence length or the model."""
-        tc = self.config.train
-        if tc.logprob_chunk_size is not None and memory.raised_in(
-            error, "dcrl/core/fused_head.py", "dcrl/core/logprobs.py"
-        ):
-            return (
-                self._lower(
-                    "train.logprob_chunk_size", tc.logprob_chunk_size, tc.logprob_chunk_size
-                )
-                + " or null (auto: blocks of 16 MiB on a CPU, 256 MiB on a GPU)"
-            )
-        rows = min(tc.micro_batch_size, -(-used // rows_per_batch))
-        if rows > 1:
-            return self._lower("train.micro_batch_size", tc.micro_batch_size, rows)
-        fix = (
-            "a micro-batch of one sequence does not fit: lower rollout.max_new_tokens (now "
-            f"{self.config.rollout.max_new_tokens})"
-        )
-        if not self.config.model.gradient_checkpointing:
-            fix += ", or set model.gradient_checkpointing=true"
-        return fix + ", or train a smaller model (or LoRA: model.lora)"
+        """What to lower when a forward(/backward) of `used` rows did not fit (memory.batch_fix)."""
+        return memory.batch_fix(error, self.config, rows_per_batch, used, self._has_checkpoint())
+
+    def _has_checkpoint(self) -> bool:
+        return ckpt.latest_checkpoint(self.run_dir) is not None
 
     def _generate(self, prompts: list[str], n: int, temperature: float, salt: int) -> Any:
         """The backend's rollout of `prompts`; a failed allocation names rollout.batch_size (an
@@ -338,17 +230,7 @@ class Trainer:
         )
 
         def fix(_: BaseException) -> str:
-            if not batches:
-                return (
-                    f"lower rollout.n (now {rc.n}) or rollout.max_new_tokens (now "
-                    f"{rc.max_new_tokens}), or give the {rc.backend} engine more memory"
-                )
-            if at_once == 1:
-                return (
-                    f"one prompt's {n} responses do not fit: lower rollout.max_new_tokens (now "
-                    f"{rc.max_new_tokens}) or rollout.n (now {rc.n})"
-                )
-            return self._lower("rollout.batch_size", rc.batch_size, at_once) + " prompts per call"
+            return memory.rollout_fix(self.config, at_once, n, batches, self._has_checkpoint())
 
         with self._must_fit("the rollout", held, fix):
             return self.backend.generate(
@@ -362,12 +244,7 @@ class Trainer:
             CheckpointError: the write failed (disk full, permissions); the previous checkpoint
                 is intact.
         """
-        state = {
-            "sampler": self.sampler.state_dict(),
-            "algorithm": self.algorithm.state_dict(),
-            "bad_steps": self.bad_steps,
-            "run": run_identity(self.config),
-        }
+        state = trainer_state(self.config, self.algorithm, self.sampler, self.bad_steps)
         try:
             return ckpt.save_checkpoint(
                 self.run_dir,
@@ -378,30 +255,13 @@ class Trainer:
                 state,
                 keep=self.config.train.keep_checkpoints,
             )
-        except Exception as error:  # a full disk is not always an OSError (dcrl.train.disk)
-            if memory.is_out_of_memory(error):
-                raise CheckpointError(
-                    f"out of memory while writing the checkpoint of step {self.step} "
-                    f"({memory.failed_allocation(error)}): writing holds about the model's size "
-                    f"({human_bytes(model_bytes(self.model))}) once more; give the run more "
-                    f"memory; {self._resume_hint()}"
-                ) from None
-            needed = model_bytes(self.model) + 2 * sum(
-                p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad
+        except Exception as error:
+            explained = ckpt.explain_failed_save(
+                error, self.run_dir, self.step, self.model, ckpt.resume_hint(self.run_dir)
             )
-            if not (isinstance(error, OSError) or is_write_failure(error, self.run_dir, needed)):
+            if explained is None:
                 raise
-            raise CheckpointError(
-                one_line(
-                    write_failed(
-                        error,
-                        f"the checkpoint of step {self.step}",
-                        self.run_dir / ckpt.CHECKPOINTS / f"step_{self.step:06d}",
-                        needed,
-                        self._resume_hint(),
-                    )
-                )
-            ) from None
+            raise explained from None
 
     def export_policy(self, out_dir: Path) -> None:
         """Save the trained policy as a Hugging Face directory (`dcrl eval --model` reads it),
@@ -410,7 +270,7 @@ class Trainer:
             self.model,
             self.tokenizer,
             out_dir,
-            f"{self._resume_hint()} (it exports the policy at the end)",
+            f"{ckpt.resume_hint(self.run_dir)} (it exports the policy at the end)",
         )
 
     def rollout_seed(self, salt: int) -> int:
@@ -436,12 +296,12 @@ class Trainer:
         problems = self.sampler.next_batch()
         prompts = [self.format_prompt(p) for p in problems]
         batch = self._generate(prompts, rc.n, rc.temperature, 0)
-        scores = self.score(batch, problems)
+        scores = self.task_scores(batch, problems)
         t_rollout = time.perf_counter()
 
         def extra_rollout(prompt_indices: Sequence[int], n: int, temperature: float):
             sub = self._generate([prompts[i] for i in prompt_indices], n, temperature, 1)
-            return sub, self.score(sub, [problems[i] for i in prompt_indices])
+            return sub, self.task_scores(sub, [problems[i] for i in prompt_indices])
 
         tc = self.config.train
         on_policy = (
@@ -450,14 +310,18 @@ class Trainer:
             and tc.mini_batch_prompts == tc.prompts_per_step
         )
         ctx = StepContext(
-            step=self.step, rollout=extra_rollout, score=self.old_logprobs, on_policy=on_policy
+            step=self.step,
+            rollout=extra_rollout,
+            logprob_pass=self.logprob_pass,
+            on_policy=on_policy,
         )
-        train_batch, algo_metrics = step_protocol.prepare(self.algorithm, batch, scores, ctx)
+        train_batch, algo_metrics = step.prepare(self.algorithm, batch, scores, ctx)
         algo_metrics.update(self.correct_mismatch(batch, train_batch))
         t_prepare = time.perf_counter()
-        update_metrics = self.update(train_batch)
+        update_metrics, entropy_sums = self.update(train_batch)
         t_update = time.perf_counter()
-        self.algorithm.after_update(update_metrics)
+        # The controllers read the entropy of the update (the adapters hand it over the same way).
+        entropy = step.after_update(self.algorithm, entropy_sums)
 
         lengths = batch.response_lengths.float()
         correct = (scores > 0.5).float()
@@ -466,7 +330,7 @@ class Trainer:
         generated = float(lengths.sum())
         metrics = {
             "reward/accuracy": float(scores.mean()),
-            "reward/pass_at_n": _pass_at_n(correct, batch.group_index),
+            "reward/pass_at_n": pass_at_n(correct, batch.group_index),
             "length/mean": length["mean"],
             "length/p90": length["p90"],
             "length/max": length["max"],
@@ -476,6 +340,7 @@ class Trainer:
             "corr/length_acc_batch": float(corr["batch"]),
             **algo_metrics,
             **update_metrics,
+            **entropy,
             "time/rollout": t_rollout - t_start,
             "time/prepare": t_prepare - t_rollout,
             "time/update": t_update - t_prepare,
@@ -494,7 +359,7 @@ class Trainer:
         (dcrl.core.mismatch). {} for an engine that samples with the live model (hf)."""
         if batch.sampling_logprobs is None:
             return {}
-        trainer_logprobs, _ = self.old_logprobs(*batch.sequences(), batch.response_mask)
+        trainer_logprobs, _ = self.logprob_pass(*batch.sequences(), batch.response_mask)
         metrics = logprob_mismatch(batch.sampling_logprobs, trainer_logprobs, batch.response_mask)
         cap = self.config.train.rollout_is_cap
         if cap:
@@ -509,8 +374,9 @@ class Trainer:
             metrics["rollout/is_weight_mean"] = float(weights[batch.response_mask.bool()].mean())
         return metrics
 
-    def score(self, batch: Any, problems: Sequence[Any]) -> torch.Tensor:
-        """Rewards of a rollout batch's responses: float (N,)."""
+    def task_scores(self, batch: Any, problems: Sequence[Any]) -> torch.Tensor:
+        """The task's scores of a rollout batch's responses, graded by the run's reward function
+        (the task's own or data.reward) before any target shapes them: float (N,)."""
         from dcrl.rewards import score_batch
 
         answers = [problems[int(g)].answer for g in batch.group_index]
@@ -519,7 +385,7 @@ class Trainer:
         return torch.tensor(values, dtype=torch.float32)
 
     @torch.no_grad()
-    def old_logprobs(
+    def logprob_pass(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
@@ -527,8 +393,9 @@ class Trainer:
         temperature: float = 1.0,
         with_entropy: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs (and entropy) of the responses (the last Lr columns of the sequences) under
-        the current policy at temperature T, micro-batched, no grad: (N, Lr) each."""
+        """The log-prob pass (`StepContext.logprob_pass`): log-probs (and entropy) of the
+        responses (the last Lr columns of the sequences) under the current policy at temperature
+        T, micro-batched, no grad: (N, Lr) each."""
         # The results stay on the device of the inputs (the rollout's CPU tensors); only each
         # chunk visits the model's device.
         width = response_mask.shape[1]
@@ -537,8 +404,8 @@ class Trainer:
         out = torch.zeros(response_mask.shape, dtype=dtype, device=response_mask.device)
         ent = torch.zeros_like(out) if with_entropy else None
         self.model.eval()
-        # Each row is scored on its own (no statistic across rows), so grouping rows of similar
-        # length changes no result beyond float rounding and pads less.
+        # Each row's log-probs depend on that row alone (no statistic across rows), so grouping
+        # rows of similar length changes no result beyond float rounding and pads less.
         for rows in length_sorted_chunks(response_mask, 2 * self.config.train.micro_batch_size):
             part = trim_padding(
                 TrainBatch(
@@ -557,7 +424,7 @@ class Trainer:
                 lambda error, used=len(rows): self._lower_batch(error, 2, used),
             ):
                 part_ids = part.input_ids.to(self.device)
-                logprobs, entropy = score_responses(
+                logprobs, entropy = response_logprobs(
                     self.model,
                     part_ids,
                     part.attention_mask.to(self.device),
@@ -573,23 +440,28 @@ class Trainer:
         assert out.shape[1] == width
         return out, ent
 
-    def update(self, batch: TrainBatch) -> dict[str, float]:
+    def update(self, batch: TrainBatch) -> tuple[dict[str, float], torch.Tensor]:
         """One PPO epoch (or several) over mini-batches; gradient accumulation over micro-batches
         with the mini-batch's global token/sequence counts, so the loss does not depend on the
-        micro-batch size."""
+        micro-batch size.
+
+        Returns:
+            The update's loss/* and train/* metrics, and the entropy sums of its micro-batches
+            (`step.measure_entropy`, (5,) float64) for `step.after_update`.
+        """
         tc = self.config.train
         self.model.train()
         num_minibatches = tc.prompts_per_step // tc.mini_batch_prompts
         rows_per_minibatch = math.ceil(len(batch) / num_minibatches)
         sums: dict[str, float] = {}
         tokens_seen = 0.0
-        entropy_window = torch.zeros(5, dtype=torch.float64)  # step_protocol.measure_entropy
+        entropy_sums = torch.zeros(5, dtype=torch.float64)  # step.measure_entropy, summed
         grad_norms = []
         losses = []
         skipped = 0
         batch = batch.to(self.device)
         for _ in range(tc.ppo_epochs):
-            for mb_rows in _chunks(len(batch), rows_per_minibatch):
+            for mb_rows in row_chunks(len(batch), rows_per_minibatch):
                 minibatch = batch.select(mb_rows)
                 mask = minibatch.response_mask
                 counts = {
@@ -603,7 +475,7 @@ class Trainer:
                 # of similar length go together and trim_padding cuts more. A loss that picks
                 # its tokens per call (registered with micro_batch_statistic) keeps rollout order.
                 if self.algorithm.micro_batches_in_order:
-                    micro_rows = _chunks(len(minibatch), tc.micro_batch_size)
+                    micro_rows = row_chunks(len(minibatch), tc.micro_batch_size)
                 else:
                     micro_rows = length_sorted_chunks(mask, tc.micro_batch_size)
                 for rows in micro_rows:
@@ -615,7 +487,7 @@ class Trainer:
                         "tokens",
                         lambda error, used=len(micro): self._lower_batch(error, 1, used),
                     ):
-                        logprobs, entropy = score_responses(
+                        logprobs, entropy = response_logprobs(
                             self.model,
                             micro.input_ids,
                             micro.attention_mask,
@@ -632,7 +504,7 @@ class Trainer:
                     tokens_seen += n_tok
                     # Rows a target drew from another distribution (its `foreign_rows`) are
                     # left out of the policy's own entropy estimate.
-                    entropy_window += step_protocol.measure_entropy(
+                    entropy_sums += step.measure_entropy(
                         logprobs,
                         micro.response_mask,
                         self.algorithm.foreign_rows(micro.extras),
@@ -650,7 +522,7 @@ class Trainer:
                     continue
                 with self._must_fit(
                     "the optimizer step",
-                    f"AdamW keeps two moments per trainable weight, {self._adam_state_size()}",
+                    f"AdamW keeps two moments per trainable weight, {human_bytes(adam_state_bytes(self.model))}",
                     lambda _: (
                         "the weights, their gradients and AdamW's state do not fit: train "
                         "fewer weights (model.lora) or a smaller model"
@@ -665,119 +537,14 @@ class Trainer:
             {
                 "loss/policy": sum(losses) / len(losses),
                 "loss/grad_norm": sum(grad_norms) / len(grad_norms),
-                **step_protocol.entropy_signals(entropy_window),
                 "train/optimizer_steps": float(len(losses) - skipped),
                 "train/skipped_updates": float(skipped),
             }
         )
-        return out
-
-    def _adam_state_size(self) -> str:
-        trainable = (p for p in self.model.parameters() if p.requires_grad)
-        return human_bytes(2 * sum(p.numel() * p.element_size() for p in trainable))
+        return out, entropy_sums
 
 
 def _resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
-
-
-def _pass_at_n(correct: torch.Tensor, group_index: torch.Tensor) -> float:
-    """Fraction of prompts with at least one correct response among their n."""
-    dense, num_groups = dense_group_index(group_index, len(correct))
-    any_correct = torch.zeros(num_groups).scatter_reduce(0, dense, correct, "amax")
-    return float(any_correct.mean())
-
-
-def _load_data(config: RunConfig) -> tuple[list[Any], str, Callable]:
-    """Problems, the prompt template and the reward function of the data section, checked.
-
-    Raises:
-        UserError: a missing data.path, an unknown task option, or a reward function that
-            cannot be found or called as the contract says.
-    """
-    from dcrl.rewards import check_reward_fn, get_reward_fn
-    from dcrl.tasks import TASKS, get_task, load_problems
-
-    dc = config.data
-    if dc.task == "file":
-        if dc.path is None:
-            raise ValueError("data.task is 'file' but data.path is not set: give the JSONL/Parquet")
-        try:
-            problems = load_problems(dc.path, problem_key=dc.problem_key, answer_key=dc.answer_key)
-        except FileNotFoundError as error:
-            raise ConfigError(f"data.path: {one_line(error)}; check the path") from None
-        reward = _user_reward(dc, get_reward_fn("math" if dc.reward == "auto" else dc.reward))
-        template = "boxed" if dc.template == "auto" else dc.template
-    else:
-        if dc.task not in TASKS:
-            raise ConfigError(f"data.task: unknown task {dc.task!r}; use one of {sorted(TASKS)}")
-        options = inspect.signature(TASKS[dc.task]).parameters
-        takes_any = any(o.kind is inspect.Parameter.VAR_KEYWORD for o in options.values())
-        unknown = sorted(set(dc.task_options) - set(options))
-        if unknown and not takes_any:
-            raise ConfigError(
-                f"unknown config key data.task_options.{unknown[0]}: the task {dc.task!r} takes "
-                f"{', '.join(options)}"
-            )
-        try:
-            task = get_task(dc.task, **dc.task_options)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"data.task_options: {one_line(error)}") from None
-        problems = task.problems("train", dc.train_size)
-        reward = task.verify if dc.reward == "auto" else _user_reward(dc, get_reward_fn(dc.reward))
-        template = task.prompt_template if dc.template == "auto" else dc.template
-    if problems:
-        check_reward_fn(reward, problems[0].meta)
-    return problems, template, reward
-
-
-def _user_reward(dc: Any, reward: Callable) -> Callable:
-    """A user reward ('package.module:function') under data.reward_timeout_s (rewards/bounded.py)."""
-    from dcrl.rewards.bounded import BoundedReward
-
-    if ":" not in dc.reward:
-        return reward
-    return BoundedReward(reward, dc.reward_timeout_s, dc.reward_max_timeouts)
-
-
-def _prepare_run_dir(run_dir: Path, config_text: str) -> None:
-    """Create the run directory and write its config.yaml, or say why it cannot be written."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", config_text)
-    except OSError as error:
-        fix = "choose a writable directory for log.output_dir"
-        if is_write_failure(error) and not isinstance(error, PermissionError):
-            fix += (
-                f", or free space there (config.yaml alone needs {len(config_text.encode())} "
-                "bytes; the logs and checkpoints need more)"
-            )
-        raise UserError(
-            f"log.output_dir={run_dir}: cannot write the run directory there ({one_line(error)})"
-            f"; {fix}"
-        ) from None
-
-
-def check_prompt_lengths(
-    prompts: Sequence[str], problems: Sequence[Any], tokenizer: Any, context: int | None
-) -> None:
-    """Raise a UserError naming the first problem whose prompt fills the model's context.
-
-    Args:
-        prompts: the formatted prompts, one per problem.
-        problems: the problems (their ids name the offending row).
-        tokenizer: the policy's tokenizer.
-        context: the model's context length in tokens (max_position_embeddings); None skips.
-    """
-    if context is None or not prompts:
-        return
-    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
-    for row, (length, problem) in enumerate(zip(lengths, problems, strict=True)):
-        if length >= context:
-            raise UserError(
-                f"problem {problem.id!r} (row {row + 1} of the training data) is a prompt of "
-                f"{length} tokens, but the model's context holds {context}, with no room to "
-                "answer: shorten or drop that problem (or use a model with a longer context)"
-            )

@@ -82,7 +82,7 @@ def policy_logprobs(trainer: Any, pairs: list[tuple[list[int], list[int]]]) -> l
         ids = torch.tensor([prompt_ids + response_ids])
         mask = torch.ones_like(ids)
         response_mask = torch.ones(1, len(response_ids), dtype=torch.long)
-        logprobs, _ = trainer.old_logprobs(ids, mask, response_mask)
+        logprobs, _ = trainer.logprob_pass(ids, mask, response_mask)
         rows.append(logprobs[0].tolist())
     return rows
 

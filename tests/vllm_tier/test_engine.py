@@ -146,8 +146,8 @@ def test_first_step_samples_match_the_hf_backend_in_distribution(tmp_path, engin
     summaries = {}
     for name, backend in (("hf", hf), ("vllm", engine)):
         batch = backend.generate(prompts, 8, 1.0, 1.0, 48, seed=11)
-        scores = trainer.score(batch, problems)
-        logprobs, _ = trainer.old_logprobs(*batch.sequences(), batch.response_mask)
+        scores = trainer.task_scores(batch, problems)
+        logprobs, _ = trainer.logprob_pass(*batch.sequences(), batch.response_mask)
         lengths = batch.response_lengths.double()
         nll = -(logprobs.double() * batch.response_mask).sum(-1) / lengths
         summaries[name] = {"accuracy": scores.double(), "length": lengths, "nll": nll}
@@ -191,7 +191,7 @@ def test_the_mismatch_is_measured_and_corrected(tmp_path, engine):
 
     def record(batch, train_batch):
         seen["batch"], seen["plain"] = batch, train_batch.advantages.clone()
-        seen["trainer"], _ = trainer.old_logprobs(*batch.sequences(), batch.response_mask)
+        seen["trainer"], _ = trainer.logprob_pass(*batch.sequences(), batch.response_mask)
         metrics = original(batch, train_batch)
         seen["weighted"] = train_batch.advantages.clone()
         return metrics
