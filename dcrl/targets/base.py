@@ -134,11 +134,12 @@ class EntropyControlFields:
         help="Target entropy 𝓗 in nats/token (0.5 in the released AEPO and DCPO scripts; the "
         "papers try 0.25–1.0, DCPO's best was 0.25).",
     )
-    controller: Literal["bang_bang", "pi", "adaptive"] = field(
+    controller: Literal["bang_bang", "pi", "adaptive", "fixed"] = field(
         "bang_bang",
         help="bang_bang: the papers' rule, T_high if H_prev ≤ 𝓗 else T_low; pi: dcrl's smoother "
         "proportional-integral temperature (an extension); adaptive: the authors' later "
-        "continuous T = clip(1 + (𝓗 − H)) (docs/papers.md §2.5).",
+        "continuous T = clip(1 + (𝓗 − H)) (docs/papers.md §2.5); fixed: T = temperature_high "
+        "every step (or controller_options.temperature), an ablation without feedback.",
     )
     temperature_high: float = field(
         1.2, gt=1, le=10, help="T when entropy is low (upper bound for pi/adaptive)."
