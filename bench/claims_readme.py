@@ -6,8 +6,9 @@ Reads bench/results/explore/claims.json (seeds 1-3, which chose the settings),
 bench/results/explore/seeds-4-5-6/claims.json (seeds 4-6, which judge them) and
 bench/results/claims.json (the overthink testbed), and writes the `claims` block of
 bench/README.md (the count and a table of every row) and the `claims-count` block of README.md
-(the counts), and the `baselines` block of bench/README.md from results/explore/baselines.md,
-so that no one retypes a count or a verdict.
+(the counts), and the tables of bench/README.md's explore sections (blocks `explore-<experiment>`
+and `baselines`) from results/explore/<experiment>.md, so that no one retypes a count, a table or
+a verdict.
 """
 
 from __future__ import annotations
@@ -133,9 +134,11 @@ def main() -> int:
     chose, judged, overthink = load(CHOSE), load(JUDGED), load(OVERTHINK)
     write_block(REPO / "bench" / "README.md", "claims", bench_block(chose, judged, overthink))
     write_block(REPO / "README.md", "claims-count", readme_block(chose, judged, overthink))
-    table = RESULTS / "explore" / "baselines.md"
-    if table.is_file():
-        write_block(REPO / "bench" / "README.md", "baselines", table.read_text())
+    for name in ("entropy", "sweep", "exploration", "compression", "combined", "baselines"):
+        table = RESULTS / "explore" / f"{name}.md"
+        if table.is_file():
+            block = name if name == "baselines" else f"explore-{name}"
+            write_block(REPO / "bench" / "README.md", block, table.read_text())
     print(f"claims: {count(chose)} (seeds 1-3), {count(judged)} (seeds 4-6)")
     return 0
 
