@@ -125,7 +125,11 @@ def test_entropy_on_explore_rms_goals_heating_and_trap(tmp_path):
     trap_row = (
         "entropy: grpo's held-out pass@16 on trap problems falls below the pretrained policy's"
     )
-    assert rows[trap_row]["value"] == [0.5, 0.8]
+    # both seeds at 0.5 against 0.8: no spread, the interval is the difference itself
+    assert rows[trap_row]["value"]["mean"] == [0.8, 0.5]
+    assert rows[trap_row]["value"]["interval_95"] == [0.3, 0.3] and rows[trap_row]["met"]
+    difference = rows["control: dcpo-H0.14-pi holds its target 0.14"]["value"]["bang_bang_minus_pi"]
+    assert difference["n"] == [2, 2] and difference["difference"] > 0
     assert len(rows) == 1 + 6 + 1 + 1
     table = entropy.markdown(summary, EXPLORE)
     assert "| grpo | 0.450 | 0.725 |" in table  # held-out avg@n and pass@16, overall

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from bench.experiments.stats import (
+    against_constant,
     beats,
     describe,
     interval_text,
@@ -171,3 +172,14 @@ def test_reclaim_rewrites_verdicts_and_sample_sds_from_stored_results(tmp_path):
     assert "missed (seeds 1, 2)" in block and "avg@n +0.000 [" in block
     assert readme_block(rows, rows[:1], []).startswith("Goals met on `tiny-explore`: 0 of 2 on")
     assert brief({"difference": 0.1, "interval_95": None}) == "+0.100 (n < 2)"
+
+
+def test_against_a_constant_by_hand():
+    """[0.5, 0.6, 0.7] against 0.9 measured once: difference 0.3, sample SD 0.1, standard error
+    0.1/√3 = 0.057735, df 2, t(0.975, 2) = 4.302653: half-width 0.248414, [0.051586, 0.548414]."""
+    result = against_constant([0.5, 0.6, 0.7], 0.9)
+    assert result["difference"] == pytest.approx(0.3)
+    assert result["df"] == 2
+    assert result["interval"] == pytest.approx([0.051586, 0.548414], abs=1e-5)
+    assert beats(result)
+    assert not beats(against_constant([0.5, 0.9, 1.0], 0.9))  # the interval holds 0

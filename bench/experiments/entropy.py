@@ -39,6 +39,7 @@ from .common import (
     series,
     yes_no,
 )
+from .stats import against_constant, beats, interval_text, ledger, rounded, seed_values, welch
 
 NAME = "entropy"
 CLAIM_PREFIXES = ("entropy", "control")
@@ -150,13 +151,9 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
         if settings_of.goal == "rms":
             tolerance = settings_of.rms_tolerance
             entry["goal"] = f"second-half RMS relative error <= {tolerance:.0%}"
-            entry["goal_met"] = entry["mean_rms_relative_error"] <= tolerance
             if papers is not None:
                 entry["goal"] += " and < bang-bang's"
-                entry["goal_met"] = bool(
-                    entry["goal_met"]
-                    and entry["mean_rms_relative_error"] < papers["mean_rms_relative_error"]
-                )
+            entry["goal_met"] = rms_verdict(name, settings, settings_of)[0]
             continue
         tolerance = band(settings_of, entry["controller"])
         entry["goal"] = f"|relative error| <= {tolerance:.0%}"
@@ -189,15 +186,38 @@ def summarize_held_out(
     base = held_out(pretrained, testbed)
     key = f"pass_at_16_{trap}"
     trained, before = grpo.get(f"mean_{key}"), base.get(key)  # None: no such problem evaluated
-    return {
+    held = {
         "pretrained": base,
         "grpo": grpo,
-        "trap_goal": {
-            "grpo_pass_at_16": trained,
-            "pretrained_pass_at_16": before,
-            "goal_met": trained is not None and before is not None and trained < before,
-        },
+        "trap_goal": {"grpo_pass_at_16": trained, "pretrained_pass_at_16": before},
     }
+    held["trap_goal"]["goal_met"] = trap_verdict(held, testbed)[0]
+    return held
+
+
+def rms_verdict(name: str, settings: dict, settings_of: Settings) -> tuple[bool, dict | None]:
+    """(met, the difference of bang-bang's RMS error to this run's) of the rms goal: the mean
+    RMS error within the tolerance and, for a PI run, below bang-bang's by the Welch 95%
+    interval of the difference over seeds (bench/experiments/stats.py)."""
+    entry = settings[name]
+    met = entry["mean_rms_relative_error"] <= settings_of.rms_tolerance
+    papers = settings.get(name.replace(f"-{entry['controller']}", "-bang_bang"))
+    if entry["controller"] == "bang_bang" or papers is None:
+        return bool(met), None
+    key = "rms_relative_error"
+    difference = welch(seed_values(papers["seeds"], key), seed_values(entry["seeds"], key))
+    return bool(met and beats(difference)), difference
+
+
+def trap_verdict(held: dict, testbed: Testbed) -> tuple[bool, dict]:
+    """(met, the pretrained policy's trap pass@16 − GRPO's, with the one-sample interval over
+    GRPO's seeds): met when the interval lies above 0."""
+    key = f"pass_at_16_{SETTINGS[testbed.name].trap_kind}"
+    before = held["pretrained"].get(key)
+    if before is None:
+        return False, against_constant([], 0.0)
+    difference = against_constant(seed_values(held["grpo"]["seeds"], key), before)
+    return beats(difference), difference
 
 
 def heating(settings: dict[str, dict], settings_of: Settings) -> dict:
@@ -246,19 +266,24 @@ def markdown(summary: dict, testbed: Testbed) -> str:
         + "goal | met |",
         "|---|---|---|---|---|" + ("---|" if rms else "") + "---|---|",
     ]
-    for name, entry in settings_only(summary).items():
+    settings = settings_only(summary)
+    for name, entry in settings.items():
         key = "relative_error" if "mean_relative_error" in entry else "entropy_drop"
+        met = entry["goal_met"]
+        if rms and entry["target"] is not None:
+            met = rms_verdict(name, settings, settings_of)[0]
         lines.append(
             f"| {name} | {fmt(entry['target'])} | {fmt(entry['mean_first3_entropy'])} | "
             f"{fmt(entry['mean_second_half_mean'])} ± {fmt(entry['mean_second_half_std'])} | "
             f"{'drop ' if key == 'entropy_drop' else ''}{entry['mean_' + key]:+.1%} "
             f"(seeds ± {entry['spread_' + key]:.1%}) | {rms_cell(entry, rms)}"
-            f"{escape_cell(entry['goal'])} | {yes_no(entry['goal_met'])} |"
+            f"{escape_cell(entry['goal'])} | {yes_no(met)} |"
         )
     lines.append("")
     lines.append(
         "second-half mean ± its standard deviation over the steps (the oscillation), averaged "
-        "over seeds; rel. error / drop ± its standard deviation over seeds."
+        "over seeds; rel. error / drop ± its sample standard deviation over seeds; a PI run's "
+        '"< bang-bang\'s" by the Welch 95% interval of the difference over seeds.'
         + (
             " RMS rel. error: over the second-half steps of (H − target)/target, mean of seeds."
             if rms
@@ -285,11 +310,13 @@ def markdown(summary: dict, testbed: Testbed) -> str:
                 ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         goal = held["trap_goal"]
+        met, difference = trap_verdict(held, testbed)
         lines += [
             "",
             f"GRPO's held-out pass@16 on {settings_of.trap_kind} problems: "
             f"{fmt(goal['grpo_pass_at_16'])} against the pretrained policy's "
-            f"{fmt(goal['pretrained_pass_at_16'])}; goal (below it) met: {yes_no(goal['goal_met'])}",
+            f"{fmt(goal['pretrained_pass_at_16'])} (difference {interval_text(difference)}, "
+            f"one-sample 95% interval over GRPO's seeds); goal (below it) met: {yes_no(met)}",
         ]
     heat = summary.get("heating")
     if heat:
@@ -329,32 +356,37 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
             )
         elif entry["controller"] == "pi":  # bang-bang is the reference of these rows
             papers = settings.get(name.replace("-pi", "-bang_bang"))
+            met, difference = rms_verdict(name, settings, settings_of)
+            value = {
+                "rms_relative_error": round(entry["mean_rms_relative_error"], 4),
+                "bang_bang_rms_relative_error": None
+                if papers is None
+                else round(papers["mean_rms_relative_error"], 4),
+            }
+            if difference is not None:
+                value["bang_bang_minus_pi"] = rounded(difference)
             rows.append(
                 {
                     "claim": f"control: {name} holds its target {entry['target']}",
-                    "goal": entry["goal"] + " (mean of seeds)",
-                    "value": {
-                        "rms_relative_error": round(entry["mean_rms_relative_error"], 4),
-                        "bang_bang_rms_relative_error": None
-                        if papers is None
-                        else round(papers["mean_rms_relative_error"], 4),
-                    },
-                    "met": bool(entry["goal_met"]),
+                    "goal": entry["goal"] + " (the RMS error: mean of seeds; below bang-bang's: "
+                    "the Welch 95% interval of the difference above 0)",
+                    "value": value,
+                    "seeds": ledger(entry["seeds"]),
+                    "met": met,
                 }
             )
     held = summary.get("held_out")
     if held:
-        goal = held["trap_goal"]
+        met, difference = trap_verdict(held, testbed)
         rows.append(
             {
                 "claim": f"entropy: grpo's held-out pass@16 on {settings_of.trap_kind} problems "
                 "falls below the pretrained policy's",
-                "goal": "GRPO's pass@16 (mean of seeds) < the pretrained policy's",
-                "value": [
-                    None if value is None else round(value, 4)
-                    for value in (goal["grpo_pass_at_16"], goal["pretrained_pass_at_16"])
-                ],
-                "met": bool(goal["goal_met"]),
+                "goal": "the pretrained policy's pass@16 − GRPO's above 0 by the one-sample 95% "
+                "interval over GRPO's seeds (the pretrained policy is evaluated once)",
+                "value": rounded(difference),
+                "seeds": ledger(held["grpo"]["seeds"]),
+                "met": met,
             }
         )
     heat = summary.get("heating")

@@ -117,6 +117,36 @@ def welch(a: Iterable[float | None], b: Iterable[float | None], confidence: floa
     return result
 
 
+def against_constant(
+    values: Iterable[float | None], reference: float, confidence: float = CONFIDENCE
+) -> dict:
+    """reference − mean(values) with the one-sample t interval, in `welch`'s layout: for a
+    reference measured once (the pretrained policy's evaluation), whose own noise is not known
+    ("a" is {"n": 1, "mean": reference, "sd": None})."""
+    sample = describe(values)
+    result = {
+        "a": {"n": 1, "mean": reference, "sd": None},
+        "b": sample,
+        "difference": None,
+        "df": None,
+        "interval": None,
+    }
+    if sample["mean"] is None:
+        return result
+    difference = reference - sample["mean"]
+    result["difference"] = difference
+    if sample["n"] < 2:
+        return result
+    error = sample["sd"] / math.sqrt(sample["n"])
+    if error == 0.0:
+        result["interval"] = [difference, difference]
+        return result
+    result["df"] = sample["n"] - 1
+    half = t_quantile(0.5 + confidence / 2.0, result["df"]) * error
+    result["interval"] = [difference - half, difference + half]
+    return result
+
+
 def beats(comparison: dict, margin: float = 0.0) -> bool:
     """Met only when the interval of the difference lies wholly above `margin` (a comparison
     without an interval, fewer than two seeds a side, is not met)."""
