@@ -60,7 +60,7 @@ def brief(value: object) -> str:
     """A row's value in a table cell: its differences with their 95% intervals where it has
     them, else its numbers as stored."""
     if isinstance(value, dict) and "judged" in value and "all" in value:  # the baselines rows
-        return brief(value["judged"])
+        return brief({k: value["judged"][k] for k in ("avg_at_n", "pass_at_16")})
     text = interval(value) if isinstance(value, dict) else None
     if text is not None:
         return text

@@ -172,6 +172,12 @@ def test_reclaim_rewrites_verdicts_and_sample_sds_from_stored_results(tmp_path):
     assert "missed (seeds 1, 2)" in block and "avg@n +0.000 [" in block
     assert readme_block(rows, rows[:1], []).startswith("Goals met on `tiny-explore`: 0 of 2 on")
     assert brief({"difference": 0.1, "interval_95": None}) == "+0.100 (n < 2)"
+    judged = {"difference": 0.1, "interval_95": [0.05, 0.15]}
+    baselines_value = {"judged": dict.fromkeys(("avg_at_n", "pass_at_16", "avg_at_n_trap"), judged)}
+    baselines_value["all"] = baselines_value["judged"]
+    assert (
+        brief(baselines_value) == "avg@n +0.100 [+0.050, +0.150]; pass@16 +0.100 [+0.050, +0.150]"
+    )
 
 
 def test_against_a_constant_by_hand():
