@@ -6,8 +6,9 @@ Reads bench/results/explore/claims.json (seeds 1-3, which chose the settings),
 bench/results/explore/seeds-4-5-6/claims.json (seeds 4-6, which judge them) and
 bench/results/claims.json (the overthink testbed), and writes the `claims` block of
 bench/README.md (the count and a table of every row) and the `claims-count` block of README.md
-(the counts), and the tables of bench/README.md's explore sections (blocks `explore-<experiment>`
-and `baselines`) from results/explore/<experiment>.md, so that no one retypes a count, a table or
+(the counts), and the tables of bench/README.md's sections (blocks `explore-<experiment>`,
+`overthink-<experiment>` and `baselines`) from results/explore/<experiment>.md and
+results/<experiment>.md, so that no one retypes a count, a table or
 a verdict.
 """
 
@@ -139,6 +140,9 @@ def main() -> int:
         if table.is_file():
             block = name if name == "baselines" else f"explore-{name}"
             write_block(REPO / "bench" / "README.md", block, table.read_text())
+        table = RESULTS / f"{name}.md"  # the overthink testbed's
+        if name != "baselines" and table.is_file():
+            write_block(REPO / "bench" / "README.md", f"overthink-{name}", table.read_text())
     print(f"claims: {count(chose)} (seeds 1-3), {count(judged)} (seeds 4-6)")
     return 0
 
