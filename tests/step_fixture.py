@@ -66,6 +66,48 @@ def fixed_batch() -> dict[str, torch.Tensor]:
     }
 
 
+def as_rollout_batch(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_index: torch.Tensor,
+    temperature: float = 1.0,
+):
+    """dcrl's RolloutBatch of these tensors (prompts left-padded, responses right-padded to
+    RESPONSE_LENGTH), texts empty."""
+    from dcrl.rollout.base import RolloutBatch
+
+    rows = len(prompt_ids)
+    lengths = response_mask.sum(-1)
+    return RolloutBatch(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=response_ids,
+        response_mask=response_mask,
+        response_lengths=lengths,
+        truncated=lengths >= RESPONSE_LENGTH,
+        group_index=group_index,
+        temperature=torch.full((rows,), float(temperature)),
+        top_p=torch.ones(rows),
+        prompt_texts=[""] * rows,
+        response_texts=[""] * rows,
+        pad_token_id=PAD,
+    )
+
+
+def rollout_batch():
+    """The fixed batch as dcrl's RolloutBatch (what dcrl's trainer hands the step protocol)."""
+    batch = fixed_batch()
+    return as_rollout_batch(
+        batch["prompt_ids"],
+        batch["prompt_mask"],
+        batch["response_ids"],
+        batch["response_mask"],
+        batch["group_index"],
+    )
+
+
 def policy_logprobs(
     response_ids: torch.Tensor, response_mask: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:

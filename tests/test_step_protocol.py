@@ -68,24 +68,7 @@ def test_row_replacement_is_found_by_stage_not_by_name():
 
 
 def _fixed_rollout_batch() -> tuple[RolloutBatch, torch.Tensor]:
-    batch = step_fixture.fixed_batch()
-    rows = len(batch["scores"])
-    lengths = batch["response_mask"].sum(-1)
-    rollout = RolloutBatch(
-        prompt_ids=batch["prompt_ids"],
-        prompt_mask=batch["prompt_mask"],
-        response_ids=batch["response_ids"],
-        response_mask=batch["response_mask"],
-        response_lengths=lengths,
-        truncated=lengths >= step_fixture.RESPONSE_LENGTH,
-        group_index=batch["group_index"],
-        temperature=torch.ones(rows),
-        top_p=torch.ones(rows),
-        prompt_texts=[""] * rows,
-        response_texts=[""] * rows,
-        pad_token_id=step_fixture.PAD,
-    )
-    return rollout, batch["scores"]
+    return step_fixture.rollout_batch(), step_fixture.fixed_batch()["scores"]
 
 
 def test_composed_dcpo_icr_step_gives_the_advantages_of_dcrl_core():

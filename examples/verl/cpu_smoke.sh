@@ -21,7 +21,7 @@
 #   bash examples/verl/cpu_smoke.sh dcpo            # one of them
 #   bash examples/verl/cpu_smoke.sh dcpo+icr        # DCPO and ICR composed (algorithm.dcrl.targets)
 #   SMOKE_RESUME=0 bash examples/verl/cpu_smoke.sh  # without the resumed step
-#   SMOKE_TRAINER=v1 bash examples/verl/cpu_smoke.sh dcpo icr   # on verl's V1 trainer
+#   SMOKE_TRAINER=v1 bash examples/verl/cpu_smoke.sh aepo dcpo icr   # on verl's V1 trainer
 #   SMOKE_PRINT_ARGS=1 bash examples/verl/cpu_smoke.sh aepo   # print the overrides, run nothing
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +29,7 @@ PY=${PYTHON:-.venv-verl/bin/python}
 OUT=${OUT:-/tmp/dcrl-cpu-smoke}
 ALGORITHMS=("${@:-aepo dcpo icr}")
 read -r -a ALGORITHMS <<< "${ALGORITHMS[*]}"
-TRAINER=${SMOKE_TRAINER:-legacy}  # legacy (RayPPOTrainer) or v1 (verl's V1 trainer; not aepo)
+TRAINER=${SMOKE_TRAINER:-legacy}  # legacy (RayPPOTrainer) or v1 (verl's V1 trainer)
 case $TRAINER in
   legacy) export SMOKE_TRAINER_CLASS=DcrlRayPPOTrainer ;;
   v1) export SMOKE_TRAINER_CLASS=DcrlPPOTrainer ;;

@@ -2,7 +2,8 @@
 `RayPPOTrainer.fit`, through dcrl's `DcrlRayPPOTrainer`, for 2 steps of AEPO and of DCPO + ICR
 (composed: both terms in one run) on the built-in tiny-arith policy, and verl's V1
 `PPOTrainer.fit` (TransferQueue), through dcrl's `DcrlPPOTrainer`, for 2 steps of DCPO + ICR and
-one more resumed from its step-2 checkpoint, with verl's Ray workers, FSDP2 actor on gloo, agent
+of AEPO (its tempered groups through verl's V1 agent loop), each with one more step resumed from
+its step-2 checkpoint, with verl's Ray workers, FSDP2 actor on gloo, agent
 loop, reward loop, weight sync and checkpoints, and dcrl's CPU platform and transformers rollout
 in verl's extension points. The script's own checks
 (examples/verl/smoke_check.py, shared with gpu_smoke.sh) must pass; on top, from verl's step
@@ -61,8 +62,13 @@ def _run_smoke(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "trainer, algorithm, resume",
-    [("legacy", "aepo", False), ("legacy", "dcpo+icr", False), ("v1", "dcpo+icr", True)],
-    ids=["aepo", "dcpo+icr", "v1-dcpo+icr"],
+    [
+        ("legacy", "aepo", False),
+        ("legacy", "dcpo+icr", False),
+        ("v1", "dcpo+icr", True),
+        ("v1", "aepo", True),
+    ],
+    ids=["aepo", "dcpo+icr", "v1-dcpo+icr", "v1-aepo"],
 )
 def test_verls_fit_trains_dcrls_recipe_on_the_cpu(tmp_path, trainer, algorithm, resume):
     result = _run_smoke(tmp_path, algorithm, resume, trainer)

@@ -174,8 +174,7 @@ def check_trainer_choice(config: Any) -> tuple[str, ...]:
     own V1 task runner builds the trainer registered as `trainer.v1.trainer_mode`, set here to
     dcrl's ("dcrl", trainer_v1.py: verl's synchronous trainer with the recipe); verl's async
     modes are refused (the recipe's controllers and DCPO's ρ read the step's own, on-policy
-    rows), and so is a row-replacing target (AEPO splices into the legacy trainer only). Returns
-    the modules every Ray worker must import."""
+    rows). Returns the modules every Ray worker must import."""
     if not config.trainer.get("use_v1", False):
         return (REGISTER_MODULE,)
     mode = str(config.trainer.get("v1", {}).get("trainer_mode", "sync"))
@@ -186,12 +185,6 @@ def check_trainer_choice(config: Any) -> tuple[str, ...]:
             f"trainer.v1.trainer_mode at sync (dcrl sets {V1_TRAINER_NAME}), or use "
             "trainer.use_v1=False"
         )
-    if _replaces_rows(config):
-        raise SystemExit(
-            "error: trainer.use_v1=True with a target that replaces rows (aepo): dcrl splices "
-            "AEPO's tempered rows into verl's legacy trainer only; add trainer.use_v1=False "
-            "(docs/scaling_out_verl.md)"
-        )
     if importlib.util.find_spec("transfer_queue") is None:
         raise SystemExit(
             "error: trainer.use_v1=True: verl's V1 trainer needs TransferQueue, which is not "
@@ -201,22 +194,6 @@ def check_trainer_choice(config: Any) -> tuple[str, ...]:
     with open_dict(config):
         config.trainer.v1.trainer_mode = V1_TRAINER_NAME
     return (REGISTER_MODULE, V1_MODULE)
-
-
-def _replaces_rows(config: Any) -> bool:
-    """Whether `algorithm.dcrl` composes a row-replacing target (unknown names are left to the
-    trainer, which refuses them with its own message)."""
-    from dcrl.algorithms import get_algorithm_class
-    from dcrl.integrations.verl.register import dcrl_settings
-    from dcrl.train import step as step_protocol
-
-    block = config.algorithm.get("dcrl", None) or {}
-    try:
-        algorithm_class = get_algorithm_class(str(block.get("name", None)))
-    except (KeyError, ValueError):
-        return False
-    algorithm = algorithm_class(dcrl_settings(config.algorithm, algorithm_class.config_class))
-    return bool(step_protocol.row_replacing_targets(algorithm))
 
 
 def _job_env_vars() -> dict[str, str]:

@@ -33,13 +33,20 @@ from dcrl.core.logprobs import entropy_sums
 from dcrl.core.regularizers import aepo_mix_batch
 from dcrl.rollout.base import RolloutBatch
 from dcrl.step_data import StepContext
-from dcrl.targets.aepo import AEPOSettings, num_tempered_prompts, reinforce_rows
+from dcrl.targets.aepo import (
+    AEPOSettings,
+    center_reinforce,
+    num_tempered_prompts,
+    reinforce_rows,
+    scale_reinforce_rows,
+)
 from dcrl.targets.icr import ICRConfig
 
 TEMPERED_AGENT = "dcrl_tempered_agent"  # the agent loop that samples AEPO's tempered rows
 TEMPERATURE_KEY = "dcrl_temperature"  # its per-row sampling temperature (non-tensor column)
 ADVANTAGES_KEY = "dcrl_advantages"  # the step protocol's advantages, set before verl's own
 AEPO_ADVANTAGES_KEY = ADVANTAGES_KEY
+IS_REINFORCE_KEY = "dcrl_is_reinforce"  # AEPO's spliced rows, (N,) bool (a V1 field too)
 # Each row's position in the training rollout (prompt-major: prompt p's k-th response at p·n + k,
 # verl's interleaved repeat), set when the rollout returns; verl's balance_batch reorders rows.
 ROLLOUT_ROW_KEY = "dcrl_rollout_row"
@@ -272,9 +279,10 @@ def aepo_splice(
     The same recipe as `dcrl.targets.aepo.AEPO.prepare` (docs/papers.md §2.2): GRPO advantages of
     the on-policy batch; positives = tempered samples with group advantage > threshold; m =
     `aepo_num_reinforce(...)`; the first m positives replace rows of the batch (front or spread)
-    with advantage +1 on every valid token. Which rows: those at the front (or spread) positions
-    of the batch in rollout order (`order`), the first prompts' rows as in dcrl's own trainer,
-    wherever verl's balance_batch has moved them. Every tensor key the two batches share is
+    with advantage +1 on every valid token (scaled by `reinforce_scale_max`, and the correct
+    on-policy rows centred by `center_reinforce`, when those options are set). Which rows: those
+    at the front (or spread) positions of the batch in rollout order (`order`), the first
+    prompts' rows as in dcrl's own trainer, wherever verl's balance_batch has moved them. Every tensor key the two batches share is
     replaced row for row, and so is every shared non-tensor column; keys only in `batch` keep
     the on-policy row (verl recomputes old/ref log-probs after this). Run it before the
     old-log-prob pass: the mixed batch is scored at T = 1.
@@ -321,13 +329,20 @@ def aepo_splice(
         positive_index[:num_reinforce],
         placement=config.placement,
     )
+    # The target's own options on the mixed rows (rollout order), as `AEPOTarget.apply` does.
+    extra_metrics = {}
+    scale = scale_reinforce_rows(mixed, decision, config)
+    if scale is not None:
+        extra_metrics["aepo/row_scale"] = scale
+    if config.center_reinforce:
+        extra_metrics["aepo/center_weight"] = center_reinforce(mixed, scores[rollout_order])
     # Back to the batch's order.
     mixed = {key: _scatter_rows(value, rollout_order) for key, value in mixed.items()}
     is_reinforce = mixed.pop("is_reinforce")  # (N,) bool
     tensors = dict(batch.batch.items())
     tensors.update(mixed)
     tensors[ADVANTAGES_KEY] = tensors.pop("advantages")
-    tensors["dcrl_is_reinforce"] = is_reinforce
+    tensors[IS_REINFORCE_KEY] = is_reinforce
 
     # Non-tensor columns (uid, data source, ground truth...) follow their rows: the j-th positive
     # goes to the j-th replaced row in rollout order.
@@ -350,6 +365,7 @@ def aepo_splice(
             if len(tempered)
             else 0.0
         ),
+        **extra_metrics,
     }
     spliced = DataProto.from_dict(
         tensors=tensors, non_tensors=non_tensors, meta_info=dict(batch.meta_info)
@@ -390,7 +406,7 @@ def write_spliced_rows(batch: Any, spliced: Any) -> None:
     cannot hold the new values (not an object array) is replaced instead (reward-extra columns
     were made object arrays by `mark_rollout_rows`).
     """
-    rows = spliced.batch["dcrl_is_reinforce"].bool()
+    rows = spliced.batch[IS_REINFORCE_KEY].bool()
     for key, value in spliced.batch.items():
         target = batch.batch.get(key, None)
         if target is not None and target.shape == value.shape and target.dtype == value.dtype:
@@ -424,9 +440,9 @@ def neutralize_rollout_logprobs(batch: Any, old_log_probs: torch.Tensor) -> int:
         batch: the spliced DataProto (`dcrl_is_reinforce` marks the spliced rows).
         old_log_probs: (N, L) log π_old at T = 1 of the batch's rows.
     """
-    if "rollout_log_probs" not in batch.batch or "dcrl_is_reinforce" not in batch.batch:
+    if "rollout_log_probs" not in batch.batch or IS_REINFORCE_KEY not in batch.batch:
         return 0
-    rows = batch.batch["dcrl_is_reinforce"].bool()
+    rows = batch.batch[IS_REINFORCE_KEY].bool()
     rollout = batch.batch["rollout_log_probs"].clone()
     rollout[rows] = old_log_probs[rows].to(rollout.dtype)
     batch.batch["rollout_log_probs"] = rollout
@@ -451,7 +467,7 @@ def entropy_signals(batch: Any, full_entropy: torch.Tensor | None = None) -> dic
         entropy_sums(
             batch.batch["old_log_probs"].float(),
             batch.batch["response_mask"],
-            batch.batch.get("dcrl_is_reinforce", None),
+            batch.batch.get(IS_REINFORCE_KEY, None),
             full_entropy,
         )
     )
@@ -464,15 +480,8 @@ def entropy_signals(batch: Any, full_entropy: torch.Tensor | None = None) -> dic
 
 # What the recipe reads of a V1 batch from TransferQueue (one row per key, each a jagged nested
 # tensor of its own length: prompts, responses and the per-response-token fields).
-V1_STEP_FIELDS = [
-    "prompts",
-    "responses",
-    "response_mask",
-    "rm_scores",
-    "uid",
-    "old_log_probs",
-    "entropy",
-]
+V1_SPLICE_FIELDS = ["prompts", "responses", "response_mask", "rm_scores", "uid"]
+V1_STEP_FIELDS = [*V1_SPLICE_FIELDS, "old_log_probs", "entropy"]
 
 
 def _rows(value: Any) -> list[torch.Tensor]:
@@ -491,10 +500,12 @@ def v1_step_view(fields: Any, pad_token_id: int) -> Any:
     """A V1 batch (verl's `PPOTrainer`, rows in TransferQueue) as the padded DataProto the
     recipe's step reads, in the rows' order: prompts left-padded (N, Lp), responses and every
     per-response-token field right-padded to the longest response (N, L), attention_mask over
-    both, `uid` as the non-tensor group column.
+    both, `uid` as the non-tensor group column. `old_log_probs` / `entropy` (as `entropys`) are
+    there when `fields` has them (after verl's old-log-prob pass).
 
     Args:
-        fields: the TensorDict `tq.kv_batch_get` returns for V1_STEP_FIELDS.
+        fields: the TensorDict `tq.kv_batch_get` returns for V1_STEP_FIELDS (or for
+            V1_SPLICE_FIELDS, before the old-log-prob pass).
         pad_token_id: the tokenizer's pad id.
     """
     from verl import DataProto
@@ -516,14 +527,73 @@ def v1_step_view(fields: Any, pad_token_id: int) -> Any:
         "response_mask": response_mask,
         "attention_mask": torch.cat([prompt_mask, response_mask], dim=-1),
         "rm_scores": _right_padded(_rows(fields["rm_scores"]), width, 0.0).float(),
-        "old_log_probs": _right_padded(_rows(fields["old_log_probs"]), width, 0.0).float(),
-        "entropys": _right_padded(_rows(fields["entropy"]), width, 0.0).float(),
     }
+    names = set(fields.keys())
+    for name, key in (("old_log_probs", "old_log_probs"), ("entropy", "entropys")):
+        if name in names:
+            tensors[key] = _right_padded(_rows(fields[name]), width, 0.0).float()
     uids = fields["uid"]
     uids = uids.tolist() if hasattr(uids, "tolist") else list(uids)
     return DataProto.from_dict(
         tensors=tensors, non_tensors={"uid": np.array([str(u) for u in uids], dtype=object)}
     )
+
+
+def v1_key_parts(key: str) -> tuple[str, int, int]:
+    """A V1 row key, `{uid}_{session}_{index}` (verl's AgentLoopWorkerTQ: the prompt's uid, the
+    response's place among its prompt's rollout.n sessions, the agent loop's output index), as
+    (uid, session, index)."""
+    uid, session, index = key.rsplit("_", 2)
+    return uid, int(session), int(index)
+
+
+def v1_rollout_positions(keys: list[str], prompt_order: list[str]) -> np.ndarray:
+    """(N,) each V1 row's position in the step's rollout, for `aepo_splice`'s `order`: rows in
+    the order of their prompt (`prompt_order`, the uids as submitted to the rollout), then of
+    their session and output index, as the legacy trainer's rollout lays them out (prompt p's
+    k-th response at p·n + k). verl's replay buffer hands the rows over in no such order.
+
+    Args:
+        keys: the rows' TransferQueue keys.
+        prompt_order: every prompt uid of the rows, in submission order.
+    """
+    place = {uid: i for i, uid in enumerate(prompt_order)}
+    ranks = []
+    for key in keys:
+        uid, session, index = v1_key_parts(key)
+        if uid not in place:
+            raise ValueError(
+                f"error: V1 row {key!r} belongs to prompt {uid!r}, which was not submitted to "
+                "the rollout this step; dcrl cannot tell which rows are the first prompts'"
+            )
+        ranks.append((place[uid], session, index))
+    order = sorted(range(len(keys)), key=ranks.__getitem__)
+    positions = np.empty(len(keys), dtype=np.int64)
+    positions[order] = np.arange(len(keys))
+    return positions
+
+
+def v1_tempered_request(prompts: Any, temperature: float) -> Any:
+    """AEPO's tempered request on the V1 trainer: the given prompt rows of a rollout request (a
+    TensorDict as verl's dataloader gives it, one row per prompt; verl's agent loop samples
+    rollout.n sessions of each), routed to dcrl's tempered agent loop with the temperature, each
+    under its own uid (`v1_tempered_uid`), so that its rows do not share TransferQueue keys with
+    the training rollout's. The prompts' other columns (raw prompt, data source, index, ...) are
+    kept."""
+    from verl.utils import tensordict_utils as tu
+
+    request = prompts.clone()
+    uids = [v1_tempered_uid(str(uid)) for uid in tu.get(prompts, "uid")]
+    tu.assign_non_tensor_stack(request, "uid", uids)
+    tu.assign_non_tensor_data(request, "agent_name", TEMPERED_AGENT)
+    tu.assign_non_tensor_data(request, TEMPERATURE_KEY, float(temperature))
+    return request
+
+
+def v1_tempered_uid(uid: str) -> str:
+    """The uid a prompt's tempered groups go under in TransferQueue (no "_": verl reads a row
+    key's uid as the part before its first "_")."""
+    return f"{uid}-dcrl-tempered"
 
 
 def v1_response_rows(padded: torch.Tensor, lengths: list[int]) -> torch.Tensor:
