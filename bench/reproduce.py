@@ -42,9 +42,9 @@ just the chosen runs.
     python bench/reproduce.py --reclaim                               # verdicts from stored results
     python bench/reproduce.py --reclaim --out bench/results/explore/seeds-4-5-6
 
-`--reclaim` trains nothing: it recomputes each experiment's claims.json rows, its .md table and
-the "±" of its .json (the sample standard deviation over seeds) from the per-seed values the
-.json already holds, with the current verdict rules (bench/experiments/stats.py).
+`--reclaim` trains nothing: it recomputes each experiment's claims.json rows, its .md table, and
+the "±" (the sample standard deviation over seeds) and verdicts of its .json from the per-seed
+values the .json already holds, with the current verdict rules (bench/experiments/stats.py).
 """
 
 from __future__ import annotations
@@ -309,6 +309,8 @@ def reclaim(experiments: list[str], out: Path, testbed: Testbed, argv: list[str]
         module = ALL[experiment]
         record = json.loads(path.read_text())
         restat(record["summary"])
+        if hasattr(module, "refresh"):  # the verdicts a summary stores (goal_met, ...)
+            module.refresh(record["summary"], testbed)
         record["verdicts"] = "python bench/reproduce.py " + " ".join(argv)
         path.write_text(json.dumps(record, indent=1))
         (out / f"{experiment}.md").write_text(

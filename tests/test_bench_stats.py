@@ -163,6 +163,7 @@ def test_reclaim_rewrites_verdicts_and_sample_sds_from_stored_results(tmp_path):
     assert rows[0]["value"]["avg_at_n"]["sd"] == [pytest.approx(0.0707, abs=1e-4)] * 2
     stored = json.loads((tmp_path / "exploration.json").read_text())
     assert stored["summary"]["curves"]["grpo"]["avg_at_n_spread"] == pytest.approx(math.sqrt(0.005))
+    assert stored["summary"]["goals"]["dcpo"]["goal_met"] is False  # the stored verdict too
     assert (
         "(verdicts: python bench/reproduce.py --reclaim"
         in (tmp_path / "exploration.md").read_text()

@@ -153,6 +153,12 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
     return settings
 
 
+def refresh(summary: dict, testbed: Testbed) -> None:
+    """Recompute a stored summary's verdict in place with today's rule (`--reclaim`)."""
+    if "goal" in summary:
+        summary["goal"]["goal_met"] = verdict(summary, testbed)[0]
+
+
 def differences(summary: dict, testbed: Testbed) -> dict[str, dict]:
     """The goal's differences over seeds (`welch`): "shorter", DCPO's held-out length − DCPO +
     ICR's; "vs_dcpo" and "vs_icr", DCPO + ICR's accuracy − each one's alone."""

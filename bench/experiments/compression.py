@@ -140,6 +140,19 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
     return settings
 
 
+def refresh(summary: dict, testbed: Testbed) -> None:
+    """Recompute a stored summary's verdicts in place with today's rule (`--reclaim`)."""
+    settings_of = SETTINGS[testbed.name]
+    if "goal" not in summary:
+        return
+    tests, goal = differences(summary, settings_of), summary["goal"]
+    goal["goal_met"] = beats(tests["shorter"]) and beats(
+        tests["accuracy"], -settings_of.accuracy_points
+    )
+    if "lp_f_corr_above_icr" in goal:
+        goal["lp_f_corr_above_icr"] = beats(tests["correlation"])
+
+
 def differences(summary: dict, settings_of: Settings) -> dict[str, dict]:
     """The goals' differences over seeds (`welch`): "shorter", (1 − shorter) × GRPO's held-out
     length − ICR's; "accuracy", ICR's avg@n − GRPO's; "correlation", LP-F's second-half

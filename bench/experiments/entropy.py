@@ -195,6 +195,19 @@ def summarize_held_out(
     return held
 
 
+def refresh(summary: dict, testbed: Testbed) -> None:
+    """Recompute a stored summary's interval verdicts in place with today's rule (`--reclaim`)."""
+    settings_of = SETTINGS[testbed.name]
+    settings = settings_only(summary)
+    if settings_of.goal == "rms":
+        for name, entry in settings.items():
+            if entry["target"] is not None:
+                entry["goal_met"] = rms_verdict(name, settings, settings_of)[0]
+    held = summary.get("held_out")
+    if held:
+        held["trap_goal"]["goal_met"] = trap_verdict(held, testbed)[0]
+
+
 def rms_verdict(name: str, settings: dict, settings_of: Settings) -> tuple[bool, dict | None]:
     """(met, the difference of bang-bang's RMS error to this run's) of the rms goal: the mean
     RMS error within the tolerance and, for a PI run, below bang-bang's by the Welch 95%

@@ -157,6 +157,15 @@ def compare(algorithm: str, entry: dict, grpo: dict, k: str) -> dict:
     return goal
 
 
+def refresh(summary: dict, testbed: Testbed) -> None:
+    """Recompute a stored summary's verdicts in place with today's rule (`--reclaim`)."""
+    curves = summary["curves"]
+    for algorithm, goal in goals_by_algorithm(summary, testbed).items():
+        goal["goal_met"] = compare(algorithm, curves[algorithm], curves["grpo"], goal["k"])[
+            "goal_met"
+        ]
+
+
 def goals_by_algorithm(summary: dict, testbed: Testbed) -> dict[str, dict]:
     goals = summary["goals"]
     if SETTINGS[testbed.name].flat_goals:

@@ -177,6 +177,18 @@ def _summarize_one(settings: Settings, specs: list[RunSpec], root: Path, testbed
     return summary
 
 
+def refresh(summary: dict, testbed: Testbed) -> None:
+    """Recompute a stored summary's verdicts in place with today's rule (`--reclaim`)."""
+    for _, part in parts_of(summary, testbed):
+        shape = part["shape"]
+        if "grpo" not in part or "beats_grpo" not in shape:
+            continue
+        label = shape.get("best_label") or testbed.target_label(shape["best_target"])
+        difference = welch(avg_of(part["points"][label]), avg_of(part["grpo"]))
+        shape.pop("seed_spread", None)
+        shape.update({"interval": difference["interval"], "beats_grpo": beats(difference)})
+
+
 def avg_of(point: dict) -> list[float]:
     """avg@n of each seed of a point (or GRPO's entry), in seed order."""
     return [point["seeds"][s]["avg_at_n"] for s in sorted(point["seeds"], key=int)]
