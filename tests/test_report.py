@@ -277,6 +277,31 @@ def test_the_control_panels_are_the_control_metrics_the_runs_logged(tmp_path):
     assert control_titles(copy_runs(["grpo-seed2"], tmp_path, keep_evals=False)) == []
 
 
+USER_KNOB_TARGET = """
+from dcrl.targets import Target
+
+
+class Knob(Target):
+    name = "knob"
+    metric_labels = {"control/knob": "the knob's setting"}
+"""
+
+
+def test_a_users_target_titles_its_control_panel(tmp_path, monkeypatch):
+    """A run whose config composes the user's 'module:Class' target: its control/* metric's
+    panel is titled as that class declares, when the module imports where the report runs."""
+    (run,) = copy_runs(["grpo-seed1"], tmp_path, keep_evals=False)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    _with_huge_values(run, {step: {"control/knob": 0.5} for step in steps})
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["algorithm"] = {"name": "composed", "targets": ["user_knob:Knob"]}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert control_titles([run]) == ["control/knob"]  # not importable yet: titled by its name
+    (tmp_path / "user_knob.py").write_text(USER_KNOB_TARGET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert control_titles([run]) == ["the knob's setting"]
+
+
 @pytest.mark.faults
 def test_finite_but_huge_metrics_are_left_out_of_the_figures_with_a_note(tmp_path):
     """1e308 in metrics.jsonl ended `dcrl report` in 'error: arange: cannot compute length' (or

@@ -173,16 +173,28 @@ def _panels_figure(
     return figure
 
 
-def metric_labels() -> dict[str, str]:
-    """Panel titles by metric, as the registered targets declare them (`Target.metric_labels`,
-    read through the dcrl.targets registry; a class's labels add to its bases'), in declaration
-    order. A metric no target labels is titled by its name."""
-    from dcrl.targets import TARGETS, get_target_class  # torch: only when a panel needs a title
+def metric_labels(runs: list[Run] | None = None) -> dict[str, str]:
+    """Panel titles by metric, as the targets declare them (`Target.metric_labels`; a class's
+    labels add to its bases'), in declaration order: the registered targets (dcrl.targets), then
+    the runs' own ('package.module:Class' in algorithm.targets) that import here. A metric no
+    target labels is titled by its name."""
+    from dcrl.targets import TARGETS, TargetError, get_target_class  # torch: only when needed
 
+    names = list(TARGETS)
+    for run in runs or []:
+        entries = (run.config.get("algorithm") or {}).get("targets")
+        for entry in entries if isinstance(entries, list) else []:
+            name = entry.get("name") if isinstance(entry, dict) else entry
+            if isinstance(name, str) and name not in names:
+                names.append(name)
     labels: dict[str, str] = {}
-    for name in TARGETS:
-        for target_class in reversed(get_target_class(name).__mro__):
-            labels.update(vars(target_class).get("metric_labels", {}))
+    for name in names:
+        try:
+            target_class = get_target_class(name)
+        except TargetError:  # not importable here: its metrics are titled by their names
+            continue
+        for cls in reversed(target_class.__mro__):
+            labels.update(vars(cls).get("metric_labels", {}))
     return labels
 
 
@@ -205,7 +217,7 @@ def control_panels(runs: list[Run]) -> list[Panel]:
     logged = [m for m in logged_control_metrics(runs) if any(run.has(m) for run in runs)]
     if not logged:
         return []
-    labels = metric_labels()
+    labels = metric_labels(runs)
     order = {metric: index for index, metric in enumerate(labels)}
     logged.sort(key=lambda metric: (order.get(metric, len(order)), metric))
     return [(metric, labels.get(metric, metric)) for metric in logged]
