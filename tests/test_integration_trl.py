@@ -30,12 +30,12 @@ from trl import GRPOConfig  # noqa: E402
 
 from dcrl.algorithms import StepContext, make_algorithm  # noqa: E402
 from dcrl.algorithms.composed import ComposedConfig  # noqa: E402
-from dcrl.targets.dcpo import DCPOConfig  # noqa: E402
 from dcrl.errors import UserError  # noqa: E402
 from dcrl.integrations.trl import STATE_FILE, DCRLGRPOTrainer, _algorithm_config  # noqa: E402
 from dcrl.models.loading import load_policy  # noqa: E402
+from dcrl.targets.dcpo import DCPOConfig  # noqa: E402
 from dcrl.tasks import get_task  # noqa: E402
-from dcrl.train.forward import score_responses  # noqa: E402
+from dcrl.train.forward import response_logprobs  # noqa: E402
 from tests.test_design_examples import registered  # noqa: E402, F401  (the fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -256,12 +256,12 @@ def test_a_config_builds_the_algorithm_it_names():
 
 
 def dcrl_score(model: torch.nn.Module):
-    """StepContext.score as dcrl's trainer computes it (dcrl.train.forward), no grad."""
+    """StepContext.logprob_pass as dcrl's trainer computes it (dcrl.train.forward), no grad."""
 
     @torch.no_grad()
     def score(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
         width = response_mask.shape[1]
-        logprobs, entropy = score_responses(
+        logprobs, entropy = response_logprobs(
             model,
             input_ids,
             attention_mask,
@@ -303,7 +303,9 @@ def test_trl_path_matches_dcrl_advantages_and_loss(algorithm, tmp_path):
     output = trainer._generate_and_score_completions(inputs)
 
     model = trainer.model
-    ctx = StepContext(step=1, rollout=lambda *args: seen["tempered"], score=dcrl_score(model))
+    ctx = StepContext(
+        step=1, rollout=lambda *args: seen["tempered"], logprob_pass=dcrl_score(model)
+    )
     expected, metrics = reference.prepare(seen["batch"], seen["scores"], ctx)
     acting = {
         "aepo": ["control/num_reinforce"],
@@ -333,8 +335,8 @@ def test_trl_path_matches_dcrl_advantages_and_loss(algorithm, tmp_path):
             float(
                 (
                     (
-                        trainer._score(ids, attention, mask, t)[0]
-                        - ctx.score(ids, attention, mask, t)[0]
+                        trainer._logprob_pass(ids, attention, mask, t)[0]
+                        - ctx.logprob_pass(ids, attention, mask, t)[0]
                     )
                     * mask
                 )
@@ -364,7 +366,7 @@ def test_trl_path_matches_dcrl_advantages_and_loss(algorithm, tmp_path):
     # errs by at most n·eps·Σ|x|/n = eps·Σ|A| after division by n tokens (plus the advantage
     # difference above for DCPO).
     trl_loss = trainer.compute_loss(model, output)
-    logprobs, _ = score_responses(
+    logprobs, _ = response_logprobs(
         model, expected.input_ids, expected.attention_mask, expected.input_ids[:, -width:]
     )
     counts = {"num_tokens": float(mask.sum()), "num_sequences": float((mask.sum(-1) > 0).sum())}

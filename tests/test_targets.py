@@ -181,8 +181,8 @@ def test_dcpo_and_icr_compose_bonus_first_then_the_token_mix(tmp_path):
         decision, metrics = decide_by_hand(controller)
         correct = correct_indicator(scores)
         (ids, attention), mask = batch.sequences(), batch.response_mask
-        old_logprobs, _ = ctx.score(ids, attention, mask)
-        at_temperature, _ = ctx.score(ids, attention, mask, temperature=decision.temperature)
+        old_logprobs, _ = ctx.logprob_pass(ids, attention, mask)
+        at_temperature, _ = ctx.logprob_pass(ids, attention, mask, temperature=decision.temperature)
         rho = dcpo_rho(at_temperature, old_logprobs, mask)
         alpha = dcpo_alpha(2.0, decision.previous_entropy, correct)
         assert 0 < alpha < 1

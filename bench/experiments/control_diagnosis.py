@@ -6,7 +6,8 @@ Three measurements, each written to <out>/control_diagnosis.json and .md:
 1. Where the entropy sits (no training; the pretrained policy, 64 training prompts × 16 samples
    at T = 1): the sampled-token NLL per kind of token (the strategy fork, the check-or-answer
    decisions `,`/`#`, the answer after `#`, guesses, the rest of the arithmetic) and of correct
-   against wrong answers; and, per temperature T, the accuracy of π^T and the entropy per token
+   against wrong answers; the sampling noise of one step's measurement (the recipes' batch of
+   32 prompts × 8 answers, resampled); and, per temperature T, the accuracy of π^T and the entropy per token
    of π^T's *correct* answers, H(π^T | correct) ≈ (E[−log π^T(y) | correct] + log P(correct)) /
    E[length | correct] — the distribution AEPO's and DCPO's regularizers pull toward (both
    reinforce only correct answers).
@@ -21,7 +22,8 @@ Three measurements, each written to <out>/control_diagnosis.json and .md:
    authority — target 1.0 nats (never reached: T at its maximum 2.0 and the weight at its cap 10
    from step 2) and 0.0 (T at 0.8, the weight at 10). From their logs: the entropy at steps 1–3,
    8–12, 18–22 and over the second half, the largest 5-step mean, and the authority actually
-   used (DCPO's α; AEPO's REINFORCE rows against the w·N_RF the controller asked for).
+   used (DCPO's α; AEPO's REINFORCE rows against the w·N_RF the controller asked for), and the
+   sampling noise of one step's measurement at each run's end (its final policy).
 
     python bench/reproduce.py --experiment control_diagnosis --seeds 1 --workers 1
 """
@@ -89,13 +91,13 @@ def uses_pretrained(testbed: Testbed) -> bool:
 
 
 # -- 1. where the entropy sits -----------------------------------------------------------------
-TOKEN_KINDS = ("fork", "decision", "answer", "guess", "arithmetic", "end")
+TOKEN_KINDS = ("fork", "decision", "answer", "arithmetic", "end")
 
 
 def token_kinds(text: str, length: int) -> list[str]:
     """The kind of each of a response's `length` tokens (one character each, then <eos>):
-    fork (the strategy letter), decision (`,` or `#`: another check or the answer), answer (the
-    digits after `#`), guess (the rest of a guess), arithmetic (the rest), end (<eos>)."""
+    fork (the strategy letter), decision (`,` or `#`: another check or the answer; a guess's
+    `#`), answer (the digits after `#`, a guess's included), arithmetic (the rest), end (<eos>)."""
     kinds = []
     after_marker = False
     for position in range(length):
@@ -110,8 +112,6 @@ def token_kinds(text: str, length: int) -> list[str]:
             after_marker = after_marker or char == "#"
         elif after_marker:
             kinds.append("answer")
-        elif text[0] == "g":
-            kinds.append("guess")
         else:
             kinds.append("arithmetic")
     return kinds
@@ -150,7 +150,7 @@ def entropy_profile(settings: Settings) -> dict:
     """Item 1 of the module docstring."""
     import torch
 
-    from dcrl.train.forward import score_responses
+    from dcrl.train.forward import response_logprobs
 
     model, tokenizer, task = _policy_and_task()
     result: dict = {"prompts": settings.profile_prompts, "samples": settings.profile_samples}
@@ -169,10 +169,10 @@ def entropy_profile(settings: Settings) -> dict:
         mask = batch.response_mask.float()
         lengths = mask.sum(1)
         with torch.no_grad():
-            logprobs_t, _ = score_responses(
+            logprobs_t, _ = response_logprobs(
                 model, ids, attention, batch.response_ids, temperature=temperature
             )
-            logprobs_1, entropy_1 = score_responses(
+            logprobs_1, entropy_1 = response_logprobs(
                 model, ids, attention, batch.response_ids, with_entropy=True
             )
         nll_t = -(logprobs_t * mask).sum(1)  # (N,) −log π^T(y)
@@ -271,14 +271,14 @@ def end_noise(policy: str, prompts: int, samples: int) -> dict:
     """`batch_noise` of a trained policy (a run's `policy` folder) at T = 1, with its level."""
     import torch
 
-    from dcrl.train.forward import score_responses
+    from dcrl.train.forward import response_logprobs
 
     model, tokenizer, task = _policy_and_task(policy)
     batch, _ = _sample(model, tokenizer, task, prompts, samples, 1.0, seed=0)
     ids, attention = batch.sequences()
     mask = batch.response_mask.float()
     with torch.no_grad():
-        logprobs, _ = score_responses(model, ids, attention, batch.response_ids)
+        logprobs, _ = response_logprobs(model, ids, attention, batch.response_ids)
     nll = (-logprobs * mask).sum(1)
     lengths = mask.sum(1)
     record = batch_noise(nll.tolist(), lengths.tolist(), batch.group_index.tolist())
@@ -291,7 +291,7 @@ def first_step_directions(settings: Settings) -> dict:
     import torch
 
     from dcrl.core.advantages import grpo_advantages
-    from dcrl.train.forward import score_responses
+    from dcrl.train.forward import response_logprobs
 
     torch.manual_seed(0)
     model, tokenizer, task = _policy_and_task()
@@ -311,20 +311,20 @@ def first_step_directions(settings: Settings) -> dict:
     def flat(grads) -> torch.Tensor:
         return torch.cat([g.reshape(-1) for g in grads])
 
-    _, entropy = score_responses(
+    _, entropy = response_logprobs(
         model, ids, attention, batch.response_ids, with_entropy=True, entropy_grad=True
     )
     entropy_gradient = flat(torch.autograd.grad((entropy * mask).sum() / mask.sum(), params))
 
     def direction(token_advantages: torch.Tensor) -> dict:
-        logprobs, _ = score_responses(model, ids, attention, batch.response_ids)
+        logprobs, _ = response_logprobs(model, ids, attention, batch.response_ids)
         loss = -(token_advantages * logprobs * mask).sum() / mask.sum()
         step = -flat(torch.autograd.grad(loss, params))  # the descent direction
         cosine = float(entropy_gradient @ step / (entropy_gradient.norm() * step.norm()))
         return {"cosine": cosine, "adam_first_step": float(entropy_gradient @ torch.sign(step))}
 
     with torch.no_grad():
-        logprobs_1, _ = score_responses(model, ids, attention, batch.response_ids)
+        logprobs_1, _ = response_logprobs(model, ids, attention, batch.response_ids)
     advantages = grpo_advantages(correct, batch.group_index)
     result = {
         "prompts": settings.direction_prompts,
@@ -335,7 +335,7 @@ def first_step_directions(settings: Settings) -> dict:
     }
     for temperature in settings.direction_temperatures:
         with torch.no_grad():
-            logprobs_t, _ = score_responses(
+            logprobs_t, _ = response_logprobs(
                 model, ids, attention, batch.response_ids, temperature=temperature
             )
         rho = (logprobs_t - logprobs_1).exp() * mask

@@ -408,3 +408,30 @@ def figures(
     fig.savefig(out / names[1], dpi=110)
     plt.close(fig)
     return names
+
+
+def probe_table(run_dirs: list[Path]) -> str:
+    """A markdown table of single tuning runs (their directory names say the setting): the
+    target, the second-half mean and RMS relative error, the last 5 steps' accuracy and length."""
+    import yaml
+
+    lines = [
+        "| run | target | second-half mean | RMS rel. error | accuracy (last 5) | length (last 5) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run_dir in sorted(run_dirs):
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        target = float(config["algorithm"]["target_entropy"])
+        record = seed_record(metrics_of(run_dir), target)
+        lines.append(
+            f"| {run_dir.name} | {target} | {record['achieved']:.4f} | "
+            f"{record['rms_relative_error']:.1%} | {record['accuracy_last_5']:.3f} | "
+            f"{record['length_last_5']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m bench.experiments.control_range <run dirs> > table.md
+    import sys
+
+    print(probe_table([Path(p) for p in sys.argv[1:]]), end="")

@@ -19,7 +19,7 @@ Where dcrl enters TRL's step (docs/papers.md §9.3):
 2. `_generate_and_score_completions` gathers the token ids too and hands the global batch to the
    algorithm's own `prepare` (`dcrl.algorithms`), the call dcrl's trainer makes on one process.
    Every process runs it on identical inputs, so all take the same decisions (T, α, which rows AEPO
-   replaces); the forward passes it asks for (`_score`) and AEPO's tempered generations
+   replaces); the forward passes it asks for (`_logprob_pass`) and AEPO's tempered generations
    (`_tempered_rollout`) are split over the processes and gathered. Each process keeps its rows,
    with (B, T) token advantages.
 3. TRL's `_compute_loss` runs unchanged on them: its `loss_type`, `epsilon*`, `beta` and entropy
@@ -131,7 +131,7 @@ class DCRLGRPOTrainer(GRPOTrainer):
         ctx = StepContext(
             step=self.state.global_step + 1,
             rollout=partial(self._tempered_rollout, inputs, batch),
-            score=self._score,
+            logprob_pass=self._logprob_pass,
             # TRL leaves out old log-probs when its update is on-policy (it then uses the
             # detached training log-probs): prepare's no-grad T = 1 pass is skipped too.
             on_policy="old_per_token_logps" not in output,
@@ -234,7 +234,7 @@ class DCRLGRPOTrainer(GRPOTrainer):
 
     # -- what `prepare` may ask for (StepContext) -----------------------------------------------
     @torch.no_grad()
-    def _score(
+    def _logprob_pass(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,

@@ -41,7 +41,7 @@ The contract of a target (built in, or your own as 'package.module:Class'):
 
 `apply` receives a `StepDraft` (the step's rollouts `batch`, `scores`, shaped `rewards`, the
 running `advantages`, the row tensors and `extras`) and the trainer's `StepContext` (`rollout`
-for extra samples at any temperature, `score` for a no-grad scoring pass at any temperature);
+for extra samples at any temperature, `logprob_pass` for a no-grad log-prob pass at any temperature);
 both live in dcrl.step_data. It writes its REINFORCE term — which rows or tokens, with what
 weight — into the draft, by its stage:
 

@@ -77,10 +77,10 @@ class DCPOTarget(ControlledTarget):
         decision, metrics = self.decide()
         ids, attention, mask = draft.input_ids, draft.attention_mask, draft.response_mask
         if draft.old_logprobs is None:
-            draft.old_logprobs, _ = ctx.score(ids, attention, mask)  # (N, Lr) at T = 1
+            draft.old_logprobs, _ = ctx.logprob_pass(ids, attention, mask)  # (N, Lr) at T = 1
         old_logprobs_at_temperature = None
         if self.config.use_rho:
-            old_logprobs_at_temperature, _ = ctx.score(
+            old_logprobs_at_temperature, _ = ctx.logprob_pass(
                 ids, attention, mask, temperature=decision.temperature
             )
         draft.advantages, mix_metrics = dcpo_mix(

@@ -43,7 +43,7 @@ class EntropyAdvTarget(Target):
         cfg = self.config
         advantages = draft.advantages  # (N,)
         mask = draft.response_mask
-        old_logprobs, old_entropy = ctx.score(
+        old_logprobs, old_entropy = ctx.logprob_pass(
             draft.input_ids, draft.attention_mask, mask, with_entropy=True
         )
         token_advantages = entropy_advantage(advantages, old_entropy, mask, cfg.alpha, cfg.kappa)

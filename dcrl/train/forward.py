@@ -206,8 +206,3 @@ def response_logprobs(
     return logprobs_and_entropy(
         logits, response_ids, temperature, chunk_size=chunk_size, with_entropy=with_entropy
     )
-
-
-# The old name ("score" now means only the task's grade of a response), kept for callers that
-# still import it.
-score_responses = response_logprobs
