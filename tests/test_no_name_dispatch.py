@@ -40,10 +40,7 @@ LOOKUP_METHODS = {"get", "pop", "setdefault"}
 # the construct found there (`ast.unparse`). When one is gone, delete its entry: a stale entry
 # fails the test. (`transforms.icr_advantages` builds ICR's class directly, which is no name
 # comparison, so it is not an entry here.)
-PENDING_VERL = {
-    ("dcrl/integrations/verl/trainer.py", "name not in RECIPE_ALGORITHMS"),
-    ("dcrl/integrations/verl/trainer.py", "isinstance(target, AEPOTarget)"),
-}
+PENDING_VERL: set[tuple[str, str]] = set()
 
 
 def method_classes() -> dict[str, set[str]]:

@@ -26,6 +26,7 @@ from dcrl.core.shaping import overlong_penalty
 from dcrl.integrations.verl import transforms
 from dcrl.integrations.verl.trainer import CONTROLLER_FILE, DcrlRayPPOTrainer
 from dcrl.targets.aepo import AEPOConfig
+from dcrl.targets.base import Target
 from dcrl.targets.dcpo import DCPO
 from dcrl.train.step import targets_of as step_targets
 from tests.verl.helpers import make_batch
@@ -247,26 +248,59 @@ def test_dcpo_hooks_feed_dcrl_and_checkpoint_the_controller(tmp_path, monkeypatc
     )
 
 
+class RowSwapTarget(Target):
+    """A user's row-replacing target without the tempered-row splice's capabilities."""
+
+    name = "row_swap"
+    stage = "replace"
+
+
 @pytest.mark.parametrize(
     "block, named",
     [
-        ({"name": "clip_cov"}, r"error: algorithm.dcrl.name='clip_cov' is not a composition"),
+        # By what the algorithm does, not by its name: its policy loss, ...
+        ({"name": "clip_cov"}, r"algorithm.dcrl.name='clip_cov'.*its policy loss is 'clip_cov'"),
+        # ... whether it composes a target at all (GRPO runs on verl's own trainer), ...
+        ({"name": "grpo"}, r"algorithm.dcrl.name='grpo'.*composes no target.*dcrl_grpo"),
         ({"name": "nonesuch"}, r"error: algorithm.dcrl.name='nonesuch'"),
-        # By what a target does: a row replacement composed with other targets.
+        # ... a row replacement composed with other targets, ...
         (
             {"name": "composed", "targets": ["icr", "aepo"]},
             r"error: algorithm.dcrl.targets: 'aepo' replaces rows and is composed with icr",
         ),
-        # A loss term, which verl's actor loss would silently drop.
+        # ... a row replacement without what the splice needs, ...
+        (
+            {"name": "composed", "targets": [f"{__name__}:RowSwapTarget"]},
+            r"'row_swap' replaces rows .* lacks .*: foreign_rows .*, decide\(\) .*, the "
+            r"settings tempered_fraction, .*placement",
+        ),
+        # ... a loss term, which verl's actor loss would silently drop.
         (
             {"name": "composed", "targets": ["dcpo", "entropy_reg"]},
-            r"error: algorithm.dcrl.targets: entropy_reg adds a loss term",
+            r"its target entropy_reg adds a loss term",
         ),
     ],
+    ids=["policy-loss", "no-target", "unknown", "replace-composed", "replace-incapable", "loss"],
 )
 def test_recipe_refuses_what_it_cannot_run(tmp_path, block, named):
     with pytest.raises(ValueError, match=named):
         _bare_trainer(tmp_path, block)
+
+
+def test_an_estimator_runs_bonus_stage_targets_only():
+    """verl's own trainer sees rewards, lengths and groups: a target that needs a scoring pass
+    (DCPO, stage mix) is refused by what it does, naming it."""
+    from dcrl.algorithms import make_algorithm
+    from dcrl.targets.dcpo import DCPOConfig
+
+    batch = make_batch(seed=1)
+    with pytest.raises(ValueError, match=r"dcpo \(stage 'mix'\) needs more .*dcrl.integrations"):
+        transforms.estimator_advantages(
+            batch.batch["token_level_rewards"],
+            batch.batch["response_mask"],
+            batch.non_tensor_batch["uid"],
+            make_algorithm(DCPOConfig(name="dcpo")),
+        )
 
 
 @pytest.mark.parametrize("norm_by_std", [True, False])

@@ -49,8 +49,8 @@ from dcrl.integrations.verl import cpu_platform  # noqa: F401
 from dcrl.integrations.verl.transforms import (
     TEMPERATURE_KEY,
     TEMPERED_AGENT,
+    estimator_advantages,
     group_index,
-    icr_advantages,
     sequence_scores,
 )
 
@@ -112,12 +112,18 @@ def compute_icr_advantage(
     **unused: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """verl advantage estimator: ICR (arXiv 2605.07316) on dcrl.core. (N, L) each, (advantages,
-    returns) with returns = advantages as verl's GRPO returns them."""
-    from dcrl.targets.icr import ICRConfig
+    returns) with returns = advantages as verl's GRPO returns them.
+
+    A registry entry: verl looks estimators up by name, and this name stands for ICR's preset
+    (`dcrl.targets.icr`) with its settings from `algorithm.dcrl`; the computation is the step
+    protocol's, generic over bonus-stage targets (`transforms.estimator_advantages`)."""
+    from dcrl.targets.icr import ICR, ICRConfig
 
     settings = dcrl_settings(config, ICRConfig)
     with torch.no_grad():
-        advantages, _ = icr_advantages(token_level_rewards, response_mask, index, settings)
+        advantages, _ = estimator_advantages(
+            token_level_rewards, response_mask, index, ICR(settings)
+        )
     return advantages, advantages
 
 

@@ -53,24 +53,55 @@ from dcrl.algorithms.base import Algorithm
 from dcrl.integrations.verl import transforms
 from dcrl.integrations.verl.register import dcrl_settings
 from dcrl.step_data import StepContext
-from dcrl.targets.aepo import AEPOTarget
 from dcrl.train import step as step_protocol
 
 CONTROLLER_FILE = "dcrl_controller.json"
-RECIPE_ALGORITHMS = ("aepo", "dcpo", "icr", "composed")
+VERL_POLICY_LOSS = "ppo_clip"  # the loss verl's actor computes (dcrl_ppo_clip is dcrl's own)
 
 
-def _row_replacer(algorithm: Algorithm) -> AEPOTarget | None:
-    """The algorithm's row-replacing target, if any; refuses what the verl recipe cannot run."""
+def verl_refusal(algorithm: Algorithm) -> str | None:
+    """Why dcrl's verl recipe cannot run `algorithm` as it means it (None when it can): decided
+    by what the algorithm does (its policy loss, its targets' loss terms, whether it composes a
+    target at all), not by its name, so a user's composition runs wherever it can."""
+    policy_loss = algorithm.config.policy_loss
+    if policy_loss != VERL_POLICY_LOSS:
+        return (
+            f"its policy loss is {policy_loss!r}, and verl's actor computes its own loss "
+            f"(actor_rollout_ref.actor.policy_loss.loss_mode; dcrl_ppo_clip is dcrl's "
+            f"{VERL_POLICY_LOSS}); train it with `dcrl train`"
+        )
+    loss_terms = [t.name for t in step_protocol.loss_term_targets(algorithm)]
+    if loss_terms:
+        return (
+            f"its target {', '.join(loss_terms)} adds a loss term, which verl's actor loss does "
+            "not compute; train it with `dcrl train`, or drop it"
+        )
+    if not step_protocol.targets_of(algorithm):
+        return (
+            "it composes no target (GRPO with its PPO settings), which verl's own trainer runs: "
+            "algorithm.adv_estimator=dcrl_grpo with `python -m verl.trainer.main_ppo`"
+        )
+    return None
+
+
+def _row_replacer(algorithm: Algorithm) -> Any:
+    """The algorithm's row-replacing target, if any; refuses what the verl recipe cannot run.
+
+    By capability, not by class: verl draws a row-replacing target's extra samples in its own
+    generation phase and splices them in with `transforms.aepo_splice` (tempered groups of the
+    first prompts, their correct rows swapped in), so the target must mark its rows
+    (`foreign_rows`), decide its temperature with a controller (`decide`), and carry the settings
+    that splice reads (`transforms.TEMPERED_ROW_SETTINGS`)."""
     replacing = step_protocol.row_replacing_targets(algorithm)
     if not replacing:
         return None
     (target,) = replacing  # dcrl.targets allows at most one
-    if not isinstance(target, AEPOTarget):
+    missing = transforms.missing_splice_capabilities(target)
+    if missing:
         raise ValueError(
-            f"error: algorithm.dcrl: target {target.name!r} replaces rows (stage 'replace'); the "
-            "dcrl verl trainer splices rows for the built-in aepo target only; train it with "
-            "`dcrl train` or the TRL adapter"
+            f"error: algorithm.dcrl: target {target.name!r} replaces rows (stage 'replace') but "
+            f"lacks what the dcrl verl trainer's splice of tempered rows needs: "
+            f"{', '.join(missing)}; train it with `dcrl train` or the TRL adapter"
         )
     others = [t.name for t in step_protocol.targets_of(algorithm) if t is not target]
     if others:
@@ -121,16 +152,7 @@ class DcrlRecipe:
         try:
             algorithm_class = get_algorithm_class(str(name))
         except (KeyError, ValueError) as error:
-            raise ValueError(
-                f"error: algorithm.dcrl.name={name!r}: {error}; the dcrl verl trainer runs "
-                f"{', '.join(RECIPE_ALGORITHMS)}"
-            ) from None
-        if name not in RECIPE_ALGORITHMS:
-            raise ValueError(
-                f"error: algorithm.dcrl.name={name!r} is not a composition of targets this "
-                f"recipe runs; the dcrl verl trainer runs {', '.join(RECIPE_ALGORITHMS)} (GRPO "
-                "itself runs on verl's own trainer, with algorithm.adv_estimator=dcrl_grpo)"
-            )
+            raise ValueError(f"error: algorithm.dcrl.name={name!r}: {error}") from None
         if config.algorithm.get("use_kl_in_reward", False):
             raise ValueError(
                 "error: algorithm.use_kl_in_reward=True: dcrl's targets compute their advantages "
@@ -156,11 +178,11 @@ class DcrlRecipe:
             dcrl_settings(config.algorithm, algorithm_class.config_class)
         )
         self.dcrl_config = self.dcrl_algorithm.config
-        loss_terms = [t.name for t in step_protocol.loss_term_targets(self.dcrl_algorithm)]
-        if loss_terms:
+        refusal = verl_refusal(self.dcrl_algorithm)
+        if refusal:
             raise ValueError(
-                f"error: algorithm.dcrl.targets: {', '.join(loss_terms)} adds a loss term, which "
-                "verl's actor loss does not compute; train it with `dcrl train`, or drop it"
+                f"error: algorithm.dcrl.name={name!r}: the dcrl verl trainer cannot run it: "
+                f"{refusal}"
             )
         # By what the targets do: a row-replacing one (stage "replace") needs its extra samples
         # drawn in verl's generation phase and spliced in before the old-log-prob pass.
@@ -285,7 +307,7 @@ class DcrlRayPPOTrainer(DcrlRecipe, RayPPOTrainer):
         for `_score_tempered`: a colocated reward model runs only after verl has put the
         replicas to sleep."""
         assert self._replacer is not None
-        decision = self._replacer.controller.decide()
+        decision, _ = self._replacer.decide()
         group_size = self.config.actor_rollout_ref.rollout.n
         num_prompts = len(gen_batch) // group_size
         num_tempered = transforms.aepo_num_tempered_prompts(

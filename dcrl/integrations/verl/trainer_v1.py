@@ -153,7 +153,7 @@ class DcrlPPOTrainer(DcrlRecipe, PPOTrainerSync):
         Runs when verl's replay buffer hands over the training rows, with the rollout replicas
         awake. The rows are scored (streaming rewards: in the agent loop) and spliced later."""
         assert self._replacer is not None
-        decision = self._replacer.controller.decide()
+        decision, _ = self._replacer.decide()
         sampled = {
             transforms.v1_key_parts(key)[0]
             for key, tag in zip(batch.keys, batch.tags, strict=True)

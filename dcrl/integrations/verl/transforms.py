@@ -2,8 +2,8 @@
 
 `DcrlRayPPOTrainer` (trainer.py) calls these at verl's hooks, so they run (and are tested)
 without Ray or GPUs. They hold no algorithm of their own: `rollout_batch` hands a verl batch to
-dcrl's step protocol (`dcrl.train.step.prepare`, the targets' `apply`), `icr_advantages` runs
-that protocol for verl's own trainer (the `dcrl_icr` estimator), and AEPO's splice calls the
+dcrl's step protocol (`dcrl.train.step.prepare`, the targets' `apply`), `estimator_advantages`
+runs that protocol for verl's own trainer (the `dcrl_icr` estimator), and AEPO's splice calls the
 aepo target's functions and dcrl.core's; these functions only move tensors between DataProto
 keys and dcrl's (N,) / (N, L) conventions.
 
@@ -40,7 +40,6 @@ from dcrl.targets.aepo import (
     reinforce_rows,
     scale_reinforce_rows,
 )
-from dcrl.targets.icr import ICRConfig
 
 TEMPERED_AGENT = "dcrl_tempered_agent"  # the agent loop that samples AEPO's tempered rows
 TEMPERATURE_KEY = "dcrl_temperature"  # its per-row sampling temperature (non-tensor column)
@@ -128,31 +127,45 @@ def check_same_rows(
         )
 
 
-def icr_advantages(
+def estimator_advantages(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
     uids: np.ndarray,
-    config: ICRConfig,
+    algorithm: Any,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """ICR advantages for verl's own trainer (the `dcrl_icr` estimator), through the step
-    protocol: the `icr` algorithm's prepare on the batch's rewards, lengths and groups.
+    """An algorithm's advantages as a verl advantage estimator (verl's own trainer: `dcrl_icr`
+    registers ICR's), through the step protocol on the batch's rewards, lengths and groups.
+
+    Only an algorithm whose targets all work on those alone runs here (stage "bonus": a
+    per-response bonus or a reward shaping, no scoring pass, no new rows, no loss term); any other
+    is refused, naming the target and what it needs (dcrl's recipe trainer runs it).
 
     Args:
         token_level_rewards: (N, L) verl rewards (score on the last valid token).
         response_mask: (N, L) 0/1 valid-token mask.
         uids: (N,) prompt ids (verl's `uid` column).
-        config: dcrl's ICR settings (bonus_total, mode, lp_f, ...).
+        algorithm: a dcrl Algorithm (e.g. the `icr` preset with its settings).
 
     Returns:
         (N, L) token-level advantages (0 on padding), and metrics.
     """
-    from dcrl.targets.icr import ICR
     from dcrl.train import step as step_protocol
 
+    needs_more = [
+        f"{target.name} (stage {target.stage!r})"
+        for target in step_protocol.targets_of(algorithm)
+        if target.stage != "bonus"
+    ] + [f"{t.name} (a loss term)" for t in step_protocol.loss_term_targets(algorithm)]
+    if needs_more:
+        raise ValueError(
+            f"error: {', '.join(needs_more)} needs more than the rewards, lengths and groups a "
+            "verl advantage estimator sees; run it with dcrl's recipe trainer (python -m "
+            "dcrl.integrations.verl.main)"
+        )
     rows, width = response_mask.shape
     mask = response_mask.long()
     lengths = mask.sum(-1)
-    batch = RolloutBatch(  # ICR reads rewards, lengths and groups only: no prompt tokens
+    batch = RolloutBatch(  # bonus targets read rewards, lengths and groups only: no tokens
         prompt_ids=torch.zeros(rows, 0, dtype=torch.long),
         prompt_mask=torch.zeros(rows, 0, dtype=torch.long),
         response_ids=torch.zeros(rows, width, dtype=torch.long),
@@ -168,12 +181,12 @@ def icr_advantages(
     )
 
     def no_pass(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("ICR asks for no scoring pass or extra samples")
+        raise AssertionError("a bonus-stage target asks for no scoring pass or extra samples")
 
     # on_policy: the protocol asks for no old log-probs (verl computes its own).
     ctx = StepContext(step=0, rollout=no_pass, score=no_pass, on_policy=True)
     scores = sequence_scores(token_level_rewards).float()
-    train_batch, metrics = step_protocol.prepare(ICR(config), batch, scores, ctx)
+    train_batch, metrics = step_protocol.prepare(algorithm, batch, scores, ctx)
     return train_batch.advantages, metrics
 
 
@@ -186,6 +199,35 @@ def aepo_num_tempered_prompts(
     """How many of the step's prompts AEPO re-samples at T: the first quarter (code), scaled up
     by a controller weight w > 1 (dcrl's pi with weight_max), as `dcrl.targets.aepo` does."""
     return num_tempered_prompts(num_prompts, decision, config)
+
+
+# What the tempered-row splice reads of a row-replacing target's settings (`num_tempered_prompts`,
+# `reinforce_rows`, `aepo_splice`); a target that carries them, marks its rows (`foreign_rows`)
+# and decides with a controller (`decide`) runs in verl, whatever its name.
+TEMPERED_ROW_SETTINGS = (
+    "tempered_fraction",
+    "positive_threshold",
+    "include_all_correct_groups",
+    "max_reinforce",
+    "reinforce_scale_max",
+    "center_reinforce",
+    "placement",
+)
+
+
+def missing_splice_capabilities(target: Any) -> list[str]:
+    """What a row-replacing target lacks for verl's splice of tempered rows ([] if nothing): its
+    rows' extras column (`foreign_rows`), a controller decision (`decide()`: T, weight), and
+    each of TEMPERED_ROW_SETTINGS in its config."""
+    missing = []
+    if not isinstance(getattr(target, "foreign_rows", None), str):
+        missing.append("foreign_rows (the extras column marking its rows)")
+    if not callable(getattr(target, "decide", None)):
+        missing.append("decide() (a controller's temperature)")
+    settings = [name for name in TEMPERED_ROW_SETTINGS if not hasattr(target.config, name)]
+    if settings:
+        missing.append(f"the settings {', '.join(settings)}")
+    return missing
 
 
 def aepo_tempered_requests(
