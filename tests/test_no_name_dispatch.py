@@ -6,7 +6,7 @@ The check walks every module of dcrl/ with `ast` and reports, outside the regist
 
 - a comparison (==, !=, in, not in) with a method name: a string literal in
   `dcrl.algorithms.ALGORITHMS` or `dcrl.targets.TARGETS`, a literal tuple / list / set / dict
-  holding one, or a module-level constant bound to either (`RECIPE_ALGORITHMS = ("aepo", ...)`);
+  holding one, or a module-level constant bound to either (`SUPPORTED = ("aepo", ...)`);
 - a `case "aepo":` pattern;
 - a lookup keyed on a method name: `table["aepo"]`, `table.get("aepo")`, or any key into a
   module-level table keyed on method names;
@@ -35,11 +35,9 @@ REGISTRIES = {"dcrl/algorithms/__init__.py", "dcrl/targets/__init__.py"}
 COMPARISONS = (ast.Eq, ast.NotEq, ast.In, ast.NotIn)
 LOOKUP_METHODS = {"get", "pop", "setdefault"}
 
-# The verl adapter's name checks, which the verl part of issue 28 replaces by capability (the
-# target's stage and row-replacing contract) in dcrl/integrations/verl/; each entry is a file and
-# the construct found there (`ast.unparse`). When one is gone, delete its entry: a stale entry
-# fails the test. (`transforms.icr_advantages` builds ICR's class directly, which is no name
-# comparison, so it is not an entry here.)
+# Name checks tolerated while an adapter is being moved to capabilities: each entry is a file and
+# the construct found there (`ast.unparse`); a stale entry fails the test. Empty since the verl
+# adapter decides by capability (dcrl/integrations/verl/trainer.py `verl_refusal`).
 PENDING_VERL: set[tuple[str, str]] = set()
 
 
