@@ -288,3 +288,28 @@ def test_gain_reference_scales_both_gains_with_the_target():
     assert rebuilt.decide() == scheduled.decide()
     with pytest.raises(ValueError, match="gain_reference must be > 0"):
         PIController(0.1, gain_reference=0.0)
+
+
+def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
+    """A probe controlled on the full-vocabulary entropy: its table row names the signal and
+    gives the RMS relative error of both series. By hand: second half of the NLL at 0.11 and
+    0.09 around 0.1 → RMS 10%; the full entropy at 0.1 throughout → 0%."""
+    run_dir = tmp_path / "dcpo-full-H0.1-seed1"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(
+        "algorithm:\n  target_entropy: 0.1\n  entropy_signal: full\n", encoding="utf-8"
+    )
+    rows = [
+        {
+            "step": step,
+            "entropy/on_policy_nll": 0.2 if step <= 10 else (0.11 if step % 2 else 0.09),
+            "entropy/full": 0.2 if step <= 10 else 0.1,
+            "reward/accuracy": 0.5,
+            "length/mean": 12.0,
+        }
+        for step in range(1, 21)
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = control_range.probe_table([run_dir])
+    row = table.splitlines()[-1]
+    assert row == "| dcpo-full-H0.1-seed1 | 0.1 | full | 0.1000 | 10.0% | 0.0% | 0.500 | 12.0 |"
