@@ -408,7 +408,7 @@ def _reference_step(trainer, decision_temperature):
         raise AssertionError("AEPO asks for no scoring pass of an on-policy update")
 
     reference = type(trainer.dcrl_algorithm)(trainer.dcrl_config)  # a fresh controller, same state
-    ctx = StepContext(step=1, rollout=rollout, score=no_pass, on_policy=True)
+    ctx = StepContext(step=1, rollout=rollout, logprob_pass=no_pass, on_policy=True)
     train_batch, metrics = reference.prepare(step_fixture.rollout_batch(), batch["scores"], ctx)
     (prompts, n, temperature) = asked[0]
     assert n == step_fixture.GROUP_SIZE and temperature == decision_temperature

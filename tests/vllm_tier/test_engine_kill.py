@@ -23,6 +23,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from bench.faults import left_in_session
 from tests.vllm_tier.helpers import ENGINE_OVERRIDE, ROOT
 
 STEPS = 3
@@ -77,19 +78,6 @@ def dcrl(log: Path, *args: str) -> subprocess.Popen:
 def finish(process: subprocess.Popen, log: Path) -> None:
     """Wait for a process that must succeed."""
     assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
-
-
-def left_in_session(session: int) -> list[int]:
-    """Processes still alive in `session` (a session id is its leader's pid)."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone while listing
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
 
 
 def records(run_dir: Path) -> list[dict]:

@@ -206,7 +206,9 @@ class DcrlRecipe:
         scores = transforms.sequence_scores(batch.batch["rm_scores"]).float()
         passes = {1.0: old_log_probs}
 
-        def score(input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False):
+        def logprob_pass(
+            input_ids, attention_mask, response_mask, temperature=1.0, with_entropy=False
+        ):
             transforms.check_same_rows(rollout, input_ids, attention_mask)
             if with_entropy:
                 raise ValueError(
@@ -224,7 +226,7 @@ class DcrlRecipe:
             )
 
         step = getattr(self, "global_steps", 0)
-        ctx = StepContext(step=step, rollout=no_rollout, score=score)
+        ctx = StepContext(step=step, rollout=no_rollout, logprob_pass=logprob_pass)
         train_batch, metrics = step_protocol.prepare(self.dcrl_algorithm, rollout, scores, ctx)
         return train_batch.advantages, metrics
 

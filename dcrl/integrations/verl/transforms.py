@@ -184,7 +184,7 @@ def estimator_advantages(
         raise AssertionError("a bonus-stage target asks for no scoring pass or extra samples")
 
     # on_policy: the protocol asks for no old log-probs (verl computes its own).
-    ctx = StepContext(step=0, rollout=no_pass, score=no_pass, on_policy=True)
+    ctx = StepContext(step=0, rollout=no_pass, logprob_pass=no_pass, on_policy=True)
     scores = sequence_scores(token_level_rewards).float()
     train_batch, metrics = step_protocol.prepare(algorithm, batch, scores, ctx)
     return train_batch.advantages, metrics
