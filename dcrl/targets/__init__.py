@@ -13,9 +13,13 @@ names of dcrl.algorithms are presets of at most one target each.
 A method is one file here, read top to bottom: `dcrl/targets/dcpo.py` holds DCPO's settings
 (with help and ranges), its target (`TARGET`) and, at the bottom, its preset (`ALGORITHM`: the
 `dcpo` algorithm, GRPO plus the target, configured flat); with dcrl.core (the formulas and the
-entropy controllers) it is the whole method. This package itself and `dcrl.targets.base` are the
-contract every target follows, one layer below the algorithm (dcrl.algorithms.base), and the
-method files one layer above it (docs/design.md, "Layers").
+entropy controllers) it is the whole method. Adding a method is adding its file, nothing else:
+`TARGETS` (name -> module path, built on first use) holds every module of this package but the
+contract (`base`) and names starting with `_`, named by its file, and imports none of them until
+its target is asked for; dcrl.algorithms.ALGORITHMS adds each one that defines `ALGORITHM`. The
+file's name is the method's: its `TARGET` (and preset) carry that name. This package itself and
+`dcrl.targets.base` are the contract every target follows, one layer below the algorithm
+(dcrl.algorithms.base), and the method files one layer above it (docs/design.md, "Layers").
 
 The contract of a target (built in, or your own as 'package.module:Class'):
 
@@ -66,7 +70,9 @@ is a worked user target; docs/targets.md is the short guide.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import pkgutil
 from typing import Any
 
 from dcrl._lazy import import_subclass
@@ -74,19 +80,40 @@ from dcrl.config import build
 from dcrl.errors import UserError
 from dcrl.targets.base import STAGES, StepDraft, Target, TargetConfig
 
-# name -> module; a module is imported only when its target is asked for.
-TARGETS: dict[str, str] = {
-    "aepo": "dcrl.targets.aepo",
-    "dcpo": "dcrl.targets.dcpo",
-    "icr": "dcrl.targets.icr",
-    "best_of_n": "dcrl.targets.best_of_n",
-    "lp_f": "dcrl.targets.lp_f",
-    "kimi": "dcrl.targets.kimi",
-    "shorter_better": "dcrl.targets.shorter_better",
-    "entropy_adv": "dcrl.targets.entropy_adv",
-    "entropy_reg": "dcrl.targets.entropy_reg",
-}
-CHOICES = f"{', '.join(sorted(TARGETS))}, or a 'package.module:Class' of your own"
+# The modules of this package that are the contract, not a method (names starting with "_" are
+# helpers, never methods).
+CONTRACT = ("base",)
+
+# TARGETS and CHOICES are built on first use (module `__getattr__` below); for type checkers:
+TARGETS: dict[str, str]
+CHOICES: str
+
+
+@functools.cache
+def find_targets() -> dict[str, str]:
+    """`TARGETS`: name -> module path, one per module file of this package (every `__path__`
+    entry) other than the contract's and `_`-prefixed ones, its name the file's name, in name
+    order. Nothing is imported to find them: a module is imported only when its target is asked
+    for. Cached; after changing `__path__`, `find_targets.cache_clear()` (and
+    `dcrl.algorithms.find_algorithms.cache_clear()`, which reads this)."""
+    names = {
+        module.name
+        for module in pkgutil.iter_modules(__path__)
+        if module.name not in CONTRACT and not module.name.startswith("_")
+    }
+    return {name: f"{__name__}.{name}" for name in sorted(names)}
+
+
+def _choices() -> str:
+    return f"{', '.join(sorted(find_targets()))}, or a 'package.module:Class' of your own"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TARGETS":
+        return find_targets()
+    if name == "CHOICES":
+        return _choices()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TargetError(UserError, ValueError):
@@ -100,10 +127,11 @@ def get_target_class(name: str) -> type[Target]:
         TargetError: unknown name, a module or class that cannot be imported, or a class that
             is not a Target with a TargetConfig and a known stage.
     """
-    if name in TARGETS:
-        return importlib.import_module(TARGETS[name]).TARGET
+    registry = find_targets()
+    if name in registry:
+        return registered_target(name, importlib.import_module(registry[name]))
     if ":" not in name:
-        raise TargetError(f"unknown target {name!r}; choose one of {CHOICES}")
+        raise TargetError(f"unknown target {name!r}; choose one of {_choices()}")
     target_class = import_subclass(
         name,
         Target,
@@ -121,6 +149,37 @@ def get_target_class(name: str) -> type[Target]:
     return target_class
 
 
+def registered_target(name: str, module: Any) -> type[Target]:
+    """The `TARGET` of the registered module `module` (found under `name`), checked to be a
+    Target named `name`.
+
+    Raises:
+        TargetError: naming the file, when it defines no `TARGET`, one that is not a Target
+            subclass, or one whose `name` is not the file's name.
+    """
+    where = getattr(module, "__file__", None) or module.__name__
+    found = getattr(module, "TARGET", None)
+    if found is None:
+        raise TargetError(
+            f"{where} is target {name!r} (a module of dcrl.targets is a method, found by its "
+            f"file name) but defines no TARGET; add `TARGET = <its Target subclass>` at its "
+            f"bottom (the contract is in dcrl/targets/__init__.py), or start the file's name "
+            f"with '_' if it is not a method"
+        )
+    if not (isinstance(found, type) and issubclass(found, Target)):
+        raise TargetError(
+            f"{where}: TARGET is {found!r}, not a subclass of dcrl.targets.Target; set it to "
+            f"the module's target class"
+        )
+    if found.name != name:
+        raise TargetError(
+            f"{where}: its TARGET {found.__name__} is named {found.name!r}, but the file makes it "
+            f"target {name!r}; give the class `name = {name!r}` or rename the file to "
+            f"{found.name}.py"
+        )
+    return found
+
+
 def build_target_configs(entries: list[Any]) -> list[TargetConfig]:
     """Validate an `algorithm.targets` list; each entry a name or a mapping with `name`.
 
@@ -134,7 +193,7 @@ def build_target_configs(entries: list[Any]) -> list[TargetConfig]:
             entry = {"name": entry}
         if not isinstance(entry, dict) or "name" not in entry:
             raise ValueError(
-                f"{key}.name: missing; give each target a name ({CHOICES}), e.g. "
+                f"{key}.name: missing; give each target a name ({_choices()}), e.g. "
                 f"{{name: dcpo, target_entropy: 0.15}}"
             )
         try:
@@ -181,5 +240,7 @@ __all__ = [
     "TargetConfig",
     "TargetError",
     "build_target_configs",
+    "find_targets",
     "get_target_class",
+    "registered_target",
 ]
