@@ -196,7 +196,7 @@ def build_trl(dcrl_trainer: Any, model: str, shape: dict[str, Any], batches: lis
 
 
 def instrument_dcrl(trainer: Any, timer: PhaseTimer, tokens: list[float]) -> None:
-    import dcrl.train.trainer as trainer_module
+    from dcrl.train import forward
 
     generate = trainer.backend.generate
 
@@ -206,8 +206,8 @@ def instrument_dcrl(trainer: Any, timer: PhaseTimer, tokens: list[float]) -> Non
         return batch
 
     trainer.backend.generate = timer.wrap("generate", counted_generate)
-    trainer_module.response_logprobs = timer.wrap(
-        "forward", trainer_module.response_logprobs, torch.is_grad_enabled
+    forward.response_logprobs = timer.wrap(
+        "forward", forward.response_logprobs, torch.is_grad_enabled
     )
     trainer.optimizer.step = timer.wrap("optimizer", trainer.optimizer.step)
 

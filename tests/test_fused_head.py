@@ -335,9 +335,7 @@ def test_a_training_step_is_unchanged_by_the_fused_head(tmp_path):
             calls.append((kwargs.get("temperature", 1.0), kwargs["fused"], out[0].detach().clone()))
             return out
 
-        import dcrl.train.trainer as trainer_module
-
-        trainer_module.response_logprobs = recording
+        forward.response_logprobs = recording  # the update's and the log-prob pass's calls
         try:
             grads = []
             trainer.optimizer.register_step_pre_hook(
@@ -347,7 +345,7 @@ def test_a_training_step_is_unchanged_by_the_fused_head(tmp_path):
             )
             trainer.train_step()
         finally:
-            trainer_module.response_logprobs = original
+            forward.response_logprobs = original
         gradients[fused], scored[fused] = grads, calls
     assert [c[1] for c in scored[True]] == [True] * len(scored[True])
     assert [c[1] for c in scored[False]] == [False] * len(scored[False])

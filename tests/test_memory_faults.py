@@ -37,7 +37,7 @@ from safetensors.torch import load_file
 
 from dcrl.core import fused_head
 from dcrl.train import checkpoint as ckpt
-from dcrl.train import trainer as trainer_module
+from dcrl.train import forward
 from dcrl.train.checkpoint import CheckpointError
 from dcrl.train.memory import OutOfMemory
 from dcrl.train.trainer import Trainer
@@ -242,9 +242,7 @@ def test_an_update_without_a_checkpoint_names_the_micro_batch_and_says_start_aga
     run_dir = tmp_path / "run"
     trainer = Trainer(tiny_config(run_dir))
     during_update = fails_when(torch.is_grad_enabled, RuntimeError(CPU_ALLOCATOR))
-    monkeypatch.setattr(
-        trainer_module, "response_logprobs", during_update(trainer_module.response_logprobs)
-    )
+    monkeypatch.setattr(forward, "response_logprobs", during_update(forward.response_logprobs))
     with pytest.raises(OutOfMemory) as caught:
         trainer.fit()
     message = str(caught.value)
@@ -271,9 +269,7 @@ def test_the_log_prob_pass_names_the_micro_batch_it_doubles(tmp_path, monkeypatc
         lambda: trainer.step == 2 and not torch.is_grad_enabled(),
         torch.cuda.OutOfMemoryError(CUDA_ALLOCATOR),
     )
-    monkeypatch.setattr(
-        trainer_module, "response_logprobs", no_grad_in_step_2(trainer_module.response_logprobs)
-    )
+    monkeypatch.setattr(forward, "response_logprobs", no_grad_in_step_2(forward.response_logprobs))
     with pytest.raises(OutOfMemory) as caught:
         trainer.fit()
     message = str(caught.value)
@@ -340,7 +336,7 @@ def test_a_checkpoint_write_out_of_memory_and_other_errors(tmp_path, monkeypatch
 
     trainer = Trainer(tiny_config(tmp_path / "a", "grpo", "train.steps=1"))
     always = fails_when(lambda: True, RuntimeError(CPU_ALLOCATOR))
-    monkeypatch.setattr(ckpt, "save_checkpoint", always(ckpt.save_checkpoint))
+    monkeypatch.setattr(ckpt, "_write_checkpoint_files", always(ckpt._write_checkpoint_files))
     with pytest.raises(
         CheckpointError,
         match="out of memory while writing the checkpoint of "

@@ -357,7 +357,7 @@ def test_length_sorted_micro_batches_take_the_rollout_order_step(tmp_path, monke
     float32): reordering moves a sum by ~1e-16 relative, so both runs' gradients agree to rtol
     1e-9, while a row scored with another row's mask or advantage would differ by far more.
     """
-    import dcrl.train.trainer as trainer_module
+    from dcrl.train import batches as batches_module
     from dcrl.train.batches import row_chunks
 
     def rollout_order(response_mask, size):  # the micro-batches before sorting
@@ -368,7 +368,7 @@ def test_length_sorted_micro_batches_take_the_rollout_order_step(tmp_path, monke
     results = {}
     for sort in (True, False):
         if not sort:
-            monkeypatch.setattr(trainer_module, "length_sorted_chunks", rollout_order)
+            monkeypatch.setattr(batches_module, "length_sorted_chunks", rollout_order)
         config = tiny_config(
             tmp_path / f"run-{sort}",
             "grpo",

@@ -66,3 +66,22 @@ def truncated_importance_weights(
     compared = _compared(engine, trainer, mask)
     ratio = (trainer.detach().double() - engine.double()).exp().clamp(max=cap)
     return torch.where(compared, ratio, torch.ones_like(ratio)).float()
+
+
+def correct_rollout(
+    engine: torch.Tensor,
+    trainer: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    cap: float | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The mismatch metrics of `logprob_mismatch`, and with a `cap` the advantages weighted by
+    the truncated importance weights (their mean logged as rollout/is_weight_mean); without a
+    cap, the advantages as they are. `advantages` (N, L ≤ Lr), its rows the rollout's."""
+    metrics = logprob_mismatch(engine, trainer, mask)
+    if not cap:
+        return advantages, metrics
+    weights = truncated_importance_weights(engine, trainer, mask, cap)
+    width = advantages.shape[1]
+    metrics["rollout/is_weight_mean"] = float(weights[mask.bool()].mean())
+    return advantages * weights[:, :width].to(advantages), metrics

@@ -279,3 +279,35 @@ def length_summary(lengths: torch.Tensor, correct: torch.Tensor | None = None) -
         for key, selected in (("correct_mean", is_correct), ("incorrect_mean", ~is_correct)):
             summary[key] = float(values[selected].mean()) if selected.any() else float("nan")
     return summary
+
+
+def rollout_metrics(
+    scores: torch.Tensor,
+    lengths: torch.Tensor,
+    truncated: torch.Tensor,
+    group_index: torch.Tensor,
+) -> dict[str, float]:
+    """A training step's rollout in numbers: accuracy, pass@n, lengths, the share cut at the
+    length limit and the length–accuracy correlation (per group and over the batch).
+
+    Args:
+        scores: (N,) the task's grades; a response is correct when its score is above 0.5.
+        lengths: (N,) response lengths in tokens.
+        truncated: (N,) bool, cut at the length limit.
+        group_index: (N,) the prompt of each response.
+    """
+    lengths = lengths.float()
+    correct = (scores > 0.5).float()
+    corr = length_accuracy_correlation(lengths, correct, group_index)
+    length = length_summary(lengths, correct > 0)
+    return {
+        "reward/accuracy": float(scores.mean()),
+        "reward/pass_at_n": pass_at_n(correct, group_index),
+        "length/mean": length["mean"],
+        "length/p90": length["p90"],
+        "length/max": length["max"],
+        "length/truncated_frac": float(truncated.float().mean()),
+        "length/correct_mean": length["correct_mean"],
+        "corr/length_acc_group": float(corr["group"]),
+        "corr/length_acc_batch": float(corr["batch"]),
+    }

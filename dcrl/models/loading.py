@@ -68,7 +68,8 @@ def load_policy(
         lora: LoraOptions (or a dict of its fields) to train LoRA adapters only; None trains all
             weights.
         gradient_checkpointing: recompute activations in the backward pass (less memory).
-        device: where the model lives ("cpu", "cuda", "cuda:1", ...).
+        device: where the model lives ("cpu", "cuda", "cuda:1", ...; "auto": a GPU when there
+            is one, else the CPU).
         strict: refuse a model directory that is not a causal LM or whose weights files miss
             weights of its architecture or hold others (dcrl.models.checks); False loads it,
             the missing layers randomly initialized.
@@ -105,6 +106,8 @@ def load_policy(
     tokenizer.padding_side = "left"  # generation appends to the right end of every row
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device)
     if gradient_checkpointing:
         # transformers ≥ 5.x renamed gradient_checkpointing_enable (kept as a deprecated alias).

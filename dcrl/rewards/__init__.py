@@ -34,6 +34,7 @@ from dcrl.rewards.registry import (
     RewardFn,
     check_reward_fn,
     get_reward_fn,
+    grade_rollout,
     score_batch,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "extract_boxed",
     "extract_marked_answer",
     "get_reward_fn",
+    "grade_rollout",
     "math_reward",
     "numeric_reward",
     "score_batch",

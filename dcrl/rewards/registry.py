@@ -8,9 +8,12 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dcrl.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 from dcrl.rewards.matching import exact_match_reward, numeric_reward
 from dcrl.rewards.math_grader import math_reward
 
@@ -172,3 +175,19 @@ def score_batch(
             )
         rewards.append(float(reward))
     return rewards
+
+
+def grade_rollout(reward_fn: RewardFn, batch: Any, problems: Sequence[Any]) -> torch.Tensor:
+    """The task's scores of a rollout's responses (`score_batch` of its texts against the
+    answers and metadata of the problems its groups came from): float32 (N,).
+
+    Args:
+        batch: a RolloutBatch (`response_texts`, `group_index` into `problems`).
+        problems: the prompts' problems (`answer`, `meta`), in the rollout's prompt order.
+    """
+    import torch  # only here: grading itself needs no torch
+
+    answers = [problems[int(g)].answer for g in batch.group_index]
+    metas = [problems[int(g)].meta for g in batch.group_index]
+    values = score_batch(reward_fn, batch.response_texts, answers, metas)
+    return torch.tensor(values, dtype=torch.float32)

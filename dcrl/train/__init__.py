@@ -1,20 +1,23 @@
 """dcrl's own trainer, one module per concern. `trainer` is the loop and the update; everything
 else it uses lives in the module that owns it:
 
-    trainer       `Trainer`: rollout → task scores → `step.prepare` → the PPO update →
-                  `step.after_update` → metrics → checkpoint, and the no-grad log-prob pass.
+    trainer       `Trainer`: the run's set-up, then the loop: rollout → task scores →
+                  `step.prepare` → the PPO update → `step.after_update` → metrics → checkpoint.
     step          the step protocol shared with the TRL and verl adapters (prepare, the entropy
                   signals, after_update, what the targets do).
     data          the run's problems, prompt template and reward function (`load_data`), the
                   prompts checked against the model, and their resumable order (ProblemSampler).
     batches       row chunks, length-sorted micro-batches and padding trimmed from a TrainBatch.
-    forward       the policy's forward pass reduced to response log-probs and entropy.
+    forward       the policy's forward pass reduced to response log-probs and entropy, and the
+                  no-grad log-prob pass over a batch in chunks (`logprob_pass`).
+    optimizer     AdamW over the trainable weights and its warm-up.
     checkpoint    atomic checkpoints, the one lookup of the latest (`latest_checkpoint`), and
                   the error of a failed save.
     resume_check  a checkpoint read whole and checked before a resume uses it.
     disk          failed writes, the space a checkpoint needs, the run directory's config.yaml
                   and the atomic policy export.
-    memory        a part of a step that does not fit in memory, and the setting to lower.
+    memory        a part of a step that does not fit in memory (the rollout, the log-prob pass,
+                  a micro-batch, the optimizer step), and the setting to lower.
     run_lock      one writer per run directory.
     sinks         where step metrics go (metrics.jsonl, TensorBoard, wandb, the console).
     config        the run config (`RunConfig`) and its YAML; recipes: the shipped ones by name.

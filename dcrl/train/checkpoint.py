@@ -73,28 +73,42 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint `step` atomically, point `latest` at it, keep the newest `keep`."""
-    root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:06d}"
-    final = root / name
-    tmp = root / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    """Write checkpoint `step` atomically, point `latest` at it, keep the newest `keep`.
+
+    Raises:
+        CheckpointError: the write failed or did not fit in memory (`explain_failed_save`: what
+            failed, the space a checkpoint needs, which checkpoint survives); any other error is
+            raised as it is.
+    """
     try:
-        _write_checkpoint_files(tmp, step, model, optimizer, scheduler, trainer_state)
-    except Exception:  # a failed write (disk full): free its space, keep the previous checkpoint
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    write_text_atomic(root / "latest", name)
-    complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
-    for old in complete[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+        root = Path(run_dir) / CHECKPOINTS
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"step_{step:06d}"
+        final = root / name
+        tmp = root / f".tmp-{name}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            _write_checkpoint_files(tmp, step, model, optimizer, scheduler, trainer_state)
+        except (
+            Exception
+        ):  # a failed write (disk full): free its space, keep the previous checkpoint
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        write_text_atomic(root / "latest", name)
+        complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+        for old in complete[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+    except Exception as error:
+        explained = explain_failed_save(error, run_dir, step, model, resume_hint(run_dir))
+        if explained is None:
+            raise
+        raise explained from None
 
 
 def explain_failed_save(

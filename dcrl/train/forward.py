@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from dcrl.core.fused_head import fused_logprobs_entropy
 from dcrl.core.logprobs import logprobs_and_entropy, token_entropy, token_logprobs
+from dcrl.step_data import TrainBatch
+from dcrl.train import batches
 
 logger = logging.getLogger(__name__)
 
@@ -206,3 +210,60 @@ def response_logprobs(
     return logprobs_and_entropy(
         logits, response_ids, temperature, chunk_size=chunk_size, with_entropy=with_entropy
     )
+
+
+@torch.no_grad()
+def logprob_pass(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    rows_at_once: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    chunk_size: int | None = None,
+    fused: bool = True,
+    fits: Callable[[int, int], AbstractContextManager] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The log-prob pass (`StepContext.logprob_pass`): log-probs (and entropy) of the responses
+    (the last Lr columns of the sequences) under `model` at temperature T, no grad, `rows_at_once`
+    sequences per forward: (N, Lr) each, on the device of the inputs (only each chunk visits the
+    model's). `fits(rows, tokens)` wraps each chunk's forward (the trainer's `must_fit`)."""
+    width = response_mask.shape[1]
+    # float32 for float32/bf16 weights, float64 for a float64 model (the tests' exact checks)
+    parameter = next(model.parameters())
+    dtype = torch.promote_types(parameter.dtype, torch.float32)
+    out = torch.zeros(response_mask.shape, dtype=dtype, device=response_mask.device)
+    ent = torch.zeros_like(out) if with_entropy else None
+    model.eval()
+    # Each row's log-probs depend on that row alone (no statistic across rows), so grouping
+    # rows of similar length changes no result beyond float rounding and pads less.
+    for rows in batches.length_sorted_chunks(response_mask, rows_at_once):
+        part = batches.trim_padding(
+            TrainBatch(
+                input_ids=input_ids[rows],
+                attention_mask=attention_mask[rows],
+                response_mask=response_mask[rows],
+                old_logprobs=out[rows],
+                advantages=out[rows],
+            )
+        )
+        keep = part.response_mask.shape[1]
+        with fits(len(rows), part.input_ids.shape[1]) if fits else nullcontext():
+            part_ids = part.input_ids.to(parameter.device)
+            logprobs, entropy = response_logprobs(
+                model,
+                part_ids,
+                part.attention_mask.to(parameter.device),
+                part_ids[:, -keep:],
+                temperature=temperature,
+                with_entropy=with_entropy,
+                chunk_size=chunk_size,
+                fused=fused,
+            )
+        out[rows, :keep] = logprobs.to(out.device) * part.response_mask
+        if ent is not None:
+            ent[rows, :keep] = entropy.to(out.device) * part.response_mask
+    assert out.shape[1] == width
+    return out, ent

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from dcrl.errors import UserError
+from dcrl.train.disk import adam_state_bytes, human_bytes
 
 # Messages of failed allocations: PyTorch's CPU allocator ("can't allocate memory"), CUDA's and
 # MPS's ("out of memory"), and errno ENOMEM as text.
@@ -65,8 +66,6 @@ def raised_in(error: BaseException, *files: str) -> bool:
 
 def failed_allocation(error: BaseException) -> str:
     """What failed, in a few words: 'an allocation of 1.2 GiB failed', or the error's first line."""
-    from dcrl.train.disk import human_bytes
-
     found = _TRIED.search(str(error))
     if found:
         size = float(found.group(1)) * _UNITS[found.group(2).lower()]
@@ -108,7 +107,11 @@ def must_fit(explain: Callable[[BaseException], str]) -> Iterator[None]:
 
 
 def batch_fix(
-    error: BaseException, config: Any, rows_per_batch: int, used: int, has_checkpoint: bool
+    error: BaseException,
+    config: Any,
+    rows_per_batch: int,
+    used: int,
+    has_checkpoint: bool | None = None,
 ) -> str:
     """The fix for a forward(/backward) that held `used` rows, `rows_per_batch` per
     train.micro_batch_size: the log-prob kernel's block when it failed there and is set by
@@ -117,8 +120,10 @@ def batch_fix(
     Args:
         config: the run's RunConfig.
         has_checkpoint: whether the run has a checkpoint (the setting is then changed in its
-            config.yaml).
+            config.yaml); None looks it up in the run directory.
     """
+    if has_checkpoint is None:
+        has_checkpoint = _has_checkpoint(config)
     tc = config.train
     if tc.logprob_chunk_size is not None and raised_in(
         error, "dcrl/core/fused_head.py", "dcrl/core/logprobs.py"
@@ -142,10 +147,14 @@ def batch_fix(
     return fix + ", or train a smaller model (or LoRA: model.lora)"
 
 
-def rollout_fix(config: Any, at_once: int, n: int, batches: bool, has_checkpoint: bool) -> str:
+def rollout_fix(
+    config: Any, at_once: int, n: int, batches: bool, has_checkpoint: bool | None = None
+) -> str:
     """The fix for a rollout of `at_once` prompts × `n` responses that did not fit: fewer
     prompts per call (rollout.batch_size), or, for one prompt or an engine that schedules its
     own batches (`batches` False), fewer or shorter responses."""
+    if has_checkpoint is None:
+        has_checkpoint = _has_checkpoint(config)
     rc = config.rollout
     if not batches:
         return (
@@ -159,3 +168,91 @@ def rollout_fix(config: Any, at_once: int, n: int, batches: bool, has_checkpoint
         )
     setting = lower("rollout.batch_size", rc.batch_size, at_once, config.run_dir, has_checkpoint)
     return setting + " prompts per call"
+
+
+def in_step(
+    config: Any, step: int, part: str, held: str, fix: Callable[[BaseException], str]
+) -> Any:
+    """`must_fit` for a part of training step `step`, with the message 'out of memory in step
+    N, in PART (HELD; what failed): FIX; which checkpoint survives' (`part` "" for the step as a
+    whole)."""
+    from dcrl.train.checkpoint import resume_hint
+
+    def explain(error: BaseException) -> str:
+        where = f"step {step}, in {part}" if part else f"step {step}"
+        return (
+            f"out of memory in {where} ({held}; {failed_allocation(error)}): {fix(error)}; "
+            f"{resume_hint(config.run_dir)}"
+        )
+
+    return must_fit(explain)
+
+
+def _has_checkpoint(config: Any) -> bool:
+    from dcrl.train.checkpoint import latest_checkpoint
+
+    return latest_checkpoint(config.run_dir) is not None
+
+
+# -- the parts of a training step, each with what it holds and the setting that sizes it --------
+
+
+def whole_step_fits(config: Any, step: int) -> Any:
+    """A failed allocation anywhere else in the step: fewer prompts or responses per step."""
+    prompts, n = config.train.prompts_per_step, config.rollout.n
+    return in_step(
+        config,
+        step,
+        "",
+        f"{prompts} prompts × {n} responses",
+        lambda _: f"lower train.prompts_per_step (now {prompts}) or rollout.n (now {n})",
+    )
+
+
+def rollout_fits(config: Any, step: int, at_once: int, n: int, batched: bool) -> Any:
+    """The rollout of `at_once` prompts × `n` responses (`batched`: the engine takes
+    rollout.batch_size prompts per call; else it schedules its own batches)."""
+    rc = config.rollout
+    held = (
+        f"{at_once} prompt{'s' * (at_once != 1)} × {n} responses of up to {rc.max_new_tokens} "
+        f"tokens{' at a time' * batched}, rollout.backend={rc.backend}"
+    )
+    return in_step(
+        config, step, "the rollout", held, lambda _: rollout_fix(config, at_once, n, batched)
+    )
+
+
+def logprob_pass_fits(config: Any, step: int) -> Callable[[int, int], Any]:
+    """`fits(rows, tokens)` for each chunk of the no-grad log-prob pass (2 ×
+    train.micro_batch_size sequences at a time; dcrl.train.forward.logprob_pass)."""
+
+    def fits(rows: int, tokens: int) -> Any:
+        held = (
+            f"{rows} sequences of {tokens} tokens without gradients, 2 × train.micro_batch_size "
+            "at a time"
+        )
+        fix = lambda error: batch_fix(error, config, 2, rows)  # noqa: E731
+        return in_step(config, step, "the log-prob pass", held, fix)
+
+    return fits
+
+
+def micro_batch_fits(config: Any, step: int, rows: int, tokens: int) -> Any:
+    """The update's forward and backward of a micro-batch of `rows` sequences of `tokens`."""
+    held = f"a micro-batch of {rows} sequences of {tokens} tokens"
+    fix = lambda error: batch_fix(error, config, 1, rows)  # noqa: E731
+    return in_step(config, step, "the update's forward/backward", held, fix)
+
+
+def optimizer_fits(config: Any, step: int, model: torch.nn.Module) -> Any:
+    """The optimizer step: AdamW allocates two moments per trainable weight at its first step."""
+    return in_step(
+        config,
+        step,
+        "the optimizer step",
+        f"AdamW keeps two moments per trainable weight, {human_bytes(adam_state_bytes(model))}",
+        lambda _: (
+            "the weights, their gradients and AdamW's state do not fit: train fewer weights "
+            "(model.lora) or a smaller model"
+        ),
+    )

@@ -15,6 +15,8 @@ update, so that any algorithm, a composition of targets included, means the same
         adapters' refusals: a target with stage "replace" swaps rows for samples drawn outside
         the trainer's own rollout (AEPO's tempered groups), which a trainer must be able to
         sample, score and splice in.
+    check_importance_cap(cap, algorithm)  a truncated importance-weight cap (vLLM's mismatch
+        correction) needs the rollout's rows, which a row-replacing target does not keep.
     loss_term_targets(algorithm)  the targets that add a loss term (Entropy-Reg), which an
         engine that computes its own loss (TRL, verl) would silently drop.
 
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 
 from dcrl.algorithms.base import Algorithm
+from dcrl.config import ConfigError
 from dcrl.core.logprobs import ENTROPY_SIGNALS, entropy_signals, entropy_sums
 from dcrl.step_data import StepContext, TrainBatch
 from dcrl.targets.base import adds_loss_term
@@ -36,6 +39,7 @@ from dcrl.targets.base import adds_loss_term
 __all__ = [
     "ENTROPY_SIGNALS",
     "after_update",
+    "check_importance_cap",
     "entropy_signals",
     "loss_term_targets",
     "measure_entropy",
@@ -66,6 +70,17 @@ def loss_term_targets(algorithm: Algorithm) -> list[Any]:
 def replaces_rows(algorithm: Algorithm) -> bool:
     """Whether the step swaps some rows for samples the trainer draws outside its own rollout."""
     return bool(row_replacing_targets(algorithm))
+
+
+def check_importance_cap(cap: float | None, algorithm: Algorithm) -> None:
+    """Raise ConfigError when `train.rollout_is_cap` is set for an algorithm whose targets swap
+    rows: the importance weights line up with the rollout's rows, which such a target replaces."""
+    if cap and replaces_rows(algorithm):
+        raise ConfigError(
+            f"train.rollout_is_cap={cap}: the importance weights line up with the rollout's "
+            f"rows, which {row_replacing_targets(algorithm)[0].name} replaces; set "
+            "train.rollout_is_cap=0"
+        )
 
 
 def prepare(

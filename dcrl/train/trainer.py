@@ -3,18 +3,16 @@ mini-batches with micro-batch gradient accumulation → AdamW → `step.after_up
 controllers) → metrics → checkpoint.
 
 docs/design.md "One training step" is this file's outline. Everything an algorithm decides lives
-in `dcrl.algorithms`; everything here is the same for all of them. What the loop uses but does
-not decide lives in the module that owns it (the package docstring, dcrl/train/__init__.py,
-lists them): the data and prompts in `data`, micro-batch shaping in `batches`, checkpoints and
-their failed saves in `checkpoint`, the space and files of a run in `disk`, what to lower when a
-part does not fit in `memory`.
+in `dcrl.algorithms` and `dcrl.targets`; everything here is the same for all of them. What the
+loop uses but does not decide lives in the module that owns it (dcrl/train/__init__.py lists
+them).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +20,18 @@ import torch
 import yaml
 
 from dcrl.algorithms import Algorithm, make_algorithm
-from dcrl.config import ConfigError, to_dict
-from dcrl.core.mismatch import logprob_mismatch, truncated_importance_weights
-from dcrl.core.stats import length_accuracy_correlation, length_summary, pass_at_n
+from dcrl.config import to_dict
+from dcrl.core.mismatch import correct_rollout
+from dcrl.core.stats import rollout_metrics
 from dcrl.errors import UserError
+from dcrl.rewards import grade_rollout
 from dcrl.step_data import StepContext, TrainBatch
+from dcrl.train import batches, forward, memory, step
 from dcrl.train import checkpoint as ckpt
-from dcrl.train import memory, step
-from dcrl.train.batches import length_sorted_chunks, row_chunks, trim_padding
 from dcrl.train.config import RunConfig, load_run_config
 from dcrl.train.data import ProblemSampler, check_prompts, load_data, prompt_formatter
-from dcrl.train.disk import adam_state_bytes, export_policy_atomically, human_bytes, prepare_run_dir
-from dcrl.train.forward import response_logprobs
+from dcrl.train.disk import export_policy_atomically, prepare_run_dir
+from dcrl.train.optimizer import build_optimizer
 from dcrl.train.resume_check import restore_checkpoint, trainer_state
 from dcrl.train.run_lock import RunLock, releases_lock_after, releases_lock_on_error
 from dcrl.train.sinks import run_sinks
@@ -85,7 +83,7 @@ class Trainer:
             dtype=mc.dtype,
             lora=to_dict(mc.lora) if mc.lora is not None else None,
             gradient_checkpointing=mc.gradient_checkpointing,
-            device=_resolve_device(mc.device),
+            device=mc.device,
             strict=mc.strict_load,
         )
         if backend is None:
@@ -101,23 +99,8 @@ class Trainer:
             self.problems, config.train.prompts_per_step, config.train.seed
         )
         self.algorithm: Algorithm = make_algorithm(config.algorithm)
-        if config.train.rollout_is_cap and step.replaces_rows(self.algorithm):
-            raise ConfigError(
-                f"train.rollout_is_cap={config.train.rollout_is_cap}: the importance weights "
-                "line up with the rollout's rows, which "
-                f"{step.row_replacing_targets(self.algorithm)[0].name} replaces; set "
-                "train.rollout_is_cap=0"
-            )
-
-        tc = config.train
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params, lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas)
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: min(1.0, (s + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0,
-        )
+        step.check_importance_cap(config.train.rollout_is_cap, self.algorithm)
+        self.optimizer, self.scheduler = build_optimizer(self.model, config.train)
         self.step = 0
         self.bad_steps = 0  # consecutive steps with a skipped (non-finite) update
         # The rollout engine samples from its own copy of the weights when it has one (vllm):
@@ -160,14 +143,7 @@ class Trainer:
             while self.step < tc.steps:
                 # The parts of a step that hold a batch name their own setting (train_step);
                 # any other failed allocation of the step is reported here.
-                with self._must_fit(
-                    "",
-                    f"{tc.prompts_per_step} prompts × {self.config.rollout.n} responses",
-                    lambda _: (
-                        f"lower train.prompts_per_step (now {tc.prompts_per_step}) or "
-                        f"rollout.n (now {self.config.rollout.n})"
-                    ),
-                ):
+                with memory.whole_step_fits(self.config, self.step + 1):  # the step it runs
                     metrics = self.train_step()
                 self.bad_steps = self.bad_steps + 1 if metrics["train/skipped_updates"] else 0
                 metrics["train/bad_steps"] = float(self.bad_steps)
@@ -175,7 +151,13 @@ class Trainer:
                 for sink in sinks:
                     sink.log(self.step, metrics)
                 if self.bad_steps >= tc.max_bad_steps:
-                    raise TrainingDiverged(self._diverged_message())
+                    raise TrainingDiverged(
+                        f"training stopped at step {self.step}: the loss or gradient was NaN/inf "
+                        f"in {self.bad_steps} steps in a row (train.max_bad_steps="
+                        f"{tc.max_bad_steps}), so their updates were skipped and never reached "
+                        f"the weights; {ckpt.resume_hint(self.run_dir)}. Lower train.lr or "
+                        "train.grad_clip, or check the reward and the data"
+                    )
                 if (tc.save_every and self.step % tc.save_every == 0) or self.step == tc.steps:
                     self.save()
             self.export_policy(self.run_dir / "policy")
@@ -189,50 +171,13 @@ class Trainer:
         """Where the policy's parameters live; the tensors fed to it are moved there."""
         return next(self.model.parameters()).device
 
-    def _diverged_message(self) -> str:
-        return (
-            f"training stopped at step {self.step}: the loss or gradient was NaN/inf in "
-            f"{self.bad_steps} steps in a row (train.max_bad_steps={self.config.train.max_bad_steps}"
-            "), so their updates were skipped and never reached the weights; "
-            f"{ckpt.resume_hint(self.run_dir)}. Lower train.lr or train.grad_clip, or check the reward and "
-            "the data"
-        )
-
-    def _must_fit(self, part: str, held: str, fix: Callable[[BaseException], str]) -> Any:
-        """memory.must_fit with the message 'out of memory in step N, in PART (HELD; what
-        failed): FIX; which checkpoint survives'."""
-
-        def explain(error: BaseException) -> str:
-            where = f"step {self.step}, in {part}" if part else f"step {self.step}"
-            return (
-                f"out of memory in {where} ({held}; "
-                f"{memory.failed_allocation(error)}): {fix(error)}; {ckpt.resume_hint(self.run_dir)}"
-            )
-
-        return memory.must_fit(explain)
-
-    def _lower_batch(self, error: BaseException, rows_per_batch: int, used: int) -> str:
-        """What to lower when a forward(/backward) of `used` rows did not fit (memory.batch_fix)."""
-        return memory.batch_fix(error, self.config, rows_per_batch, used, self._has_checkpoint())
-
-    def _has_checkpoint(self) -> bool:
-        return ckpt.latest_checkpoint(self.run_dir) is not None
-
     def _generate(self, prompts: list[str], n: int, temperature: float, salt: int) -> Any:
         """The backend's rollout of `prompts`; a failed allocation names rollout.batch_size (an
         engine that schedules its own batches: rollout.n and rollout.max_new_tokens)."""
         rc = self.config.rollout
-        batches = getattr(self.backend, "takes_batch_size", True)
-        at_once = min(rc.batch_size, len(prompts)) if batches else len(prompts)
-        held = (
-            f"{at_once} prompt{'s' * (at_once != 1)} × {n} responses of up to {rc.max_new_tokens} "
-            f"tokens{' at a time' * batches}, rollout.backend={rc.backend}"
-        )
-
-        def fix(_: BaseException) -> str:
-            return memory.rollout_fix(self.config, at_once, n, batches, self._has_checkpoint())
-
-        with self._must_fit("the rollout", held, fix):
+        batched = getattr(self.backend, "takes_batch_size", True)
+        at_once = min(rc.batch_size, len(prompts)) if batched else len(prompts)
+        with memory.rollout_fits(self.config, self.step, at_once, n, batched):
             return self.backend.generate(
                 prompts, n, temperature, rc.top_p, rc.max_new_tokens, seed=self.rollout_seed(salt)
             )
@@ -245,23 +190,10 @@ class Trainer:
                 is intact.
         """
         state = trainer_state(self.config, self.algorithm, self.sampler, self.bad_steps)
-        try:
-            return ckpt.save_checkpoint(
-                self.run_dir,
-                self.step,
-                self.model,
-                self.optimizer,
-                self.scheduler,
-                state,
-                keep=self.config.train.keep_checkpoints,
-            )
-        except Exception as error:
-            explained = ckpt.explain_failed_save(
-                error, self.run_dir, self.step, self.model, ckpt.resume_hint(self.run_dir)
-            )
-            if explained is None:
-                raise
-            raise explained from None
+        keep = self.config.train.keep_checkpoints
+        return ckpt.save_checkpoint(
+            self.run_dir, self.step, self.model, self.optimizer, self.scheduler, state, keep
+        )
 
     def export_policy(self, out_dir: Path) -> None:
         """Save the trained policy as a Hugging Face directory (`dcrl eval --model` reads it),
@@ -323,21 +255,9 @@ class Trainer:
         # The controllers read the entropy of the update (the adapters hand it over the same way).
         entropy = step.after_update(self.algorithm, entropy_sums)
 
-        lengths = batch.response_lengths.float()
-        correct = (scores > 0.5).float()
-        corr = length_accuracy_correlation(lengths, correct, batch.group_index)
-        length = length_summary(lengths, correct > 0)
-        generated = float(lengths.sum())
+        generated = float(batch.response_lengths.sum())
         metrics = {
-            "reward/accuracy": float(scores.mean()),
-            "reward/pass_at_n": pass_at_n(correct, batch.group_index),
-            "length/mean": length["mean"],
-            "length/p90": length["p90"],
-            "length/max": length["max"],
-            "length/truncated_frac": float(batch.truncated.float().mean()),
-            "length/correct_mean": length["correct_mean"],
-            "corr/length_acc_group": float(corr["group"]),
-            "corr/length_acc_batch": float(corr["batch"]),
+            **rollout_metrics(scores, batch.response_lengths, batch.truncated, batch.group_index),
             **algo_metrics,
             **update_metrics,
             **entropy,
@@ -360,31 +280,21 @@ class Trainer:
         if batch.sampling_logprobs is None:
             return {}
         trainer_logprobs, _ = self.logprob_pass(*batch.sequences(), batch.response_mask)
-        metrics = logprob_mismatch(batch.sampling_logprobs, trainer_logprobs, batch.response_mask)
-        cap = self.config.train.rollout_is_cap
-        if cap:
-            # The rows line up with the rollout's (row-replacing targets are refused with a cap).
-            weights = truncated_importance_weights(
-                batch.sampling_logprobs, trainer_logprobs, batch.response_mask, cap
-            )
-            width = train_batch.advantages.shape[1]
-            train_batch.advantages = train_batch.advantages * weights[:, :width].to(
-                train_batch.advantages
-            )
-            metrics["rollout/is_weight_mean"] = float(weights[batch.response_mask.bool()].mean())
+        # The rows line up with the rollout's (step.check_importance_cap refuses a cap otherwise).
+        train_batch.advantages, metrics = correct_rollout(
+            batch.sampling_logprobs,
+            trainer_logprobs,
+            batch.response_mask,
+            train_batch.advantages,
+            self.config.train.rollout_is_cap,
+        )
         return metrics
 
     def task_scores(self, batch: Any, problems: Sequence[Any]) -> torch.Tensor:
         """The task's scores of a rollout batch's responses, graded by the run's reward function
         (the task's own or data.reward) before any target shapes them: float (N,)."""
-        from dcrl.rewards import score_batch
+        return grade_rollout(self.reward_fn, batch, problems)
 
-        answers = [problems[int(g)].answer for g in batch.group_index]
-        metas = [problems[int(g)].meta for g in batch.group_index]
-        values = score_batch(self.reward_fn, batch.response_texts, answers, metas)
-        return torch.tensor(values, dtype=torch.float32)
-
-    @torch.no_grad()
     def logprob_pass(
         self,
         input_ids: torch.Tensor,
@@ -393,52 +303,21 @@ class Trainer:
         temperature: float = 1.0,
         with_entropy: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The log-prob pass (`StepContext.logprob_pass`): log-probs (and entropy) of the
-        responses (the last Lr columns of the sequences) under the current policy at temperature
-        T, micro-batched, no grad: (N, Lr) each."""
-        # The results stay on the device of the inputs (the rollout's CPU tensors); only each
-        # chunk visits the model's device.
-        width = response_mask.shape[1]
-        # float32 for float32/bf16 weights, float64 for a float64 model (the tests' exact checks)
-        dtype = torch.promote_types(next(self.model.parameters()).dtype, torch.float32)
-        out = torch.zeros(response_mask.shape, dtype=dtype, device=response_mask.device)
-        ent = torch.zeros_like(out) if with_entropy else None
-        self.model.eval()
-        # Each row's log-probs depend on that row alone (no statistic across rows), so grouping
-        # rows of similar length changes no result beyond float rounding and pads less.
-        for rows in length_sorted_chunks(response_mask, 2 * self.config.train.micro_batch_size):
-            part = trim_padding(
-                TrainBatch(
-                    input_ids=input_ids[rows],
-                    attention_mask=attention_mask[rows],
-                    response_mask=response_mask[rows],
-                    old_logprobs=out[rows],
-                    advantages=out[rows],
-                )
-            )
-            keep = part.response_mask.shape[1]
-            with self._must_fit(
-                "the log-prob pass",
-                f"{len(rows)} sequences of {part.input_ids.shape[1]} tokens without gradients, "
-                "2 × train.micro_batch_size at a time",
-                lambda error, used=len(rows): self._lower_batch(error, 2, used),
-            ):
-                part_ids = part.input_ids.to(self.device)
-                logprobs, entropy = response_logprobs(
-                    self.model,
-                    part_ids,
-                    part.attention_mask.to(self.device),
-                    part_ids[:, -keep:],
-                    temperature=temperature,
-                    with_entropy=with_entropy,
-                    chunk_size=self.config.train.logprob_chunk_size,
-                    fused=self.config.train.fused_head,
-                )
-            out[rows, :keep] = logprobs.to(out.device) * part.response_mask
-            if ent is not None:
-                ent[rows, :keep] = entropy.to(out.device) * part.response_mask
-        assert out.shape[1] == width
-        return out, ent
+        """The log-prob pass (`StepContext.logprob_pass`, dcrl.train.forward.logprob_pass) of the
+        current policy at temperature T, 2 × train.micro_batch_size sequences at a time."""
+        tc = self.config.train
+        return forward.logprob_pass(
+            self.model,
+            input_ids,
+            attention_mask,
+            response_mask,
+            rows_at_once=2 * tc.micro_batch_size,
+            temperature=temperature,
+            with_entropy=with_entropy,
+            chunk_size=tc.logprob_chunk_size,
+            fused=tc.fused_head,
+            fits=memory.logprob_pass_fits(self.config, self.step),
+        )
 
     def update(self, batch: TrainBatch) -> tuple[dict[str, float], torch.Tensor]:
         """One PPO epoch (or several) over mini-batches; gradient accumulation over micro-batches
@@ -461,7 +340,7 @@ class Trainer:
         skipped = 0
         batch = batch.to(self.device)
         for _ in range(tc.ppo_epochs):
-            for mb_rows in row_chunks(len(batch), rows_per_minibatch):
+            for mb_rows in batches.row_chunks(len(batch), rows_per_minibatch):
                 minibatch = batch.select(mb_rows)
                 mask = minibatch.response_mask
                 counts = {
@@ -475,19 +354,15 @@ class Trainer:
                 # of similar length go together and trim_padding cuts more. A loss that picks
                 # its tokens per call (registered with micro_batch_statistic) keeps rollout order.
                 if self.algorithm.micro_batches_in_order:
-                    micro_rows = row_chunks(len(minibatch), tc.micro_batch_size)
+                    micro_rows = batches.row_chunks(len(minibatch), tc.micro_batch_size)
                 else:
-                    micro_rows = length_sorted_chunks(mask, tc.micro_batch_size)
+                    micro_rows = batches.length_sorted_chunks(mask, tc.micro_batch_size)
                 for rows in micro_rows:
-                    micro = trim_padding(minibatch.select(rows))
+                    micro = batches.trim_padding(minibatch.select(rows))
                     keep = micro.response_mask.shape[1]
-                    with self._must_fit(
-                        "the update's forward/backward",
-                        f"a micro-batch of {len(micro)} sequences of {micro.input_ids.shape[1]} "
-                        "tokens",
-                        lambda error, used=len(micro): self._lower_batch(error, 1, used),
-                    ):
-                        logprobs, entropy = response_logprobs(
+                    tokens = micro.input_ids.shape[1]
+                    with memory.micro_batch_fits(self.config, self.step, len(micro), tokens):
+                        logprobs, entropy = forward.response_logprobs(
                             self.model,
                             micro.input_ids,
                             micro.attention_mask,
@@ -520,14 +395,7 @@ class Trainer:
                 if not (math.isfinite(mb_loss) and math.isfinite(grad_norm)):
                     skipped += 1  # a NaN/inf would poison the weights and Adam's moments
                     continue
-                with self._must_fit(
-                    "the optimizer step",
-                    f"AdamW keeps two moments per trainable weight, {human_bytes(adam_state_bytes(self.model))}",
-                    lambda _: (
-                        "the weights, their gradients and AdamW's state do not fit: train "
-                        "fewer weights (model.lora) or a smaller model"
-                    ),
-                ):
+                with memory.optimizer_fits(self.config, self.step, self.model):
                     self.optimizer.step()
                 self.scheduler.step()
                 self.weights_version += 1
@@ -542,9 +410,3 @@ class Trainer:
             }
         )
         return out, entropy_sums
-
-
-def _resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
