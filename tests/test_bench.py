@@ -200,6 +200,41 @@ def test_sweep_interior_peak_against_grpo(tmp_path, accuracies, grpo, interior, 
     assert "### AEPO" in text and "### DCPO" in text and "trap avg@n" in text
 
 
+@pytest.mark.parametrize("seeds", [[1, 2, 3], [4, 5, 6]], ids=["chose", "judged"])
+def test_sweep_shape_needs_a_peak_above_both_ends_by_its_interval(tmp_path, seeds):
+    """A noisy plateau whose argmax is interior does not "rise then fall"; on seeds that did
+    not choose the best target, the peak is the target chosen on seeds 1-3 (DCPO 0.10, AEPO
+    0.06), not their own argmax."""
+    specs = [s for s in sweep.specs(seeds, EXPLORE) if s.recipe == "dcpo" or s.target is None]
+    plateau = (0.50, 0.52, 0.53, 0.51, 0.50)  # DCPO's targets 0.07 ... 0.14
+    noise = {seeds[0]: 0.03, seeds[1]: -0.03, seeds[2]: 0.0}
+    for spec in specs:
+        write_log(tmp_path, spec, [START] * 4 + [spec.target or START] * 4)
+        dcpo = sweep.SETTINGS["explore"][1]
+        avg = 0.5 if spec.target is None else plateau[dcpo.targets.index(spec.target)]
+        write_eval(tmp_path, spec, same_kinds(avg + noise[spec.seed], 0.9))
+    part = sweep.summarize(specs, tmp_path, EXPLORE, None)["algorithms"]["dcpo"]
+    shape = part["shape"]
+    assert shape["best_target"] == 0.1  # the argmax is interior ...
+    assert shape["peak"] == "0.1"
+    assert shape["peak_vs_lowest"]["difference"] == pytest.approx(0.03)
+    assert shape["peak_vs_lowest"]["interval"][0] < 0  # ... but not above the ends
+    assert shape["rises_then_falls"] is False
+    row = sweep.claims({"algorithms": {"dcpo": part}}, EXPLORE)[0]
+    assert row["met"] is False and row["seeds"]["judged"] is (seeds[0] == 4)
+    assert row["value"]["peak_vs_highest"]["difference"] == pytest.approx(0.03)
+    # a clear peak (the noise 100× smaller) is met
+    for spec in specs:
+        dcpo = sweep.SETTINGS["explore"][1]
+        avg = 0.5 if spec.target is None else plateau[dcpo.targets.index(spec.target)]
+        write_eval(tmp_path, spec, same_kinds(avg + noise[spec.seed] / 100, 0.9))
+    part = sweep.summarize(specs, tmp_path, EXPLORE, None)["algorithms"]["dcpo"]
+    assert part["shape"]["rises_then_falls"] is True
+    assert "Rises then falls, judged at target 0.1" in sweep.markdown(
+        {"algorithms": {"dcpo": part}}, EXPLORE
+    )
+
+
 def test_exploration_per_algorithm_and_kind(tmp_path):
     specs = exploration.specs([1, 2], EXPLORE)
     assert {s.name for s in specs} == {"grpo", "dcpo-H0.1-pi", "aepo-H0.06-pi"}

@@ -28,6 +28,7 @@ from . import (
     control_range,
     entropy,
     exploration,
+    regime,
     sweep,
 )
 
@@ -36,6 +37,8 @@ EXPERIMENTS = {
 }
 # Experiments run only when named (`--experiment <name>`), on the testbeds in their SETTINGS:
 # the entropy controller over a range of targets and its diagnosis, and the papers' comparison
-# table with its baselines and ablations (issue 27).
-NAMED_ONLY = {module.NAME: module for module in (control_diagnosis, control_range, baselines)}
+# table with its baselines and ablations, and the map of its gains over the trap share (issue 27).
+NAMED_ONLY = {
+    module.NAME: module for module in (control_diagnosis, control_range, baselines, regime)
+}
 ALL = {**EXPERIMENTS, **NAMED_ONLY}

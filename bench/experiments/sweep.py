@@ -10,6 +10,12 @@ Goals, per testbed:
   seeds lies above 0 (bench/experiments/stats.py). The best target was chosen on seeds 1-3 (the
   one the exploration experiment runs each algorithm at); on seeds that did not choose it, the
   claim is judged at that target, not at their own peak.
+
+"Rises then falls" is judged with its uncertainty, not by the argmax of noisy points: the peak
+(the best target on the seeds that chose it; on other seeds the target chosen on seeds 1-3) must
+be an interior target whose avg@n is above both the lowest and the highest target's, each by a
+Welch 95% interval that excludes 0. Each point is plotted at the entropy it reached (second half
+of the run, mean ± SD over seeds), with its RMS error against its target in the table.
 """
 
 from __future__ import annotations
@@ -138,9 +144,8 @@ def _summarize_one(settings: Settings, specs: list[RunSpec], root: Path, testbed
             "avg_at_n": scores["avg_at_n"],
             "pass_at_16": scores["pass_at_16"],
             "second_half_entropy": mean(second_half(values)),
+            "rms_relative_error": rms_relative_error(values, spec.target),
         }
-        if testbed.relative_targets:
-            record["rms_relative_error"] = rms_relative_error(values, spec.target)
         record.update(  # per kind of problem, on a testbed with kinds
             {k: v for k, v in scores.items() if k.startswith(("avg_at_n_", "pass_at_16_"))}
         )
@@ -152,11 +157,9 @@ def _summarize_one(settings: Settings, specs: list[RunSpec], root: Path, testbed
     targets = sorted(points)
     accuracies = [points[t]["mean_avg_at_n"] for t in targets]
     best = max(range(len(targets)), key=accuracies.__getitem__)
-    shape = {
-        "best_target": targets[best],
-        "rises_then_falls": 0 < best < len(targets) - 1,
-    }
+    shape = {"best_target": targets[best]}
     summary = {"points": {labels.get(t, str(t)): points[t] for t in targets}, "shape": shape}
+    shape.update(shape_test(settings, summary, testbed))
     if testbed.relative_targets:
         for t in targets:
             points[t]["target"] = t
@@ -177,8 +180,46 @@ def _summarize_one(settings: Settings, specs: list[RunSpec], root: Path, testbed
     return summary
 
 
+def peak_label(settings: Settings, summary: dict, testbed: Testbed) -> str | None:
+    """The target whose avg@n the shape and "beats GRPO" claims are judged at: on the seeds that
+    chose it, their own best; on other seeds, the target chosen on seeds 1-3 (the exploration
+    experiment's; None when this algorithm has none there)."""
+    shape = summary["shape"]
+    label = shape.get("best_label") or testbed.target_label(shape["best_target"])
+    seeds = {s for p in summary["points"].values() for s in p["seeds"]}
+    if ledger(seeds)["judged"]:
+        from .exploration import SETTINGS as EXPLORATION
+
+        chosen = dict(EXPLORATION[testbed.name].algorithms).get(settings.algorithm)
+        label = None if chosen is None else testbed.target_label(chosen)
+    return label if label in summary["points"] else None
+
+
+def shape_test(settings: Settings, summary: dict, testbed: Testbed) -> dict:
+    """ "Rises then falls", with its uncertainty: the peak (`peak_label`) is an interior target
+    and its avg@n is above both the lowest and the highest target's, each by a Welch 95%
+    interval above 0. Returns {"peak", "peak_vs_lowest", "peak_vs_highest",
+    "rises_then_falls"}."""
+    labels = list(summary["points"])  # in target order
+    peak = peak_label(settings, summary, testbed)
+    if peak is None:
+        return {"peak": None, "rises_then_falls": False}
+    of = summary["points"]
+    low = welch(avg_of(of[peak]), avg_of(of[labels[0]]))
+    high = welch(avg_of(of[peak]), avg_of(of[labels[-1]]))
+    interior = peak not in (labels[0], labels[-1])
+    return {
+        "peak": peak,
+        "peak_vs_lowest": low,
+        "peak_vs_highest": high,
+        "rises_then_falls": interior and beats(low) and beats(high),
+    }
+
+
 def refresh(summary: dict, testbed: Testbed) -> None:
     """Recompute a stored summary's verdicts in place with today's rule (`--reclaim`)."""
+    for settings, part in parts_of(summary, testbed):
+        part["shape"].update(shape_test(settings, part, testbed))
     for _, part in parts_of(summary, testbed):
         shape = part["shape"]
         if "grpo" not in part or "beats_grpo" not in shape:
@@ -196,21 +237,11 @@ def avg_of(point: dict) -> list[float]:
 
 def judged_point(settings: Settings, summary: dict, testbed: Testbed) -> tuple[str, dict] | None:
     """(label, the difference of its avg@n to GRPO's) of the target a "beats GRPO" claim is
-    judged at: on the seeds that chose the best target, their own peak; on other seeds, the
-    target chosen then (the exploration experiment's). None without GRPO or that point."""
+    judged at (`peak_label`). None without GRPO or that point."""
     if "grpo" not in summary:
         return None
-    seeds = {s for p in summary["points"].values() for s in p["seeds"]} | set(
-        summary["grpo"]["seeds"]
-    )
-    shape = summary["shape"]
-    label = shape.get("best_label") or testbed.target_label(shape["best_target"])
-    if ledger(seeds)["judged"]:
-        from .exploration import SETTINGS as EXPLORATION
-
-        chosen = dict(EXPLORATION[testbed.name].algorithms).get(settings.algorithm)
-        label = None if chosen is None else testbed.target_label(chosen)
-    if label not in summary["points"]:
+    label = peak_label(settings, summary, testbed)
+    if label is None:
         return None
     return label, welch(avg_of(summary["points"][label]), avg_of(summary["grpo"]))
 
@@ -228,9 +259,9 @@ def markdown(summary: dict, testbed: Testbed) -> str:
 def _markdown_one(summary: dict, testbed: Testbed, settings: Settings) -> str:
     kinds = testbed.kinds
     lines = [
-        "| target | second-half entropy | held-out avg@n | held-out pass@16 |"
+        "| target | second-half entropy | RMS error | held-out avg@n | held-out pass@16 |"
         + "".join(f" {kind} avg@n |" for kind in kinds),
-        "|---|---|---|---|" + "---|" * len(kinds),
+        "|---|---|---|---|---|" + "---|" * len(kinds),
     ]
     rows = list(summary["points"].items())
     if "grpo" in summary:
@@ -243,8 +274,16 @@ def _markdown_one(summary: dict, testbed: Testbed, settings: Settings) -> str:
         )
         if "target" in point:
             target = f"{target} = {fmt(point['target'])}"
+        rms = [r.get("rms_relative_error") for r in point["seeds"].values()]
+        rms_text = (
+            f"{100 * mean(rms):.1f}% (worst seed {100 * max(rms):.1f}%)"
+            if rms and None not in rms
+            else "not stored"
+        )
+        if target == "grpo":
+            rms_text = ""
         lines.append(
-            f"| {target} | {entropy} | {fmt(point['mean_avg_at_n'])} ± "
+            f"| {target} | {entropy} | {rms_text} | {fmt(point['mean_avg_at_n'])} ± "
             f"{fmt(point['spread_avg_at_n'])} | {fmt(point['mean_pass_at_16'])} ± "
             f"{fmt(point['spread_pass_at_16'])} |"
             + "".join(
@@ -256,10 +295,18 @@ def _markdown_one(summary: dict, testbed: Testbed, settings: Settings) -> str:
     shape = summary["shape"]
     lines.append("")
     lines.append(
-        f"Best held-out accuracy at target {shape['best_target']}; rises then falls: "
-        f"{'yes' if shape['rises_then_falls'] else 'no'} (± is the sample standard deviation over "
-        "seeds)"
+        f"Best held-out accuracy at target {shape['best_target']} (± is the sample standard "
+        "deviation over seeds; RMS error: the second half's relative error to the target, mean "
+        "over seeds)."
     )
+    if shape.get("peak") is not None:
+        lines.append("")
+        lines.append(
+            f"Rises then falls, judged at target {shape['peak']}: avg@n above the lowest target's "
+            f"by {interval_text(shape['peak_vs_lowest'])}, above the highest's by "
+            f"{interval_text(shape['peak_vs_highest'])} (Welch 95% intervals); goal (an interior "
+            f"peak, both intervals above 0) met: {yes_no(shape['rises_then_falls'])}"
+        )
     judged = judged_point(settings, summary, testbed)
     if judged is not None:
         label, difference = judged
@@ -282,13 +329,25 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
 def _claims_one(settings: Settings, summary: dict, testbed: Testbed) -> list[dict]:
     algorithm = settings.algorithm.upper()
     shape = summary["shape"]
+    seeds = {s for p in summary["points"].values() for s in p["seeds"]}
     rows = [
         {
             "claim": "sweep: held-out avg@n first rises then falls with the target entropy "
             f"(AEPO's claim; entropy held by {algorithm})",
-            "goal": "the best target is neither the lowest nor the highest of "
-            + ", ".join(summary["points"]),
-            "value": shape["best_target"],
+            "goal": "the peak (the best target on seeds 1-3) is an interior target of "
+            + ", ".join(summary["points"])
+            + " whose avg@n is above both the lowest and the highest target's (Welch 95% "
+            "intervals of the differences above 0)",
+            "value": {
+                "best_target": shape["best_target"],
+                "peak": shape.get("peak"),
+                **{
+                    key: rounded(shape[key])
+                    for key in ("peak_vs_lowest", "peak_vs_highest")
+                    if key in shape
+                },
+            },
+            "seeds": ledger(seeds),
             "met": bool(shape["rises_then_falls"]),
         }
     ]
