@@ -268,33 +268,71 @@ def test_exploration_per_algorithm_and_kind(tmp_path):
     assert "| pretrained | plain | 0.400 | 0.900 |" in table
 
 
-def test_compression_lp_f_correlation_ends_above_icr(tmp_path):
-    """Two seeds with a small jitter (± 0.001 in accuracy and correlation, ± 0.2 tokens): ICR is
-    30% shorter (0.75 × 30 − 21 = 1.5 tokens past the 25% goal) and 1 point less accurate, well
-    inside the 2-point margin; LP-F's correlation ends 0.15 above ICR's. With one point of
-    accuracy noise per seed instead, the accuracy interval reaches past −2 points: a miss."""
+def run_compression(tmp_path, noise: float, start: float) -> dict:
+    """Two seeds with a small jitter (± `noise` in accuracy, ± 0.001 in correlation, ± 0.2
+    tokens): ICR 30% shorter than GRPO and 1 point less accurate, LP-F 20 points less accurate;
+    every method's per-group correlation is `start` over the first half of training, then GRPO
+    −0.2, LP-F +0.1, ICR −0.05, LP-F + ICR 0 over the second."""
     specs = compression.specs([1, 2], EXPLORE)
     lengths = {"grpo": 30.0, "lp_f": 18.0, "icr": 21.0, "lp_f+icr": 17.0}
+    accuracies = {"grpo": 0.6, "lp_f": 0.4, "icr": 0.59, "lp_f+icr": 0.5}
     correlation = {"grpo": -0.2, "lp_f": 0.1, "icr": -0.05, "lp_f+icr": 0.0}
-    for noise, met in ((0.001, [True, True]), (0.01, [False, True])):
-        for spec in specs:
-            sign = 1 if spec.seed == 1 else -1
-            corr = [-0.3, -0.3] + [correlation[spec.name] + sign * 0.001] * 2
-            write_log(tmp_path, spec, [START] * 4, **{"corr/length_acc_group": corr})
-            accuracy = (0.6 if spec.name != "icr" else 0.59) + sign * noise
-            write_eval(tmp_path, spec, same_kinds(accuracy, 0.9, lengths[spec.name] + sign * 0.2))
-        summary = compression.summarize(specs, tmp_path, EXPLORE, None)
-        rows = compression.claims(summary, EXPLORE)
-        assert [row["met"] for row in rows] == met
+    for spec in specs:
+        sign = 1 if spec.seed == 1 else -1
+        corr = [start, start] + [correlation[spec.name] + sign * 0.001] * 2
+        write_log(tmp_path, spec, [START] * 4, **{"corr/length_acc_group": corr})
+        accuracy = accuracies[spec.name] + sign * noise
+        write_eval(tmp_path, spec, same_kinds(accuracy, 0.9, lengths[spec.name] + sign * 0.2))
+    return compression.summarize(specs, tmp_path, EXPLORE, None)
+
+
+@pytest.mark.parametrize(
+    ("noise", "start", "met"),
+    [
+        (0.001, -0.3, [True, True, True, True]),
+        # one point of accuracy noise per seed: ICR's accuracy interval reaches past −2 points
+        (0.01, -0.3, [False, True, True, True]),
+        # the correlation starts positive: not the over-thinking regime (the rows say so)
+        (0.001, 0.3, [True, False, True, True]),
+    ],
+)
+def test_compression_goals_and_the_icr_papers_correlation_observation(tmp_path, noise, start, met):
+    summary = run_compression(tmp_path, noise, start)
+    rows = compression.claims(summary, EXPLORE)
+    assert [row["met"] for row in rows] == met
     goal = summary["goal"]
     assert goal["icr_shorter_than_grpo"] == pytest.approx(0.3)
-    assert (goal["lp_f_corr_end"], goal["icr_corr_end"]) == pytest.approx((0.1, -0.05), abs=2e-3)
+    assert goal["over_thinks"] is (start < 0)
     assert rows[0]["value"]["length_margin"]["difference"] == pytest.approx(1.5)
     assert rows[0]["seeds"] == {"chose": [1, 2, 3], "used": [1, 2], "judged": False}
-    assert rows[1]["claim"].startswith("compression: LP-F's per-group")
+    assert rows[1]["claim"].startswith("compression: under GRPO the length-accuracy correlation")
+    assert rows[1]["value"]["difference"] == pytest.approx(-start)  # 0 − GRPO's first half
+    assert rows[2]["value"]["corr_end"]["difference"] == pytest.approx(0.1, abs=2e-3)
+    assert rows[2]["value"]["accuracy_loss"]["difference"] == pytest.approx(0.2)
+    assert rows[3]["value"]["lp_f_minus_icr"]["difference"] == pytest.approx(0.15, abs=2e-3)
+    outside = "(outside the regime: GRPO does not over-think here)"
+    assert all((outside in row["claim"]) is (start > 0) for row in rows[2:])
+    specs = compression.specs([1], EXPLORE)
     assert "algorithm.max_length=48" in specs[1].overrides
     assert "algorithm.buffer=16" in specs[1].overrides
     assert "algorithm.lp_f_max_length=48" in specs[3].overrides
+
+
+def test_lp_f_that_keeps_its_accuracy_does_not_under_think(tmp_path):
+    summary = run_compression(tmp_path, 0.001, -0.3)
+    for seed in (1, 2):  # LP-F as accurate as GRPO: its correlation alone is not under-thinking
+        summary["lp_f"]["seeds"][seed]["eval_accuracy"] = summary["grpo"]["seeds"][seed][
+            "eval_accuracy"
+        ]
+    compression.refresh(summary, EXPLORE)
+    assert summary["goal"]["lp_f_under_thinks"] is False
+    assert [row["met"] for row in compression.claims(summary, EXPLORE)] == [
+        True,
+        True,
+        False,
+        True,
+    ]
+    assert "ICR stays below" in compression.markdown(summary, EXPLORE)
 
 
 @pytest.mark.parametrize(("composed_accuracy", "met"), [(0.69, True), (0.67, False)])
