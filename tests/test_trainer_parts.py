@@ -130,3 +130,20 @@ def test_logprob_pass_in_chunks_equals_one_row_at_a_time():
         assert torch.allclose(logprobs[row, :length], alone[0], rtol=0, atol=1e-12)
         assert torch.allclose(entropy[row, :length], alone_entropy[0], rtol=0, atol=1e-12)
         assert not logprobs[row, length:].any() and not entropy[row, length:].any()
+
+
+def test_update_tally_weights_metrics_by_tokens_and_counts_skipped_steps():
+    from dcrl.train.tally import UpdateTally
+
+    tally = UpdateTally()
+    tally.add_micro_batch({"clipfrac": 0.5}, 10.0, torch.ones(5, dtype=torch.float64))
+    tally.add_micro_batch({"clipfrac": 0.2}, 30.0, torch.full((5,), 2.0, dtype=torch.float64))
+    tally.add_step(1.5, 0.4, skipped=False)
+    tally.add_step(float("nan"), float("inf"), skipped=True)
+    tally.add_step(0.5, 0.2, skipped=False)
+    metrics = tally.metrics()
+    assert metrics["loss/clipfrac"] == pytest.approx((0.5 * 10 + 0.2 * 30) / 40)
+    assert math.isnan(metrics["loss/policy"])  # a skipped step's loss is reported, not hidden
+    assert metrics["train/optimizer_steps"] == 2.0 and metrics["train/skipped_updates"] == 1.0
+    assert tally.entropy_sums.tolist() == [3.0] * 5
+    assert list(metrics)[-2:] == ["train/optimizer_steps", "train/skipped_updates"]

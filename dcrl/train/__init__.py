@@ -11,6 +11,7 @@ else it uses lives in the module that owns it:
     forward       the policy's forward pass reduced to response log-probs and entropy, and the
                   no-grad log-prob pass over a batch in chunks (`logprob_pass`).
     optimizer     AdamW over the trainable weights and its warm-up.
+    tally         the update's numbers summed over micro- and mini-batches.
     checkpoint    atomic checkpoints, the one lookup of the latest (`latest_checkpoint`), and
                   the error of a failed save.
     resume_check  a checkpoint read whole and checked before a resume uses it.

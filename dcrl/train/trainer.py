@@ -35,6 +35,7 @@ from dcrl.train.optimizer import build_optimizer
 from dcrl.train.resume_check import restore_checkpoint, trainer_state
 from dcrl.train.run_lock import RunLock, releases_lock_after, releases_lock_on_error
 from dcrl.train.sinks import run_sinks
+from dcrl.train.tally import UpdateTally
 
 
 class TrainingDiverged(UserError):
@@ -332,12 +333,7 @@ class Trainer:
         self.model.train()
         num_minibatches = tc.prompts_per_step // tc.mini_batch_prompts
         rows_per_minibatch = math.ceil(len(batch) / num_minibatches)
-        sums: dict[str, float] = {}
-        tokens_seen = 0.0
-        entropy_sums = torch.zeros(5, dtype=torch.float64)  # step.measure_entropy, summed
-        grad_norms = []
-        losses = []
-        skipped = 0
+        tally = UpdateTally()
         batch = batch.to(self.device)
         for _ in range(tc.ppo_epochs):
             for mb_rows in batches.row_chunks(len(batch), rows_per_minibatch):
@@ -375,38 +371,22 @@ class Trainer:
                         loss, metrics = self.algorithm.loss(micro, logprobs, entropy, counts)
                         loss.backward()
                     mb_loss += float(loss.detach())
-                    n_tok = float(micro.response_mask.sum())
-                    tokens_seen += n_tok
                     # Rows a target drew from another distribution (its `foreign_rows`) are
                     # left out of the policy's own entropy estimate.
-                    entropy_sums += step.measure_entropy(
-                        logprobs,
-                        micro.response_mask,
-                        self.algorithm.foreign_rows(micro.extras),
-                        entropy,
-                    ).cpu()
-                    for name, value in metrics.items():
-                        sums[name] = sums.get(name, 0.0) + float(value) * n_tok
-                grad_norm = float(
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-                )
-                grad_norms.append(grad_norm)
-                losses.append(mb_loss)
-                if not (math.isfinite(mb_loss) and math.isfinite(grad_norm)):
-                    skipped += 1  # a NaN/inf would poison the weights and Adam's moments
+                    foreign = self.algorithm.foreign_rows(micro.extras)
+                    entropy_sums = step.measure_entropy(
+                        logprobs, micro.response_mask, foreign, entropy
+                    )
+                    tally.add_micro_batch(metrics, float(micro.response_mask.sum()), entropy_sums)
+                parameters = self.model.parameters()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, tc.grad_clip))
+                # A NaN/inf would poison the weights and Adam's moments: skip the step.
+                finite = math.isfinite(mb_loss) and math.isfinite(grad_norm)
+                tally.add_step(mb_loss, grad_norm, skipped=not finite)
+                if not finite:
                     continue
                 with memory.optimizer_fits(self.config, self.step, self.model):
                     self.optimizer.step()
                 self.scheduler.step()
                 self.weights_version += 1
-        denom = max(tokens_seen, 1.0)
-        out = {f"loss/{name}": value / denom for name, value in sums.items()}
-        out.update(
-            {
-                "loss/policy": sum(losses) / len(losses),
-                "loss/grad_norm": sum(grad_norms) / len(grad_norms),
-                "train/optimizer_steps": float(len(losses) - skipped),
-                "train/skipped_updates": float(skipped),
-            }
-        )
-        return out, entropy_sums
+        return tally.metrics(), tally.entropy_sums
