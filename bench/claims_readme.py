@@ -29,7 +29,14 @@ def load(path: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
+def goals(rows: list[dict]) -> list[dict]:
+    """The rows that are goals: not the points of a map (the regime experiment's, kind "map"),
+    which bench/README.md and README.md show in their own tables."""
+    return [r for r in rows if r.get("kind") != "map"]
+
+
 def count(rows: list[dict]) -> tuple[int, int]:
+    rows = goals(rows)
     return sum(bool(r["met"]) for r in rows), len(rows)
 
 
@@ -100,7 +107,7 @@ def bench_block(chose: list[dict], judged: list[dict], overthink: list[dict]) ->
         "|---|---|---|---|---|---|",
     ]
     by_claim = {r["claim"]: r for r in judged}
-    for row in chose:
+    for row in goals(chose):
         other = by_claim.get(row["claim"])
         cells = [
             row["claim"],
@@ -128,6 +135,37 @@ def readme_block(chose: list[dict], judged: list[dict], overthink: list[dict]) -
     )
 
 
+def regime_block(rows: list[dict]) -> str | None:
+    """README.md's map of DCPO's and AEPO's gain over GRPO against the training trap share,
+    from the regime experiment's rows of claims.json (None when it has not run)."""
+    points = [r for r in rows if r.get("kind") == "map" and r["claim"].startswith("regime:")]
+    if not points:
+        return None
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for row in points:
+        # "regime: <method> vs GRPO at training trap share <s>, held out at <mix>"
+        head, mix = row["claim"][len("regime: ") :].rsplit(", held out at ", 1)
+        method, share = head.split(" vs GRPO at training trap share ")
+        value = row["value"]
+        cells.setdefault((share, method), {})[mix] = f"{interval(value)} ({value['verdict']})"
+    seeds = sorted({s for r in points for s in r["seeds"]["used"]})
+    lines = [
+        "| training trap share | method | avg@32 − GRPO's, held out at 50/50 | at the training mix |",
+        "|---|---|---|---|",
+    ]
+    for (share, method), by_mix in sorted(cells.items(), key=lambda c: (float(c[0][0]), c[0][1])):
+        lines.append(
+            f"| {share} | {method} | {by_mix.get('50/50', '')} | {by_mix.get('training mix', '')} |"
+        )
+    lines += [
+        "",
+        f"Seeds {', '.join(map(str, seeds))}; difference [Welch 95% interval] (gain: the interval "
+        "above 0, loss: below 0). Made by `python bench/reproduce.py --experiment regime --seeds "
+        "4 5 6`; the full table is bench/results/explore/regime.md.",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from readme_blocks import write_block
@@ -135,13 +173,17 @@ def main() -> int:
     chose, judged, overthink = load(CHOSE), load(JUDGED), load(OVERTHINK)
     write_block(REPO / "bench" / "README.md", "claims", bench_block(chose, judged, overthink))
     write_block(REPO / "README.md", "claims-count", readme_block(chose, judged, overthink))
-    for name in ("entropy", "sweep", "exploration", "compression", "combined", "baselines"):
+    regime = regime_block(chose)
+    if regime is not None:
+        write_block(REPO / "README.md", "regime", regime)
+    named_only = ("baselines", "regime")
+    for name in ("entropy", "sweep", "exploration", "compression", "combined", *named_only):
         table = RESULTS / "explore" / f"{name}.md"
         if table.is_file():
-            block = name if name == "baselines" else f"explore-{name}"
+            block = name if name in named_only else f"explore-{name}"
             write_block(REPO / "bench" / "README.md", block, table.read_text())
         table = RESULTS / f"{name}.md"  # the overthink testbed's
-        if name != "baselines" and table.is_file():
+        if name not in named_only and table.is_file():
             write_block(REPO / "bench" / "README.md", f"overthink-{name}", table.read_text())
     print(f"claims: {count(chose)} (seeds 1-3), {count(judged)} (seeds 4-6)")
     return 0

@@ -84,3 +84,18 @@ def test_verdicts_follow_the_interval_and_every_point_is_a_claim():
     table = regime.markdown(summary, EXPLORE)
     assert "| 0.35 | AEPO (dcrl) | -0.107 [" in table and "| loss |" in table
     assert "judged on seeds [4, 5, 6]" in table
+
+
+def test_map_points_are_not_counted_as_goals_and_get_their_own_readme_table():
+    from bench.claims_readme import bench_block, count, regime_block
+
+    claims = regime.claims(synthetic(), EXPLORE)
+    goal = {"claim": "sweep: something", "goal": "g", "value": 1, "met": False}
+    assert count([goal, *claims]) == (0, 1)  # two map points are "gain", neither a goal
+    assert "regime:" not in bench_block([goal, *claims], [], [])
+    table = regime_block([goal, *claims])
+    assert table.count("\n| 0.") == 4  # two shares × two methods, 0.1 first
+    assert table.index("| 0.1 |") < table.index("| 0.35 |")
+    assert "| 0.1 | DCPO (dcrl) | +0.100 [" in table and "(gain)" in table
+    assert "(loss)" in table and "Seeds 4, 5, 6" in table
+    assert regime_block([goal]) is None
