@@ -133,7 +133,8 @@ def write_log(root: Path, spec: RunSpec, entropies: list[float]) -> None:
 
 def test_named_only_experiments_stay_out_of_all():
     assert list(EXPERIMENTS) == ["entropy", "sweep", "exploration", "compression", "combined"]
-    assert set(ALL) == set(EXPERIMENTS) | {"control_range", "control_diagnosis", "baselines"}
+    named = {"control_range", "control_diagnosis", "baselines", "regime"}
+    assert set(ALL) == set(EXPERIMENTS) | named
     for module in (control_range, control_diagnosis):
         assert module.NAME in ALL and set(module.SETTINGS) == {"explore"}
 

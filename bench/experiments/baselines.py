@@ -125,6 +125,18 @@ SETTINGS = {
                 overrides=KEEP,
                 settings="PI on T 0.8-2 and weight ≤ 10×, target 0.06",
             ),
+            # dcrl's AEPO with its tempered prompts drawn from the groups with mixed outcomes
+            # (a dcrl extension; the same target, chosen on nothing: judged on every seed).
+            Method(
+                "AEPO (dcrl), mixed prompts",
+                "dcrl",
+                algorithm="aepo",
+                target=0.06,
+                controller="pi",
+                name="aepo-H0.06-pi-mixed",
+                overrides=("algorithm.tempered_prompts=mixed", *KEEP),
+                settings="as AEPO (dcrl), re-sampling the most mixed prompts at T",
+            ),
             # The baselines, each with its defaults (the papers' settings; `dcrl algorithms`).
             Method(
                 "Entropy-Reg",

@@ -48,6 +48,33 @@ def correct_indicator(scores: torch.Tensor, threshold: float = CORRECT_THRESHOLD
 # --------------------------------------------------------------------------------------- AEPO
 
 
+def mixed_prompts_first(
+    scores: torch.Tensor, group_index: torch.Tensor, threshold: float = CORRECT_THRESHOLD
+) -> torch.Tensor:
+    """The step's prompts, those whose group has both correct and incorrect answers first (the
+    most mixed, fraction correct nearest 1/2, before the others; ties in prompt order), then the
+    rest in prompt order: the order of AEPO's `tempered_prompts: mixed` (a dcrl extension; the
+    code re-samples the first prompts).
+
+    Args:
+        scores: (N,) sequence-level scores of the on-policy rollout.
+        group_index: (N,) the prompt of each response, ids 0..G-1.
+        threshold: c_i = 1[score > threshold].
+
+    Returns:
+        (G,) long, prompt ids.
+    """
+    dense_group_index(group_index, scores.shape[0])  # validates the ids
+    num_prompts = int(group_index.max()) + 1
+    correct = correct_indicator(scores, threshold).to(torch.float64)
+    solved = torch.zeros(num_prompts, dtype=torch.float64).index_add_(0, group_index, correct)
+    sizes = torch.bincount(group_index, minlength=num_prompts).to(torch.float64)
+    rate = solved / sizes.clamp(min=1)
+    mixed = (rate > 0) & (rate < 1)
+    key = torch.where(mixed, (rate - 0.5).abs(), torch.full_like(rate, 2.0))
+    return torch.sort(key, stable=True).indices
+
+
 def aepo_select_positives(
     scores_tempered: torch.Tensor,
     group_index_tempered: torch.Tensor,

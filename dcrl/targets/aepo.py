@@ -23,7 +23,12 @@ import torch
 from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 from dcrl.core.control import ControlDecision
-from dcrl.core.regularizers import aepo_mix_batch, aepo_num_reinforce, aepo_select_positives
+from dcrl.core.regularizers import (
+    aepo_mix_batch,
+    aepo_num_reinforce,
+    aepo_select_positives,
+    mixed_prompts_first,
+)
 from dcrl.step_data import StepContext
 from dcrl.targets.base import ControlledTarget, EntropyControlFields, StepDraft, TargetConfig
 
@@ -73,6 +78,13 @@ class AEPOSettings(EntropyControlFields):
         "REINFORCE row's advantage is asked/available instead of +1, at most this factor, so the "
         "term keeps the strength asked for. 1 (default, the paper): +1.",
     )
+    tempered_prompts: Literal["first", "mixed"] = field(
+        "first",
+        help="Which prompts are re-sampled at T: first (code-faithful: the step's first "
+        "prompts) or mixed (dcrl extension: those whose on-policy group has both correct and "
+        "incorrect answers, the most mixed first, then the others), so that the tempered "
+        "positives come from problems the policy has not settled.",
+    )
     placement: Literal["front", "spread"] = field(
         "front",
         help="Where the REINFORCE rows go: front (code-faithful: all land in the first "
@@ -105,14 +117,11 @@ class AEPOTarget(ControlledTarget):
         decision, metrics = self.decide()
         batch = draft.batch
 
-        # Tempered groups: the first prompts, n samples each, at temperature T.
+        # Tempered groups: the first prompts (or the most mixed), n samples each, at T.
         num_prompts = int(batch.group_index.max()) + 1
         group_size = len(batch) // num_prompts
-        tempered, tempered_scores = ctx.rollout(
-            range(num_tempered_prompts(num_prompts, decision, cfg)),
-            group_size,
-            decision.temperature,
-        )
+        chosen = tempered_prompt_ids(draft.scores, batch.group_index, decision, cfg)
+        tempered, tempered_scores = ctx.rollout(chosen, group_size, decision.temperature)
         positive_index, num_reinforce = reinforce_rows(
             tempered_scores, tempered.group_index, decision, cfg, self.base.advantage_std
         )
@@ -205,6 +214,21 @@ def center_reinforce(mixed: dict[str, torch.Tensor], scores: torch.Tensor) -> fl
     beta = reinforce_tokens / own_tokens
     mixed["advantages"][own_correct] -= beta * mask[own_correct]
     return beta
+
+
+def tempered_prompt_ids(
+    scores: torch.Tensor,
+    group_index: torch.Tensor,
+    decision: ControlDecision,
+    config: AEPOSettings,
+) -> list[int]:
+    """The prompts re-sampled at T: the first `num_tempered_prompts` of them (code), or with
+    `tempered_prompts: mixed` as many of `mixed_prompts_first`'s order."""
+    num_prompts = int(group_index.max()) + 1
+    count = num_tempered_prompts(num_prompts, decision, config)
+    if config.tempered_prompts == "first":
+        return list(range(count))
+    return mixed_prompts_first(scores, group_index)[:count].tolist()
 
 
 def num_tempered_prompts(num_prompts: int, decision: ControlDecision, config: AEPOSettings) -> int:

@@ -227,6 +227,12 @@ def missing_splice_capabilities(target: Any) -> list[str]:
     settings = [name for name in TEMPERED_ROW_SETTINGS if not hasattr(target.config, name)]
     if settings:
         missing.append(f"the settings {', '.join(settings)}")
+    prompts = getattr(target.config, "tempered_prompts", "first")
+    if prompts != "first":
+        missing.append(
+            f"tempered_prompts={prompts} (the splice re-samples the first prompts: set "
+            "tempered_prompts=first)"
+        )
     return missing
 
 
