@@ -4,7 +4,8 @@ package (as the CLI does for every command) stays cheap."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import pkgutil
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -17,6 +18,16 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
         return getattr(importlib.import_module(exports[name]), name)
 
     return __getattr__
+
+
+def module_names(path: Iterable[str], skip: tuple[str, ...]) -> list[str]:
+    """The names of the modules in a package's `path` (its `__path__`), sorted, without importing
+    them: all but those in `skip` and the `_`-prefixed helpers."""
+    return sorted(
+        module.name
+        for module in pkgutil.iter_modules(path)
+        if module.name not in skip and not module.name.startswith("_")
+    )
 
 
 def import_subclass(

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from dcrl.algorithms import make_algorithm
-from dcrl.core.control import ControlDecision
 from dcrl.core.regularizers import mixed_prompts_first
 from dcrl.step_data import StepContext
 from dcrl.targets.aepo import AEPOSettings, tempered_prompt_ids
 from dcrl.train.config import load_run_config
 from tests.helpers import tiny_overrides
 from tests.test_algorithm_reference import fixed_rollout, score, tempered_rollout
+from tests.test_control_range import decision
 
 
 def test_mixed_prompts_first_by_hand():
@@ -29,48 +29,41 @@ def test_mixed_prompts_first_by_hand():
     assert mixed_prompts_first(torch.zeros(20), groups).tolist() == [0, 1, 2, 3, 4]
 
 
-def decision(weight: float | None = None) -> ControlDecision:
-    return ControlDecision(
-        temperature=1.2,
-        entropy_above_target=False,
-        entropy_gap=0.05,
-        previous_entropy=0.05,
-        target_entropy=0.1,
-        weight=weight,
-    )
-
-
 def test_tempered_prompt_ids_first_or_mixed():
     scores = torch.tensor([1.0, 1, 1, 0, 0, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0])
     groups = torch.arange(8).repeat_interleave(2)  # 8 prompts: mixed are 1, 4, 5
     first = AEPOSettings()
     assert first.tempered_prompts == "first"  # the code's choice is the default
-    assert tempered_prompt_ids(scores, groups, decision(), first) == [0, 1]  # a quarter
+    assert tempered_prompt_ids(scores, groups, decision(1.2), first) == [0, 1]  # a quarter
     mixed = AEPOSettings(tempered_prompts="mixed")
-    assert tempered_prompt_ids(scores, groups, decision(), mixed) == [1, 4]
+    assert tempered_prompt_ids(scores, groups, decision(1.2), mixed) == [1, 4]
     # a controller weight of 2 re-samples twice as many: the mixed ones, then the first others
-    assert tempered_prompt_ids(scores, groups, decision(2.0), mixed) == [1, 4, 5, 0]
+    assert tempered_prompt_ids(scores, groups, decision(1.2, 2.0), mixed) == [1, 4, 5, 0]
 
 
 def test_the_step_resamples_the_mixed_prompts():
-    overrides = tiny_overrides(Path("unused"), "aepo", "algorithm.tempered_prompts=mixed")
-    algorithm = make_algorithm(load_run_config(None, overrides).algorithm)
+    """The fixed batch's 4 prompts in mixed-first order are 0, 3, 1, 2; half of them are
+    re-sampled: 0 and 3, where the code's choice would be 0 and 1."""
     batch, scores = fixed_rollout()
-    asked = []
+    assert mixed_prompts_first(scores, batch.group_index).tolist() == [0, 3, 1, 2]
+    asked = {}
+    for prompts in ("first", "mixed"):
+        overrides = tiny_overrides(
+            Path("unused"),
+            "aepo",
+            f"algorithm.tempered_prompts={prompts}",
+            "algorithm.tempered_fraction=0.5",
+        )
+        algorithm = make_algorithm(load_run_config(None, overrides).algorithm)
 
-    def recording(prompt_indices, n, temperature):
-        asked.append(list(prompt_indices))
-        return tempered_rollout(prompt_indices, n, temperature)
+        def recording(prompt_indices, n, temperature, prompts=prompts):
+            asked.setdefault(prompts, []).append(list(prompt_indices))
+            return tempered_rollout(prompt_indices, n, temperature)
 
-    ctx = StepContext(step=1, rollout=recording, logprob_pass=score)
-    train_batch, metrics = algorithm.prepare(batch, scores, ctx)
-    expected = mixed_prompts_first(scores, batch.group_index)[: len(asked[0])].tolist()
-    assert asked == [expected]
-    num_prompts = int(batch.group_index.max()) + 1
-    if expected != list(range(len(expected))):  # the fixed batch's first prompts are not
-        assert asked[0] != list(range(len(expected)))  # its most mixed ones
-    assert len(train_batch) == len(batch) and metrics["control/num_reinforce"] >= 0
-    assert len(expected) <= num_prompts
+        ctx = StepContext(step=1, rollout=recording, logprob_pass=score)
+        train_batch, _ = algorithm.prepare(batch, scores, ctx)
+        assert len(train_batch) == len(batch)
+    assert asked == {"first": [[0, 1]], "mixed": [[0, 3]]}
 
 
 def test_verls_splice_refuses_mixed_prompts():

@@ -19,14 +19,11 @@ import torch
 from typer.testing import CliRunner
 
 from dcrl import algorithms, targets
-from dcrl.algorithms import make_algorithm
 from dcrl.cli import app
 from dcrl.config import ConfigError
-from dcrl.step_data import StepContext
 from dcrl.targets import TargetError, get_target_class
 from dcrl.train.config import load_run_config
-from tests.test_algorithm_reference import fixed_rollout, score
-from tests.test_design_examples import examples, hard_correct_advantages
+from tests.test_design_examples import examples, hard_correct_advantages, prepare
 
 BUILT_IN_TARGETS = [
     "aepo",
@@ -83,13 +80,6 @@ def add_module(directory: Path, name: str, source: str) -> Path:
     importlib.invalidate_caches()
     rediscover()
     return path
-
-
-def prepare(overrides: list[str]):
-    algorithm = make_algorithm(load_run_config(None, overrides).algorithm)
-    batch, scores = fixed_rollout()
-    ctx = StepContext(step=1, rollout=None, logprob_pass=score)
-    return algorithm, batch, scores, algorithm.prepare(batch, scores, ctx)
 
 
 def test_the_built_in_names_are_the_files():

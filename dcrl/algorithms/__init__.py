@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import functools
 import importlib
-import pkgutil
 from typing import Any
 
 from dcrl import targets
+from dcrl._lazy import module_names
 from dcrl.algorithms.base import Algorithm, AlgorithmConfig, own_name
 from dcrl.step_data import StepContext, TrainBatch
 
@@ -50,11 +50,7 @@ def find_algorithms() -> dict[str, str]:
         ValueError: naming the file, when a method module's preset is not an Algorithm named by
             the file's name, or a preset's name is also a module here.
     """
-    found = {
-        module.name: f"{__name__}.{module.name}"
-        for module in pkgutil.iter_modules(__path__)
-        if module.name not in CONTRACT and not module.name.startswith("_")
-    }
+    found = {name: f"{__name__}.{name}" for name in module_names(__path__, CONTRACT)}
     for name, path in targets.find_targets().items():
         module = importlib.import_module(path)
         if getattr(module, "ALGORITHM", None) is None:

@@ -72,10 +72,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import pkgutil
 from typing import Any
 
-from dcrl._lazy import import_subclass
+from dcrl._lazy import import_subclass, module_names
 from dcrl.config import build
 from dcrl.errors import UserError
 from dcrl.targets.base import STAGES, StepDraft, Target, TargetConfig
@@ -96,12 +95,7 @@ def find_targets() -> dict[str, str]:
     order. Nothing is imported to find them: a module is imported only when its target is asked
     for. Cached; after changing `__path__`, `find_targets.cache_clear()` (and
     `dcrl.algorithms.find_algorithms.cache_clear()`, which reads this)."""
-    names = {
-        module.name
-        for module in pkgutil.iter_modules(__path__)
-        if module.name not in CONTRACT and not module.name.startswith("_")
-    }
-    return {name: f"{__name__}.{name}" for name in sorted(names)}
+    return {name: f"{__name__}.{name}" for name in module_names(__path__, CONTRACT)}
 
 
 def _choices() -> str:

@@ -106,24 +106,16 @@ def must_fit(explain: Callable[[BaseException], str]) -> Iterator[None]:
         raise OutOfMemory(message) from None
 
 
-def batch_fix(
-    error: BaseException,
-    config: Any,
-    rows_per_batch: int,
-    used: int,
-    has_checkpoint: bool | None = None,
-) -> str:
+def batch_fix(error: BaseException, config: Any, rows_per_batch: int, used: int) -> str:
     """The fix for a forward(/backward) that held `used` rows, `rows_per_batch` per
     train.micro_batch_size: the log-prob kernel's block when it failed there and is set by
     hand, else the micro-batch, else (one sequence) the sequence length or the model.
 
     Args:
-        config: the run's RunConfig.
-        has_checkpoint: whether the run has a checkpoint (the setting is then changed in its
-            config.yaml); None looks it up in the run directory.
+        config: the run's RunConfig (when its run has a checkpoint, the setting is changed in
+            its config.yaml).
     """
-    if has_checkpoint is None:
-        has_checkpoint = _has_checkpoint(config)
+    has_checkpoint = _has_checkpoint(config)
     tc = config.train
     if tc.logprob_chunk_size is not None and raised_in(
         error, "dcrl/core/fused_head.py", "dcrl/core/logprobs.py"
@@ -147,14 +139,11 @@ def batch_fix(
     return fix + ", or train a smaller model (or LoRA: model.lora)"
 
 
-def rollout_fix(
-    config: Any, at_once: int, n: int, batches: bool, has_checkpoint: bool | None = None
-) -> str:
+def rollout_fix(config: Any, at_once: int, n: int, batches: bool) -> str:
     """The fix for a rollout of `at_once` prompts × `n` responses that did not fit: fewer
     prompts per call (rollout.batch_size), or, for one prompt or an engine that schedules its
     own batches (`batches` False), fewer or shorter responses."""
-    if has_checkpoint is None:
-        has_checkpoint = _has_checkpoint(config)
+    has_checkpoint = _has_checkpoint(config)
     rc = config.rollout
     if not batches:
         return (
