@@ -336,7 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--testbed", choices=list(TESTBEDS), default="explore")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument(
-        "--steps", type=int, default=None, help="steps per run (default: the testbed's recipes')"
+        "--steps",
+        type=int,
+        default=None,
+        help="steps per run (default: the experiment's STEPS if it sets one, else the testbed's "
+        "recipes')",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
@@ -370,8 +374,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     testbed = TESTBEDS[args.testbed]
     root = args.runs or testbed.runs
-    if args.steps is None:
-        args.steps = testbed.steps
     out = args.out or testbed.results
 
     from dcrl.report import build_report
@@ -395,15 +397,20 @@ def main(argv: list[str] | None = None) -> int:
         specs = ALL[experiment].specs(args.seeds, testbed)
         return [s for s in specs if chosen is None or chosen.search(s.name)]
 
-    all_specs = list(dict.fromkeys(s for e in experiments for s in specs_of(e)))
+    def steps_of(experiment: str) -> int:
+        """--steps, else the experiment's own STEPS (one that needs longer runs), else the
+        testbed's recipes'."""
+        return args.steps or getattr(ALL[experiment], "STEPS", None) or testbed.steps
+
+    all_specs = dict.fromkeys((s, steps_of(e)) for e in experiments for s in specs_of(e))
     if args.dry_run:
-        for spec in all_specs:
+        for spec, steps in all_specs:
             done = (spec.run_dir(root) / "policy").is_dir()
-            print(f"{spec.run_dir(root)}  {args.steps} steps  {'done' if done else 'to train'}")
+            print(f"{spec.run_dir(root)}  {steps} steps  {'done' if done else 'to train'}")
         print(f"{len(all_specs)} runs ({testbed.name} testbed, seeds {args.seeds})")
         return 0
     run_all(
-        [(train_one, (s, root, args.steps, testbed)) for s in all_specs], args.workers, "training"
+        [(train_one, (s, root, steps, testbed)) for s, steps in all_specs], args.workers, "training"
     )
 
     to_evaluate = list(
@@ -431,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         report = build_report(
             run_dirs, root / f"{experiment}_report", title=f"dcrl bench: {experiment}"
         )
-        record = {"command": command.strip(), "seeds": args.seeds, "steps": args.steps}
+        record = {"command": command.strip(), "seeds": args.seeds, "steps": steps_of(experiment)}
         figures = copy_figures(report, out, experiment)
         write_results(experiment, specs, root, out, testbed, pretrained, record, figures)
         print(f"{experiment}: {out / (experiment + '.json')}")

@@ -115,13 +115,14 @@ def test_centred_aepo_without_rows_changes_nothing():
 
 
 # -- the bench experiments ---------------------------------------------------------------------
-def write_log(root: Path, spec: RunSpec, entropies: list[float]) -> None:
+def write_log(root: Path, spec: RunSpec, entropies: list[float], nll_factor: float = 1.0) -> None:
     run_dir = spec.run_dir(root)
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = [
         {
             "step": step,
-            "entropy/on_policy_nll": value,
+            "entropy/on_policy_full": value,  # the held signal
+            "entropy/on_policy_nll": value * nll_factor,
             "reward/accuracy": 0.8,
             "length/mean": 20.0,
             "length/truncated_frac": 0.0,
@@ -166,7 +167,7 @@ def test_range_goal_needs_every_seed_and_the_whole_span(tmp_path):
         values = [EXPLORE.start_entropy] * 20 + [target + wobble, target - wobble] * 10
         if spec.recipe == "dcpo" and spec.labels["factor"] == 1.4 and spec.seed == 2:
             values = [EXPLORE.start_entropy] * 20 + [target * 0.85] * 20  # one seed misses
-        write_log(tmp_path, spec, values)
+        write_log(tmp_path, spec, values, nll_factor=1.1)  # the NLL alone 10% above: not judged
     summary = control_range.summarize(specs, tmp_path, EXPLORE, None)
     aepo, dcpo = summary["goals"]["aepo"], summary["goals"]["dcpo"]
     assert aepo["targets_held"] == [0.6, 0.8, 1.0, 1.2, 1.4] and aepo["goal_met"]
@@ -175,6 +176,8 @@ def test_range_goal_needs_every_seed_and_the_whole_span(tmp_path):
     assert point["n"] == 2
     assert point["mean_rms_relative_error"] == pytest.approx(0.05)
     assert point["sd_rms_relative_error"] == pytest.approx(0.0)
+    # the NLL's error, by hand: (1.1·(1 ± 0.05) − 1) = 0.155 and 0.045 → RMS √((0.155² + 0.045²)/2)
+    assert point["mean_rms_relative_error_nll"] == pytest.approx(math.hypot(0.155, 0.045) / 2**0.5)
     missed = summary["points"]["dcpo-H1.4x-range"]
     assert missed["max_rms_relative_error"] == pytest.approx(0.15)
     assert math.isclose(missed["mean_rms_relative_error"], (0.05 + 0.15) / 2)
@@ -291,10 +294,73 @@ def test_gain_reference_scales_both_gains_with_the_target():
         PIController(0.1, gain_reference=0.0)
 
 
+def test_derivative_gain_brakes_on_the_entropys_last_change():
+    """By hand, target 0.1, k_p = 10, k_d = 50, no integral, T in 0.5-2: after 0.06 then 0.08 the
+    gap is 0.02 and the change +0.02, so e = 10·0.02 − 50·0.02 = −0.8 (T = 0.5 bound, the rise
+    already carries the entropy on) where the same loop without k_d heats, e = +0.2 (T = 1.2).
+    With smoothing β = 0.5 the change is that of the smoothed value: 0.07 − 0.06 = 0.01."""
+    from dcrl.core.control import PIController, make_controller
+
+    kwargs = dict(proportional_gain=10.0, integral_gain=0.0, temperature_min=0.5)
+    kwargs["temperature_max"] = 2.0
+    braking = PIController(0.1, derivative_gain=50.0, **kwargs)
+    plain = PIController(0.1, **kwargs)
+    for controller in (braking, plain):
+        controller.update(0.06)
+        assert controller.change == 0.0  # one measurement: no change yet
+        controller.update(0.08)
+    assert braking.change == pytest.approx(0.02)
+    assert braking.decide().temperature == 0.5  # clipped from 1 − 0.8
+    assert plain.decide().temperature == pytest.approx(1.2)
+    smoothed = PIController(0.1, derivative_gain=50.0, entropy_smoothing=0.5, **kwargs)
+    smoothed.update(0.06)
+    smoothed.update(0.08)
+    assert smoothed.change == pytest.approx(0.01)
+    assert smoothed.decide().temperature == pytest.approx(1.0 + 10 * 0.03 - 50 * 0.01)
+    # the change is state: it survives a checkpoint; off (0) leaves the saved config as before
+    rebuilt = make_controller("pi", **braking.state_dict()["config"])
+    rebuilt.load_state_dict(braking.state_dict())
+    assert rebuilt.decide() == braking.decide()
+    assert "derivative_gain" not in plain.config()
+    old_state = plain.state_dict()
+    del old_state["state"]["change"]  # a checkpoint written before derivative_gain existed
+    PIController(0.1, **kwargs).load_state_dict(old_state)
+    with pytest.raises(ValueError, match="derivative_gain must be >= 0"):
+        PIController(0.1, derivative_gain=-1.0)
+
+
+def test_weight_min_makes_the_push_linear_below_saturation():
+    """By hand, target 0.5, k_p = 10, no integral, T up to 2, weight up to 5: a gap of 0.02
+    gives e = 0.2, so T = 1.2 and the weight e/(T_max − 1) = 0.2; with weight_min = 1 the weight
+    is 1, so the push (T − 1)·weight is 0.2 = e instead of e² = 0.04. Past saturation (gap 0.3,
+    e = 3) both give weight 3; at the target (e = 0) the floor's weight 1 meets T = 1."""
+    from dcrl.core.control import PIController
+
+    kwargs = dict(proportional_gain=10.0, integral_gain=0.0, temperature_max=2.0, weight_max=5)
+    for measured, temperature, plain_weight, floor_weight in [
+        (0.48, 1.2, 0.2, 1.0),
+        (0.2, 2.0, 3.0, 3.0),
+        (0.5, 1.0, 0.0, 1.0),
+    ]:
+        floor = PIController(0.5, weight_min=1.0, initial_entropy=measured, **kwargs)
+        plain = PIController(0.5, initial_entropy=measured, **kwargs)
+        assert (
+            floor.decide().temperature == plain.decide().temperature == pytest.approx(temperature)
+        )
+        assert plain.decide().weight == pytest.approx(plain_weight)
+        assert floor.decide().weight == pytest.approx(floor_weight)
+    assert "weight_min" not in plain.config() and floor.config()["weight_min"] == 1.0
+    with pytest.raises(ValueError, match="weight_min=2.0 needs weight_max set"):
+        PIController(0.1, weight_min=2.0)
+    with pytest.raises(ValueError, match="weight_min=6.0 needs weight_max set and >= weight_min"):
+        PIController(0.1, weight_min=6.0, **kwargs)
+
+
 def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
     """A probe controlled on the full-vocabulary entropy: its table row names the signal and
     gives the RMS relative error of both series. By hand: second half of the NLL at 0.11 and
-    0.09 around 0.1 → RMS 10%; the full entropy at 0.1 throughout → 0%."""
+    0.09 around 0.1 → RMS 10%; the full entropy at 0.1 throughout → 0% (a log from before
+    `entropy/on_policy_full` existed: its `entropy/full` is read)."""
     run_dir = tmp_path / "dcpo-full-H0.1-seed1"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(
@@ -313,4 +379,4 @@ def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     table = control_range.probe_table([run_dir])
     row = table.splitlines()[-1]
-    assert row == "| dcpo-full-H0.1-seed1 | 0.1 | full | 0.1000 | 10.0% | 0.0% | 0.500 | 12.0 |"
+    assert row == "| dcpo-full-H0.1-seed1 | 0.1 | full | 0.1000 | 0.0% | 10.0% | 0.500 | 12.0 |"

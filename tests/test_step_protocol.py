@@ -32,12 +32,14 @@ def test_entropy_sums_and_signals_by_hand():
     is_reinforce = torch.tensor([False, True])
     entropy = torch.tensor([[0.5, 0.5, 9.0], [1.0, 9.0, 9.0]])
     sums = entropy_sums(logprobs, mask, is_reinforce, entropy)
-    # Σ NLL = 1 + 2 + 3 over 3 tokens; the on-policy row alone: 1 + 2 over 2; Σ entropy = 2.
-    assert sums.tolist() == [6.0, 3.0, 3.0, 2.0, 2.0]
+    # Σ NLL = 1 + 2 + 3 over 3 tokens; the on-policy row alone: 1 + 2 over 2; Σ entropy = 2,
+    # of which the on-policy row's 0.5 + 0.5.
+    assert sums.tolist() == [6.0, 3.0, 3.0, 2.0, 2.0, 1.0]
     assert entropy_signals(sums) == {
         "entropy/sampled_nll": 2.0,
         "entropy/on_policy_nll": 1.5,
         "entropy/full": pytest.approx(2.0 / 3.0),
+        "entropy/on_policy_full": 0.5,
     }
     # Summing the parts (micro-batches, processes) first gives the whole batch's signals.
     parts = entropy_sums(logprobs[:1], mask[:1], is_reinforce[:1], entropy[:1]) + entropy_sums(

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from dcrl.core.logprobs import ENTROPY_SUMS_SIZE
 from dcrl.core.mismatch import correct_rollout
 from dcrl.core.stats import length_accuracy_correlation, rollout_metrics
 from dcrl.models import build_tiny_model
@@ -136,8 +137,9 @@ def test_update_tally_weights_metrics_by_tokens_and_counts_skipped_steps():
     from dcrl.train.tally import UpdateTally
 
     tally = UpdateTally()
-    tally.add_micro_batch({"clipfrac": 0.5}, 10.0, torch.ones(5, dtype=torch.float64))
-    tally.add_micro_batch({"clipfrac": 0.2}, 30.0, torch.full((5,), 2.0, dtype=torch.float64))
+    size = ENTROPY_SUMS_SIZE
+    tally.add_micro_batch({"clipfrac": 0.5}, 10.0, torch.ones(size, dtype=torch.float64))
+    tally.add_micro_batch({"clipfrac": 0.2}, 30.0, torch.full((size,), 2.0, dtype=torch.float64))
     tally.add_step(1.5, 0.4, skipped=False)
     tally.add_step(float("nan"), float("inf"), skipped=True)
     tally.add_step(0.5, 0.2, skipped=False)
@@ -145,5 +147,5 @@ def test_update_tally_weights_metrics_by_tokens_and_counts_skipped_steps():
     assert metrics["loss/clipfrac"] == pytest.approx((0.5 * 10 + 0.2 * 30) / 40)
     assert math.isnan(metrics["loss/policy"])  # a skipped step's loss is reported, not hidden
     assert metrics["train/optimizer_steps"] == 2.0 and metrics["train/skipped_updates"] == 1.0
-    assert tally.entropy_sums.tolist() == [3.0] * 5
+    assert tally.entropy_sums.tolist() == [3.0] * size
     assert list(metrics)[-2:] == ["train/optimizer_steps", "train/skipped_updates"]

@@ -268,7 +268,8 @@ def batch_noise(
 
 
 def end_noise(policy: str, prompts: int, samples: int) -> dict:
-    """`batch_noise` of a trained policy (a run's `policy` folder) at T = 1, with its level."""
+    """`batch_noise` of a trained policy (a run's `policy` folder) at T = 1, with its level: of
+    the sampled-token NLL, and (keys with `full_`) of the full-vocabulary entropy."""
     import torch
 
     from dcrl.train.forward import response_logprobs
@@ -278,11 +279,18 @@ def end_noise(policy: str, prompts: int, samples: int) -> dict:
     ids, attention = batch.sequences()
     mask = batch.response_mask.float()
     with torch.no_grad():
-        logprobs, _ = response_logprobs(model, ids, attention, batch.response_ids)
-    nll = (-logprobs * mask).sum(1)
-    lengths = mask.sum(1)
-    record = batch_noise(nll.tolist(), lengths.tolist(), batch.group_index.tolist())
-    return {"level": float(nll.sum() / lengths.sum()), **record}
+        logprobs, entropy = response_logprobs(
+            model, ids, attention, batch.response_ids, with_entropy=True
+        )
+    lengths = mask.sum(1).tolist()
+    groups = batch.group_index.tolist()
+    record = {}
+    for prefix, per_token in (("", -logprobs), ("full_", entropy)):
+        per_row = (per_token * mask).sum(1)
+        noise = batch_noise(per_row.tolist(), lengths, groups)
+        record[f"{prefix}level"] = float(per_row.sum() / mask.sum())
+        record.update({f"{prefix}{key}": value for key, value in noise.items()})
+    return record
 
 
 # -- 2. which way a first step moves it --------------------------------------------------------

@@ -252,6 +252,20 @@ class PIController(EntropyController):
     rises with T (no push, no weight); beyond it the weight keeps growing up to w_max. The
     anti-windup then freezes the integral only once both T and the weight are at their bounds.
 
+    Derivative action (`derivative_gain` k_d, off by default): e gains −k_d·ΔH̄, ΔH̄ the change of the
+    (smoothed) measured entropy over the last step. A step's push keeps moving the entropy for
+    several steps after it (AdamW's momentum carries the update on), so a loop that reacts only to
+    the gap is still pushing when the entropy reaches the target and overshoots; the derivative
+    term eases off while the entropy is already moving toward the target and brakes a swing
+    before the gap shows it (k_d / k_p is how many steps ahead the gap is extrapolated).
+
+    A floor under the weight (`weight_min`, 0 by default): below saturation T − 1 and the weight
+    both grow with e, so the push (their product, for a regularizer that vanishes at T = 1)
+    grows as e²: small gaps get almost no push and large ones a hard kick, and the loop moves in
+    jolts. With weight_min = 1 the push is linear in e until T saturates (the regularizer at
+    T = 1 adds nothing: DCPO's centred c·(ρ − 1) is 0 there, AEPO's centred REINFORCE rows cancel
+    in expectation).
+
     Gain scheduling (`gain_reference`, off by default): with `gain_reference` = H_ref both gains
     act as k·𝓗/H_ref, so they are the given values at the target H_ref and scale with the target.
     A sampled entropy's noise is about constant in nats while a tracking tolerance is relative to
@@ -274,8 +288,12 @@ class PIController(EntropyController):
         initial_entropy: float = 0.0,
         weight_max: float | None = None,
         gain_reference: float | None = None,
+        derivative_gain: float = 0.0,
+        weight_min: float = 0.0,
     ) -> None:
         super().__init__(target_entropy, initial_entropy)
+        self.derivative_gain = _check_finite(derivative_gain, "derivative_gain", minimum=0.0)
+        self.weight_min = _check_finite(weight_min, "weight_min", minimum=0.0)
         if gain_reference is not None:
             gain_reference = _check_finite(gain_reference, "gain_reference")
             if gain_reference <= 0.0:
@@ -292,6 +310,11 @@ class PIController(EntropyController):
                     f"null leaves the weight to the algorithm), got {weight_max}"
                 )
         self.weight_max = weight_max
+        if self.weight_min and (weight_max is None or self.weight_min > weight_max):
+            raise ValueError(
+                f"weight_min={weight_min} needs weight_max set and >= weight_min (the weight "
+                f"is chosen in [weight_min, weight_max]), got weight_max={weight_max}"
+            )
         self.proportional_gain = _check_finite(proportional_gain, "proportional_gain", minimum=0.0)
         self.integral_gain = _check_finite(integral_gain, "integral_gain", minimum=0.0)
         if self.proportional_gain == 0.0 and self.integral_gain == 0.0:
@@ -310,10 +333,16 @@ class PIController(EntropyController):
                 f"entropy_smoothing must be in [0, 1) (0 = no smoothing), got {entropy_smoothing}"
             )
         self.integral = 0.0  # Σ gap over the measurements so far, frozen while saturated
+        self.change = 0.0  # the (smoothed) entropy's change over the last step; 0 until two
 
     def _effort(self, gap: float, integral: float) -> float:
-        """e = k_p·gap + k_i·Σgap: the unclipped T − 1 (gains × 𝓗/H_ref with gain_reference)."""
-        effort = self.proportional_gain * gap + self.integral_gain * integral
+        """e = k_p·gap + k_i·Σgap − k_d·ΔH̄: the unclipped T − 1 (gains × 𝓗/H_ref with
+        gain_reference)."""
+        effort = (
+            self.proportional_gain * gap
+            + self.integral_gain * integral
+            - self.derivative_gain * self.change
+        )
         if self.gain_reference is not None:
             effort *= self.target_entropy / self.gain_reference
         return effort
@@ -333,7 +362,8 @@ class PIController(EntropyController):
         if self.weight_max is None:
             return None
         gap = self.target_entropy - self.previous_entropy
-        return min(self._saturation(self._effort(gap, self.integral)), self.weight_max)
+        weight = self._saturation(self._effort(gap, self.integral))
+        return min(max(weight, self.weight_min), self.weight_max)
 
     def update(self, measured_entropy: float) -> None:
         """Record the measured entropy (smoothed if enabled) and integrate the new gap."""
@@ -343,6 +373,7 @@ class PIController(EntropyController):
         if not is_first_measurement:
             beta = self.entropy_smoothing
             self.previous_entropy = beta * smoothed_before + (1.0 - beta) * self.previous_entropy
+            self.change = self.previous_entropy - smoothed_before
         gap = self.target_entropy - self.previous_entropy
         candidate = self._effort(gap, self.integral + gap)
         limit = 1.0 if self.weight_max is None else self.weight_max
@@ -364,14 +395,19 @@ class PIController(EntropyController):
         }
         if self.gain_reference is not None:  # absent when off: the state of earlier versions
             config["gain_reference"] = self.gain_reference
+        if self.derivative_gain:  # likewise
+            config["derivative_gain"] = self.derivative_gain
+        if self.weight_min:  # likewise
+            config["weight_min"] = self.weight_min
         return config
 
     def _dynamic_state(self) -> dict[str, Any]:
-        return {**super()._dynamic_state(), "integral": self.integral}
+        return {**super()._dynamic_state(), "integral": self.integral, "change": self.change}
 
     def _load_dynamic_state(self, state: dict[str, Any]) -> None:
         super()._load_dynamic_state(state)
         self.integral = float(state["integral"])
+        self.change = float(state.get("change", 0.0))  # absent in the state of earlier versions
 
 
 class AdaptiveTemperatureController(EntropyController):

@@ -329,7 +329,14 @@ def sampled_token_nll(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 
 
 # The entropy signals a controller reads, in the order of `entropy_sums`' entries.
-ENTROPY_SIGNALS = ("entropy/sampled_nll", "entropy/on_policy_nll", "entropy/full")
+ENTROPY_SIGNALS = (
+    "entropy/sampled_nll",
+    "entropy/on_policy_nll",
+    "entropy/full",
+    "entropy/on_policy_full",
+)
+# The length of `entropy_sums`' vector (what callers that add sums up start from).
+ENTROPY_SUMS_SIZE = 6
 
 
 def entropy_sums(
@@ -350,22 +357,25 @@ def entropy_sums(
         mask: (N, L) 1 on valid response tokens.
         is_reinforce: (N,) bool, rows drawn from another distribution than the policy's (AEPO's
             tempered REINFORCE rows), left out of the on-policy NLL; None: no such rows.
-        entropy: (N, L) full-vocabulary entropy, or None (its sum is then 0).
+        entropy: (N, L) full-vocabulary entropy, or None (its sums are then 0).
 
     Returns:
-        (5,) float64: Σ NLL, tokens, Σ NLL of the on-policy rows, their tokens, Σ entropy.
+        (ENTROPY_SUMS_SIZE,) = (6,) float64: Σ NLL, tokens, Σ NLL of the on-policy rows, their
+        tokens, Σ entropy, Σ entropy of the on-policy rows.
     """
     mask = mask.to(torch.float64)
     nll = -logprobs.detach().to(torch.float64) * mask
     own = mask
     if is_reinforce is not None:
         own = mask * (~is_reinforce.bool()).to(torch.float64)[:, None]
-    entropy_sum = (
-        (entropy.detach().to(torch.float64) * mask).sum()
-        if entropy is not None
-        else torch.zeros((), dtype=torch.float64, device=mask.device)
+    if entropy is not None:
+        entropy = entropy.detach().to(torch.float64)
+        entropy_sum, own_entropy_sum = (entropy * mask).sum(), (entropy * own).sum()
+    else:
+        entropy_sum = own_entropy_sum = torch.zeros((), dtype=torch.float64, device=mask.device)
+    return torch.stack(
+        [nll.sum(), mask.sum(), (nll * own).sum(), own.sum(), entropy_sum, own_entropy_sum]
     )
-    return torch.stack([nll.sum(), mask.sum(), (nll * own).sum(), own.sum(), entropy_sum])
 
 
 def entropy_signals(sums: torch.Tensor) -> dict[str, float]:
@@ -374,13 +384,26 @@ def entropy_signals(sums: torch.Tensor) -> dict[str, float]:
     "entropy/sampled_nll": −mean log π(o_t) over all valid tokens (`sampled_token_nll`, the
     papers' `actor/entropy_loss`); "entropy/on_policy_nll": the same without the REINFORCE rows
     drawn from another distribution; "entropy/full": the full-vocabulary entropy, token mean
-    (0 when it was not measured). Each is 0 when it has no tokens.
+    (0 when it was not measured); "entropy/on_policy_full": the same without those rows. Each is
+    0 when it has no tokens.
+
+    The full entropy at a token is the expectation of the sampled token's NLL there, so the two
+    measure the same quantity; the full one leaves out the draw of the token, which on the
+    explore testbed halves the step-to-step noise of the measurement (bench/README.md, "Control
+    over a range").
     """
-    nll, tokens, own_nll, own_tokens, entropy = (float(value) for value in sums.tolist())
+    nll, tokens, own_nll, own_tokens, entropy, own_entropy = (
+        float(value) for value in sums.tolist()
+    )
     return dict(
         zip(
             ENTROPY_SIGNALS,
-            (nll / max(tokens, 1.0), own_nll / max(own_tokens, 1.0), entropy / max(tokens, 1.0)),
+            (
+                nll / max(tokens, 1.0),
+                own_nll / max(own_tokens, 1.0),
+                entropy / max(tokens, 1.0),
+                own_entropy / max(own_tokens, 1.0),
+            ),
             strict=True,
         )
     )

@@ -57,7 +57,7 @@ from dcrl.algorithms import (
     make_algorithm,
 )
 from dcrl.core.advantages import group_ids
-from dcrl.core.logprobs import logprobs_and_entropy
+from dcrl.core.logprobs import ENTROPY_SUMS_SIZE, logprobs_and_entropy
 from dcrl.errors import UserError, one_line
 from dcrl.rollout.base import RolloutBatch
 from dcrl.train import step as step_protocol
@@ -99,8 +99,8 @@ class DCRLGRPOTrainer(GRPOTrainer):
         self._gathered_rewards: torch.Tensor | None = None  # (N, F) of the last reward call
         self._local_widths = (0, 0)  # TRL's (prompt, completion) widths of this process's batch
         self._captured: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        # Σ NLL, tokens, Σ NLL and tokens of the on-policy rows, Σ entropy: one generation's updates.
-        self._entropy_window = torch.zeros(5, dtype=torch.float64)
+        # entropy_sums (Σ NLL, tokens, the on-policy rows', Σ entropy): one generation's updates.
+        self._entropy_window = torch.zeros(ENTROPY_SUMS_SIZE, dtype=torch.float64)
 
     # -- after TRL's gather: the dcrl algorithm's step recipe on the global batch --------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

@@ -157,7 +157,8 @@ class EntropyControlFields:
     controller_options: dict[str, Any] = field(
         {},
         help="Extra controller settings: pi takes proportional_gain, integral_gain, "
-        "entropy_smoothing, gain_reference (the gains scale with target/gain_reference); "
+        "entropy_smoothing, gain_reference (the gains scale with target/gain_reference), "
+        "derivative_gain (brakes on the entropy's change over the last step); "
         "adaptive takes gain.",
     )
     weight_max: float | None = field(
@@ -168,13 +169,15 @@ class EntropyControlFields:
         "to this multiple of the algorithm's full weight (AEPO: max_reinforce rows; DCPO: the α "
         "cap), growing past 1 once T is saturated. null (default, the papers): T only.",
     )
-    entropy_signal: Literal["sampled_nll", "on_policy_nll", "full"] = field(
+    entropy_signal: Literal["sampled_nll", "on_policy_nll", "full", "on_policy_full"] = field(
         "sampled_nll",
         help="What the controller measures: sampled_nll, the sampled-token NLL of the whole "
         "update batch (the papers' `actor/entropy_loss`, docs/papers.md §1.2; with AEPO it includes "
         "the tempered REINFORCE rows, so the control input moves its own measurement); "
         "on_policy_nll, the same without those rows (dcrl: the policy's own entropy; equal to "
-        "sampled_nll for DCPO); full, the full-vocabulary entropy of the whole batch.",
+        "sampled_nll for DCPO); full, the full-vocabulary entropy of the whole batch (the same "
+        "quantity without the draw of each token: about half the step-to-step noise); "
+        "on_policy_full, that without the tempered rows.",
     )
 
     def validate(self) -> None:

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import torch
 
+from dcrl.core.logprobs import ENTROPY_SUMS_SIZE
+
 
 class UpdateTally:
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
         self.tokens = 0.0
-        self.entropy_sums = torch.zeros(5, dtype=torch.float64)  # step.measure_entropy, summed
+        self.entropy_sums = torch.zeros(
+            ENTROPY_SUMS_SIZE, dtype=torch.float64
+        )  # step.measure_entropy
         self.losses: list[float] = []
         self.grad_norms: list[float] = []
         self.skipped = 0

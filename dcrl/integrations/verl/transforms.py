@@ -504,7 +504,7 @@ def entropy_signals(batch: Any, full_entropy: torch.Tensor | None = None) -> dic
     """The entropy signals dcrl's controllers read, from the old-log-prob pass of a verl batch:
     `dcrl.core.logprobs.entropy_sums` / `entropy_signals`, the functions dcrl's trainer and the
     TRL adapter measure them with ("entropy/sampled_nll", "entropy/on_policy_nll" without AEPO's
-    tempered rows, "entropy/full" when `full_entropy` is given). Here they come from π_old, the
+    tempered rows, "entropy/full" and "entropy/on_policy_full" when `full_entropy` is given). Here they come from π_old, the
     policy at the start of the step (equal to the first mini-batch's).
 
     Args:
@@ -521,6 +521,7 @@ def entropy_signals(batch: Any, full_entropy: torch.Tensor | None = None) -> dic
     )
     if full_entropy is None:
         signals.pop("entropy/full")
+        signals.pop("entropy/on_policy_full")
     return signals
 
 
