@@ -356,6 +356,34 @@ def test_weight_min_makes_the_push_linear_below_saturation():
         PIController(0.1, weight_min=6.0, **kwargs)
 
 
+def test_target_ramp_moves_the_aim_from_the_first_measurement():
+    """By hand, target 0.2, ramp 4 steps, k_p = 10, no integral: the first measurement 0.1
+    starts the ramp, so after it the aim is 0.1 + 0.1·1/4 = 0.125 and T = 1 + 10·(0.125 − 0.1)
+    = 1.25 (without the ramp: 1 + 10·0.1 = 2.0); after 3 more measurements of 0.1 the aim is
+    the target. The decision's target stays 0.2 (what is logged and judged); its gap and
+    above/below follow the aim. The ramp's start survives a checkpoint."""
+    from dcrl.core.control import PIController, make_controller
+
+    kwargs = dict(proportional_gain=10.0, integral_gain=0.0, temperature_max=2.0)
+    ramped = PIController(0.2, target_ramp=4, **kwargs)
+    assert ramped.decide().temperature == 2.0  # no measurement yet: the target (T clipped)
+    ramped.update(0.1)
+    decision = ramped.decide()
+    assert decision.temperature == pytest.approx(1.25)
+    assert decision.entropy_gap == pytest.approx(0.025) and decision.target_entropy == 0.2
+    assert PIController(0.2, **kwargs).decide().temperature == 2.0
+    rebuilt = make_controller("pi", **ramped.state_dict()["config"])
+    rebuilt.load_state_dict(json.loads(json.dumps(ramped.state_dict())))
+    assert rebuilt.decide() == decision
+    for _ in range(3):
+        ramped.update(0.1)
+    assert ramped.decide().entropy_gap == pytest.approx(0.1)
+    ramped.update(0.1)  # past the ramp: the target
+    assert ramped.decide().entropy_gap == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="target_ramp must be a whole number"):
+        PIController(0.2, target_ramp=-1)
+
+
 def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
     """A probe controlled on the full-vocabulary entropy: its table row names the signal and
     gives the RMS relative error of both series. By hand: second half of the NLL at 0.11 and

@@ -109,12 +109,17 @@ class EntropyController(abc.ABC):
         """This step's regularizer weight, or None to leave it to the algorithm (default)."""
         return None
 
+    def _target_now(self) -> float:
+        """The target this step's decision aims at: `target_entropy` (a PIController with
+        `target_ramp` moves it there gradually)."""
+        return self.target_entropy
+
     def decide(self) -> ControlDecision:
         """What this step should do, from the previous step's entropy. Has no side effects."""
         return ControlDecision(
             temperature=self._temperature(),
-            entropy_above_target=self.previous_entropy > self.target_entropy,
-            entropy_gap=self.target_entropy - self.previous_entropy,
+            entropy_above_target=self.previous_entropy > self._target_now(),
+            entropy_gap=self._target_now() - self.previous_entropy,
             previous_entropy=self.previous_entropy,
             target_entropy=self.target_entropy,
             weight=self._weight(),
@@ -266,6 +271,12 @@ class PIController(EntropyController):
     T = 1 adds nothing: DCPO's centred c·(ρ − 1) is 0 there, AEPO's centred REINFORCE rows cancel
     in expectation).
 
+    A ramped target (`target_ramp` N, 0 = off): the loop aims at the first measured entropy
+    moved linearly to the target over N steps, then at the target. A far target asks for the
+    largest push at the start; the push keeps acting after the loop eases off (the same carry as
+    above), so a straight approach overshoots and the hold starts with a swing back. Along a ramp
+    the gap stays small and the entropy arrives at the pace the ramp sets.
+
     Gain scheduling (`gain_reference`, off by default): with `gain_reference` = H_ref both gains
     act as k·𝓗/H_ref, so they are the given values at the target H_ref and scale with the target.
     A sampled entropy's noise is about constant in nats while a tracking tolerance is relative to
@@ -290,8 +301,16 @@ class PIController(EntropyController):
         gain_reference: float | None = None,
         derivative_gain: float = 0.0,
         weight_min: float = 0.0,
+        target_ramp: int = 0,
     ) -> None:
         super().__init__(target_entropy, initial_entropy)
+        if isinstance(target_ramp, bool) or not isinstance(target_ramp, int) or target_ramp < 0:
+            raise ValueError(
+                f"target_ramp must be a whole number of steps >= 0 (0 = aim at the target from "
+                f"the first step), got {target_ramp!r}"
+            )
+        self.target_ramp = target_ramp
+        self.ramp_start: float | None = None  # the first measured entropy (the ramp's start)
         self.derivative_gain = _check_finite(derivative_gain, "derivative_gain", minimum=0.0)
         self.weight_min = _check_finite(weight_min, "weight_min", minimum=0.0)
         if gain_reference is not None:
@@ -353,15 +372,23 @@ class PIController(EntropyController):
         bound = self.temperature_max - 1.0 if effort >= 0.0 else 1.0 - self.temperature_min
         return abs(effort) / bound
 
+    def _target_now(self) -> float:
+        """With `target_ramp` = N: the first measured entropy moved linearly to the target over
+        N measurements, then the target; otherwise the target."""
+        if not self.target_ramp or self.ramp_start is None:
+            return self.target_entropy
+        fraction = min(1.0, self.num_updates / self.target_ramp)
+        return self.ramp_start + (self.target_entropy - self.ramp_start) * fraction
+
     def _temperature(self) -> float:
-        gap = self.target_entropy - self.previous_entropy
+        gap = self._target_now() - self.previous_entropy
         temperature = 1.0 + self._effort(gap, self.integral)
         return min(max(temperature, self.temperature_min), self.temperature_max)
 
     def _weight(self) -> float | None:
         if self.weight_max is None:
             return None
-        gap = self.target_entropy - self.previous_entropy
+        gap = self._target_now() - self.previous_entropy
         weight = self._saturation(self._effort(gap, self.integral))
         return min(max(weight, self.weight_min), self.weight_max)
 
@@ -370,11 +397,13 @@ class PIController(EntropyController):
         smoothed_before = self.previous_entropy
         is_first_measurement = self.num_updates == 0
         super().update(measured_entropy)  # previous_entropy = the raw measurement
-        if not is_first_measurement:
+        if is_first_measurement:
+            self.ramp_start = self.previous_entropy
+        else:
             beta = self.entropy_smoothing
             self.previous_entropy = beta * smoothed_before + (1.0 - beta) * self.previous_entropy
             self.change = self.previous_entropy - smoothed_before
-        gap = self.target_entropy - self.previous_entropy
+        gap = self._target_now() - self.previous_entropy
         candidate = self._effort(gap, self.integral + gap)
         limit = 1.0 if self.weight_max is None else self.weight_max
         saturated = self._saturation(candidate) > limit
@@ -399,15 +428,24 @@ class PIController(EntropyController):
             config["derivative_gain"] = self.derivative_gain
         if self.weight_min:  # likewise
             config["weight_min"] = self.weight_min
+        if self.target_ramp:  # likewise
+            config["target_ramp"] = self.target_ramp
         return config
 
     def _dynamic_state(self) -> dict[str, Any]:
-        return {**super()._dynamic_state(), "integral": self.integral, "change": self.change}
+        return {
+            **super()._dynamic_state(),
+            "integral": self.integral,
+            "change": self.change,
+            "ramp_start": self.ramp_start,
+        }
 
     def _load_dynamic_state(self, state: dict[str, Any]) -> None:
         super()._load_dynamic_state(state)
         self.integral = float(state["integral"])
         self.change = float(state.get("change", 0.0))  # absent in the state of earlier versions
+        start = state.get("ramp_start")
+        self.ramp_start = None if start is None else float(start)
 
 
 class AdaptiveTemperatureController(EntropyController):

@@ -158,7 +158,9 @@ class EntropyControlFields:
         {},
         help="Extra controller settings: pi takes proportional_gain, integral_gain, "
         "entropy_smoothing, gain_reference (the gains scale with target/gain_reference), "
-        "derivative_gain (brakes on the entropy's change over the last step); "
+        "derivative_gain (brakes on the entropy's change over the last step), weight_min (a "
+        "floor under the weight it sets), target_ramp (steps over which the aim moves from the "
+        "first measured entropy to the target); "
         "adaptive takes gain.",
     )
     weight_max: float | None = field(
