@@ -176,7 +176,7 @@ def main() -> int:
     regime = regime_block(chose)
     if regime is not None:
         write_block(REPO / "README.md", "regime", regime)
-    named_only = ("baselines", "regime")
+    named_only = ("baselines", "regime", "control_range")
     for name in ("entropy", "sweep", "exploration", "compression", "combined", *named_only):
         table = RESULTS / "explore" / f"{name}.md"
         if table.is_file():

@@ -392,7 +392,8 @@ def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
     run_dir = tmp_path / "dcpo-full-H0.1-seed1"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(
-        "algorithm:\n  target_entropy: 0.1\n  entropy_signal: full\n", encoding="utf-8"
+        "algorithm:\n  name: dcpo\n  target_entropy: 0.1\n  entropy_signal: full\n",
+        encoding="utf-8",
     )
     rows = [
         {
@@ -407,4 +408,8 @@ def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     table = control_range.probe_table([run_dir])
     row = table.splitlines()[-1]
-    assert row == "| dcpo-full-H0.1-seed1 | 0.1 | full | 0.1000 | 0.0% | 10.0% | 0.500 | 12.0 |"
+    # the settings column: what differs from configs/explore-dcpo.yaml (its signal is the NLL)
+    assert row == (
+        "| dcpo-full-H0.1-seed1 | entropy_signal=full | 0.1 | 20 | 0.1000 | 0.0% | 10.0% | 0.500 "
+        "| 12.0 |"
+    )
