@@ -158,13 +158,16 @@ def spec_of(testbed: Testbed, algorithm: str, factor: float, controller: str, se
 
 
 def specs(seeds: list[int], testbed: Testbed) -> list[RunSpec]:
-    """The range runs first (target by target, seed by seed), then the references."""
+    """The range runs first (the two ends, then inward; at each target each algorithm's seeds
+    in turn, so a bench cut short has both algorithms at the targets it reached), then the
+    references."""
     if testbed.name not in SETTINGS:
         raise ValueError(f"control_range runs on the explore testbed, not {testbed.name!r}")
     settings = SETTINGS[testbed.name]
     runs = []
-    for algorithm, _ in settings.range_overrides:
-        for factor in settings.factors:
+    # the ends first: they are the hard targets
+    for factor in sorted(settings.factors, key=lambda f: (-abs(f - 1.0), f)):
+        for algorithm, _ in settings.range_overrides:
             runs += [spec_of(testbed, algorithm, factor, RANGE, s) for s in seeds]
     for controller, factors in settings.references:
         for algorithm, _ in settings.range_overrides:
