@@ -166,6 +166,35 @@ def regime_block(rows: list[dict]) -> str | None:
     return "\n".join(lines)
 
 
+def control_range_block(rows: list[dict]) -> str | None:
+    """README.md's sentence per algorithm on holding five targets from 0.6× to 1.4× the start,
+    from the control_range experiment's rows of claims.json (None when it has not run)."""
+    mine = [r for r in goals(rows) if r["claim"].startswith("control range:")]
+    if not mine:
+        return None
+    lines = []
+    for row in mine:
+        algorithm = row["claim"][len("control range: ") :].split(" ", 1)[0].upper()
+        value, seeds = row["value"], row.get("seeds", {})
+        largest = ", ".join(
+            f"{factor}×: {rms:.1%}" for factor, rms in value["largest_rms_per_target"].items()
+        )
+        held = ", ".join(f"{f}×" for f in value["targets_held"]) or "none"
+        lines.append(
+            f"- {algorithm}: held within 10% RMS on every seed at {held} "
+            f"({len(value['targets_held'])} of {len(value['largest_rms_per_target'])} targets; "
+            f"the largest seed's RMS per target: {largest}); goal "
+            f"{'**met**' if row['met'] else 'missed'} (seeds "
+            f"{', '.join(map(str, seeds.get('used', [])))}, settings chosen on seed "
+            f"{', '.join(map(str, seeds.get('chose', [])))})."
+        )
+    lines.append(
+        "\nMade by `python bench/reproduce.py --experiment control_range --seeds 4 5 6`; the table "
+        'and the probes that chose the settings are in bench/README.md, "Control over a range".'
+    )
+    return "\n".join(lines)
+
+
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from readme_blocks import write_block
@@ -176,6 +205,9 @@ def main() -> int:
     regime = regime_block(chose)
     if regime is not None:
         write_block(REPO / "README.md", "regime", regime)
+    control = control_range_block(chose)
+    if control is not None:
+        write_block(REPO / "README.md", "control-range", control)
     named_only = ("baselines", "regime", "control_range")
     for name in ("entropy", "sweep", "exploration", "compression", "combined", *named_only):
         table = RESULTS / "explore" / f"{name}.md"

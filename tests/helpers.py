@@ -39,6 +39,7 @@ COMMON_METRICS = (
     "entropy/sampled_nll",
     "entropy/on_policy_nll",
     "entropy/full",
+    "entropy/on_policy_full",
     "train/optimizer_steps",
     "train/skipped_updates",
     "train/bad_steps",

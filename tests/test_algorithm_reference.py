@@ -13,7 +13,8 @@ refresh: a failing case is a numeric change to explain, never a file to re-recor
 2. A 3-step run of the tiny model: every step's metrics (timings aside), how far each parameter
    tensor moved (its norm and 8 fixed random projections of final − initial, float64) and the
    algorithm's final `state_dict`. Recorded (`--record-runs`) from the code that CI had checked
-   bit for bit against the pre-refactor digests, on an AVX2 machine.
+   bit for bit against the pre-refactor digests, on an AVX2 machine. A metric added since
+   (`ADDED_METRICS`) is checked against the recorded metrics that define it.
 
 Values, not bits. Which float32 kernels PyTorch runs (AVX-512, AVX2 or the portable ones,
 `ATEN_CPU_CAPABILITY`) sets the order of every sum, so the last bits of a result belong to the
@@ -155,6 +156,25 @@ UNIT_ROUNDOFF = 2.0**-24
 FIXED_BATCH_TOLERANCE = 2e-5
 # Metrics that count whole things (correct answers, tokens): sums of integers, exact in any order.
 EXACT_METRICS = ("reward/accuracy", "reward/pass_at_n", "length/")
+# Metrics added after the runs were recorded, each with the recorded metrics that define it: the
+# full entropy of the on-policy rows is the full entropy when every row is on-policy (the two
+# NLL signals agree), and between 0 and the largest full entropy seen otherwise (AEPO).
+ADDED_METRICS = {"entropy/on_policy_full": ("entropy/full", "entropy/on_policy_nll")}
+
+
+def added_metric_mismatches(got: dict, want: dict, tolerance: float, scale: float, path: str):
+    """Check a metric the reference predates against the recorded metrics that define it."""
+    mismatches = []
+    for key, (full, own_nll) in ADDED_METRICS.items():
+        if key in want or key not in got:
+            continue
+        if want.get(own_nll) == want.get("entropy/sampled_nll"):  # no foreign rows
+            mismatches += value_mismatches(got[key], want[full], tolerance, scale, f"{path}/{key}")
+        elif not 0.0 <= got[key] < 10 * max(want[full], 1.0):
+            mismatches.append(f"{path}/{key}: {got[key]} is not a plausible entropy")
+    return mismatches
+
+
 PROJECTIONS = 8  # random projections of each parameter tensor's movement
 
 
@@ -459,7 +479,8 @@ def run_mismatches(actual: dict[str, Any], expected: dict[str, Any]) -> list[str
     for step, (got, want) in enumerate(
         zip(actual["metrics"], expected["metrics"], strict=False), start=1
     ):
-        for key in sorted(set(got) | set(want)):
+        mismatches += added_metric_mismatches(got, want, tolerance, scale, f"step {step}")
+        for key in sorted((set(got) - (set(ADDED_METRICS) - set(want))) | set(want)):
             exact = key.startswith(EXACT_METRICS)
             mismatches += value_mismatches(
                 got.get(key),

@@ -321,10 +321,9 @@ def test_derivative_gain_brakes_on_the_entropys_last_change():
     rebuilt = make_controller("pi", **braking.state_dict()["config"])
     rebuilt.load_state_dict(braking.state_dict())
     assert rebuilt.decide() == braking.decide()
-    assert "derivative_gain" not in plain.config()
-    old_state = plain.state_dict()
-    del old_state["state"]["change"]  # a checkpoint written before derivative_gain existed
-    PIController(0.1, **kwargs).load_state_dict(old_state)
+    # off, the saved config and state keep the layout of checkpoints written before it existed
+    assert "derivative_gain" not in plain.config() and "change" not in plain.state_dict()["state"]
+    PIController(0.1, **kwargs).load_state_dict(plain.state_dict())
     with pytest.raises(ValueError, match="derivative_gain must be >= 0"):
         PIController(0.1, derivative_gain=-1.0)
 
@@ -413,3 +412,26 @@ def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
         "| dcpo-full-H0.1-seed1 | entropy_signal=full | 0.1 | 20 | 0.1000 | 0.0% | 10.0% | 0.500 "
         "| 12.0 |"
     )
+
+
+def test_readme_sentence_from_the_claims_rows(tmp_path):
+    """bench/claims_readme.py writes README.md's control-range block from the claims rows the
+    summary makes: each algorithm's held targets, the largest seed's RMS per target, the verdict
+    and which seeds chose and which judged."""
+    from bench.claims_readme import control_range_block
+
+    specs = [s for s in control_range.specs([4, 5], EXPLORE) if s.controller == "range"]
+    for spec in specs:
+        target = spec.target
+        values = [EXPLORE.start_entropy] * 30 + [target * 1.05, target * 0.95] * 15
+        if spec.recipe == "aepo" and spec.labels["factor"] == 0.6 and spec.seed == 5:
+            values = [EXPLORE.start_entropy] * 30 + [target * 1.2] * 30  # one seed misses
+        write_log(tmp_path, spec, values)
+    rows = control_range.claims(control_range.summarize(specs, tmp_path, EXPLORE, None), EXPLORE)
+    assert [r["seeds"] for r in rows] == [{"chose": [1], "used": [4, 5], "judged": True}] * 2
+    text = control_range_block(rows)
+    aepo, dcpo = text.splitlines()[:2]
+    assert aepo.startswith("- AEPO: held within 10% RMS on every seed at 0.8×, 1.0×, 1.2×, 1.4×")
+    assert "0.6×: 20.0%" in aepo and "goal missed (seeds 4, 5, settings chosen on seed 1)" in aepo
+    assert "(5 of 5 targets" in dcpo and "1.4×: 5.0%" in dcpo and "goal **met**" in dcpo
+    assert control_range_block([{"claim": "other", "met": True}]) is None

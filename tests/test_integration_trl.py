@@ -45,7 +45,12 @@ GROUP_SIZE = 4
 FLOAT32_EPS = torch.finfo(torch.float32).eps
 
 # The metrics each algorithm must add to TRL's logs, under dcrl's names.
-ENTROPY_METRICS = ("entropy/sampled_nll", "entropy/on_policy_nll", "entropy/full")
+ENTROPY_METRICS = (
+    "entropy/sampled_nll",
+    "entropy/on_policy_nll",
+    "entropy/full",
+    "entropy/on_policy_full",
+)
 CONTROL_METRICS = ("control/temperature", "entropy/target", "control/previous_entropy")
 ALGORITHM_METRICS = {
     "aepo": (*CONTROL_METRICS, "control/num_reinforce", "aepo/num_positives"),

@@ -433,12 +433,12 @@ class PIController(EntropyController):
         return config
 
     def _dynamic_state(self) -> dict[str, Any]:
-        return {
-            **super()._dynamic_state(),
-            "integral": self.integral,
-            "change": self.change,
-            "ramp_start": self.ramp_start,
-        }
+        state = {**super()._dynamic_state(), "integral": self.integral}
+        if self.derivative_gain:  # kept only when used: the layout of earlier versions otherwise
+            state["change"] = self.change
+        if self.target_ramp:
+            state["ramp_start"] = self.ramp_start
+        return state
 
     def _load_dynamic_state(self, state: dict[str, Any]) -> None:
         super()._load_dynamic_state(state)
