@@ -409,7 +409,7 @@ def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
     row = table.splitlines()[-1]
     # the settings column: what differs from configs/explore-dcpo.yaml (its signal is the NLL)
     assert row == (
-        "| dcpo-full-H0.1-seed1 | entropy_signal=full | 0.1 | 20 | 0.1000 | 0.0% | 10.0% | 0.500 "
+        "| dcpo-full-H0.1-seed1 | algorithm.entropy_signal=full | 0.1 | 20 | 0.1000 | 0.0% | 10.0% | 0.500 "
         "| 12.0 |"
     )
 

@@ -469,9 +469,11 @@ def _flat(node: object, prefix: str = "") -> dict[str, object]:
 
 
 def probe_settings(config: dict) -> str:
-    """What a probe run set beyond its recipe (the explore recipe of its algorithm), as
-    key=value pairs: everything of its config.yaml that differs from the recipe's, less the
-    target, the seed, the threads and the log section."""
+    """What a probe run set beyond its recipe (the explore recipe of its algorithm), as the
+    key=value overrides that re-make it: everything of its config.yaml that differs from the
+    recipe's, less the target, the seed, the threads and the log section."""
+    import json
+
     from dcrl.config import to_dict
     from dcrl.train.config import load_run_config
 
@@ -481,7 +483,7 @@ def probe_settings(config: dict) -> str:
     mine, theirs = _flat(config), _flat(base)
     skipped = ("log.", "algorithm.target_entropy", "train.seed", "train.threads")
     changed = [
-        f"{key.split('.', 1)[1] if key.startswith('algorithm.') else key}={value}"
+        f"{key}={json.dumps(value, separators=(',', ':')) if isinstance(value, list) else value}"
         for key, value in mine.items()
         if theirs.get(key) != value and not key.startswith(skipped)
     ]
