@@ -95,7 +95,8 @@ def bench_block(chose: list[dict], judged: list[dict], overthink: list[dict]) ->
     judged_met, judged_total = count(judged)
     lines = [
         f"**{met} of {total} goals met** in `results/explore/claims.json` (the default seeds "
-        f"1–3; the baselines' rows are judged on seeds 4–6), **{judged_met} of {judged_total}** "
+        f"1–3; the baselines' and the control range's rows are judged on the seeds their "
+        f"verdicts name), **{judged_met} of {judged_total}** "
         f"on seeds 4–6 (`results/explore/seeds-4-5-6/claims.json`); on `tiny-overthink` "
         f"{count(overthink)[0]} of {count(overthink)[1]}. The settings the bench chose (the "
         "best targets, the trap share, the controller's gains) were chosen on seeds 1–3, so "

@@ -336,11 +336,14 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
     settings = SETTINGS[testbed.name]
     rows = []
     for algorithm, goal in summary["goals"].items():
-        points = [
-            p
-            for p in summary["points"].values()
-            if p["algorithm"] == algorithm and p["controller"] == RANGE
-        ]
+        points = sorted(
+            (
+                p
+                for p in summary["points"].values()
+                if p["algorithm"] == algorithm and p["controller"] == RANGE
+            ),
+            key=lambda p: p["factor"],
+        )
         rows.append(
             {
                 "claim": f"control range: {algorithm} holds >= {settings.min_targets} targets "
@@ -351,7 +354,7 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
                 "value": {
                     "targets_held": goal["targets_held"],
                     "largest_rms_per_target": {
-                        str(p["factor"]): round(p["max_rms_relative_error"], 4) for p in points
+                        str(p["factor"]): round(p["max_rms_relative_error"], 6) for p in points
                     },
                 },
                 "seeds": {
