@@ -86,7 +86,7 @@ class Settings:
 
 
 # The range settings, chosen on single seed-1 probes (bench/README.md, "Control over a range",
-# lists them; `python -m bench.experiments.control_range runs/control_range/diag2/*/` tabulates
+# lists them; `python -m bench.experiments.control_range runs/control_range/diag2` tabulates
 # them). Each line is a cause the probes found:
 RANGE_PI = (
     # the measurement: the full entropy on the policy's own samples (SIGNAL), half the NLL's noise
@@ -462,33 +462,24 @@ def figures(
     return names
 
 
-def _flat(node: object, prefix: str = "") -> dict[str, object]:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out: dict[str, object] = {}
-    for key, value in node.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 def probe_settings(config: dict) -> str:
     """What a probe run set beyond its recipe (the explore recipe of its algorithm), as the
-    key=value overrides that re-make it: everything of its config.yaml that differs from the
-    recipe's, less the target, the seed, the threads and the log section."""
+    key=value overrides that re-make it: every setting of its config.yaml (`setting_of`: no
+    seed, threads or log section) that differs from the recipe's, less the target."""
     import json
 
     from dcrl.config import to_dict
+    from dcrl.report.runs import setting_of
     from dcrl.train.config import load_run_config
 
     from .common import TESTBEDS
 
     base = to_dict(load_run_config(TESTBEDS["explore"].recipe_path(config["algorithm"]["name"])))
-    mine, theirs = _flat(config), _flat(base)
-    skipped = ("log.", "algorithm.target_entropy", "train.seed", "train.threads")
+    mine, theirs = setting_of(config), setting_of(base)
     changed = [
         f"{key}={json.dumps(value, separators=(',', ':')) if isinstance(value, list) else value}"
         for key, value in mine.items()
-        if theirs.get(key) != value and not key.startswith(skipped)
+        if theirs.get(key) != value and key != "algorithm.target_entropy"
     ]
     return ", ".join(changed)
 
