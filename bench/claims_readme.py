@@ -53,6 +53,31 @@ def interval(value: dict, digits: int = 3) -> str | None:
     return f"{text} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
+def sides(value: dict, digits: int = 3) -> str | None:
+    """`0.634 ± 0.065 (n 3) vs 0.531 ± 0.021 (n 3)`: the two means a difference is of, each with
+    its sample SD and number of seeds (a side measured once, n 1, has no SD); None when the value
+    does not store them."""
+    n, mean, sd = value.get("n"), value.get("mean"), value.get("sd")
+    if not (isinstance(n, list) and isinstance(mean, list) and len(n) == len(mean) == 2):
+        return None
+    sd = sd if isinstance(sd, list) and len(sd) == 2 else [None, None]
+    if None in mean:
+        return None
+    return " vs ".join(
+        f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "") + f" (n {k})"
+        for k, m, s in zip(n, mean, sd, strict=True)
+    )
+
+
+def stated(value: dict) -> str | None:
+    """interval() followed by sides() in parentheses where the value stores them."""
+    text = interval(value)
+    if text is None:
+        return None
+    both = sides(value)
+    return text if both is None else f"{text} ({both})"
+
+
 NAMES = {
     "avg_at_n": "avg@n",
     "pass_at_16": "pass@16",
@@ -65,15 +90,15 @@ NAMES = {
 
 
 def brief(value: object) -> str:
-    """A row's value in a table cell: its differences with their 95% intervals where it has
-    them, else its numbers as stored."""
+    """A row's value in a table cell: its differences with their 95% intervals and the two
+    sides' means, sample SDs and n where it has them, else its numbers as stored."""
     if isinstance(value, dict) and "judged" in value and "all" in value:  # the baselines rows
         return brief({k: value["judged"][k] for k in ("avg_at_n", "pass_at_16")})
-    text = interval(value) if isinstance(value, dict) else None
+    text = stated(value) if isinstance(value, dict) else None
     if text is not None:
         return text
     if isinstance(value, dict):
-        parts = [f"{NAMES.get(k, k)} {interval(v)}" for k, v in value.items() if interval(v)]
+        parts = [f"{NAMES.get(k, k)} {stated(v)}" for k, v in value.items() if interval(v)]
         if parts:
             return "; ".join(parts)
     return json.dumps(value, separators=(", ", ": "))
@@ -102,7 +127,9 @@ def bench_block(chose: list[dict], judged: list[dict], overthink: list[dict]) ->
         "best targets, the trap share, the controller's gains) were chosen on seeds 1–3, so "
         'their verdicts there are in-sample; seeds 4–6 test them. A "beats" goal is met only '
         "when the Welch 95% interval of the difference of the means over seeds lies above 0 (or "
-        "above the goal's margin); a value reads difference [95% interval].",
+        "above the goal's margin); a value reads difference [95% interval] (the first side's "
+        "mean ± sample SD (n seeds) vs the second's; a side measured once, such as the "
+        "pretrained policy or a fixed 0, has n 1 and no SD).",
         "",
         "| claim | goal | verdict | value | verdict, seeds 4–6 | value, seeds 4–6 |",
         "|---|---|---|---|---|---|",

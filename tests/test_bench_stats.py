@@ -181,6 +181,23 @@ def test_reclaim_rewrites_verdicts_and_sample_sds_from_stored_results(tmp_path):
     )
 
 
+def test_claims_cells_state_each_sides_mean_sd_and_n():
+    """A claims-table cell carries, beside the difference and its interval, both sides' means,
+    sample SDs and seed counts as claims.json stores them (bench.experiments.stats.rounded); a
+    side measured once has no SD; a value without them keeps the bare interval."""
+    from bench.claims_readme import brief
+
+    value = rounded(welch([0.5, 0.6, 0.7], [0.4, 0.5]))
+    # difference 0.6 − 0.45 = 0.15; SDs 0.1 and 0.070711
+    assert brief(value).endswith("(0.600 ± 0.100 (n 3) vs 0.450 ± 0.071 (n 2))")
+    assert brief(value).startswith("+0.150 [")
+    constant = {"n": [1, 3], "mean": [0.0, -0.07], "sd": [None, 0.02]}
+    constant |= {"difference": 0.07, "interval_95": [0.02, 0.12]}
+    assert brief(constant) == "+0.070 [+0.020, +0.120] (0.000 (n 1) vs -0.070 ± 0.020 (n 3))"
+    both = brief({"avg_at_n": value, "pass_at_16": {"difference": 0.1, "interval_95": None}})
+    assert both.startswith("avg@n +0.150 [") and "(n 2)); pass@16 +0.100 (n < 2)" in both
+
+
 def test_against_a_constant_by_hand():
     """[0.5, 0.6, 0.7] against 0.9 measured once: difference 0.3, sample SD 0.1, standard error
     0.1/√3 = 0.057735, df 2, t(0.975, 2) = 4.302653: half-width 0.248414, [0.051586, 0.548414]."""
