@@ -265,6 +265,15 @@ def test_batch_noise_of_a_constant_policy_is_zero_and_grows_with_spread():
     assert 0.0 < noisy["relative_sd"] < 0.2
 
 
+def test_top_share_by_hand():
+    """20 rows: equal rows put 1/20 in the top row (5%); one row of 19 among nineteen 1s puts
+    19/38 there; 40 rows take their top 2."""
+    assert control_diagnosis.top_share([1.0] * 20) == pytest.approx(0.05)
+    assert control_diagnosis.top_share([19.0] + [1.0] * 19) == pytest.approx(0.5)
+    assert control_diagnosis.top_share([3.0, 3.0] + [1.0] * 38) == pytest.approx(6 / 44)
+    assert control_diagnosis.top_share([]) == 0.0
+
+
 def test_gain_reference_scales_both_gains_with_the_target():
     from dcrl.core.control import PIController, make_controller
 
@@ -435,3 +444,43 @@ def test_readme_sentence_from_the_claims_rows(tmp_path):
     assert "0.6×: 20.0%" in aepo and "goal missed (seeds 4, 5, settings chosen on seed 1)" in aepo
     assert "(5 of 5 targets" in dcpo and "1.4×: 5.0%" in dcpo and "goal **met**" in dcpo
     assert control_range_block([{"claim": "other", "met": True}]) is None
+
+
+def test_range_settings_against_the_papers_bang_bang_by_hand(tmp_path):
+    """At 0.6x and 1.4x on seeds 4-6: the range settings alternate ±5% around the target (RMS 5%
+    on every seed), the bang-bang sits 20%, 30%, 25% off (RMS exactly that). Difference 0.25 − 0.05
+    = 0.20, SDs 0.05 and 0, standard error 0.05/√3, df 2, t(0.975, 2) = 4.302653: half-width
+    0.124207, interval [0.075793, 0.324207] above 0, so the row is met; a bang-bang as tight as
+    the range settings (RMS 5%) is not."""
+    from bench.claims_readme import control_range_block
+
+    specs = control_range.specs([4, 5, 6], EXPLORE)
+    offsets = {4: 1.2, 5: 1.3, 6: 1.25}
+
+    def write_all(bang_bang_tight: bool) -> list[dict]:
+        for spec in specs:
+            target = spec.target
+            second = [target * 1.05, target * 0.95] * 15
+            if spec.controller == "bang_bang" and not bang_bang_tight:
+                second = [target * offsets[spec.seed]] * 30
+            write_log(tmp_path, spec, [EXPLORE.start_entropy] * 30 + second)
+        summary = control_range.summarize(specs, tmp_path, EXPLORE, None)
+        return control_range.claims(summary, EXPLORE)
+
+    rows = write_all(bang_bang_tight=False)
+    compared = [r for r in rows if "bang-bang" in r["claim"]]
+    assert [r["claim"] for r in compared] == [
+        "control range: aepo's range settings hold 0.6x and 1.4x more tightly than the papers' "
+        "bang-bang",
+        "control range: dcpo's range settings hold 0.6x and 1.4x more tightly than the papers' "
+        "bang-bang",
+    ]
+    for row in compared:
+        assert row["met"] and row["seeds"] == {"chose": [1], "used": [4, 5, 6], "judged": True}
+        for key in ("0.6x", "1.4x"):
+            value = row["value"][key]
+            assert value["difference"] == pytest.approx(0.2, abs=1e-4)
+            assert value["interval_95"] == pytest.approx([0.0758, 0.3242], abs=1e-4)
+            assert value["sd"] == [pytest.approx(0.05, abs=1e-4), pytest.approx(0.0, abs=1e-4)]
+    assert "- AEPO against the papers' bang-bang" in control_range_block(rows)
+    assert not any(r["met"] for r in write_all(bang_bang_tight=True) if "bang-bang" in r["claim"])

@@ -119,6 +119,30 @@ def test_runs_are_labelled_by_algorithm_and_seed_and_grouped_by_setting(tmp_path
     assert len({run.group for run in loaded}) == 3
 
 
+def test_settings_that_differ_past_three_keys_keep_their_own_groups(tmp_path):
+    """Six dcpo settings: three targets under one controller setup (a, b, c set together) and two
+    under another. The label names the keys that tell them apart (the target first: it splits
+    them most), never pools two settings into one group as the first three keys alone would."""
+    (base,) = copy_runs(["dcpo-seed1"], tmp_path)
+    setups = [(False, 0.3), (False, 0.4), (False, 0.5), (True, 0.3), (True, 0.5)]
+    dirs = []
+    for index, (other, target) in enumerate(setups):
+        run = tmp_path / f"run{index}"
+        shutil.copytree(base, run)
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        algorithm = config["algorithm"]
+        algorithm["center_rho"] = other
+        algorithm["alpha_cap"] = 0.2 if other else 0.1
+        algorithm["controller"] = "bang_bang" if other else "pi"
+        algorithm["target_entropy"] = target
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        dirs.append(run)
+    loaded = load_runs(dirs)
+    assert len({run.group for run in loaded}) == 5
+    assert loaded[0].group == "dcpo (target_entropy=0.3, alpha_cap=0.1)"
+    assert loaded[4].group == "dcpo (target_entropy=0.5, alpha_cap=0.2)"
+
+
 def test_a_mapping_setting_at_its_empty_default_groups_with_a_run_saved_before_it_existed(
     tmp_path,
 ):

@@ -267,9 +267,21 @@ def batch_noise(
     return {"prompts": prompts, "samples": samples, "sd": sd, "relative_sd": sd / level}
 
 
+def top_share(per_row: list[float], fraction: float = 0.05) -> float:
+    """The share of the total carried by the largest `fraction` of the rows (at least one row):
+    how much of a batch's entropy sits in a few answers. 0.05 of rows that are all equal carry
+    0.05 of it; a batch whose entropy is all in one answer gives 1."""
+    total = sum(per_row)
+    if not per_row or total <= 0.0:
+        return 0.0
+    top = max(1, round(fraction * len(per_row)))
+    return sum(sorted(per_row, reverse=True)[:top]) / total
+
+
 def end_noise(policy: str, prompts: int, samples: int) -> dict:
     """`batch_noise` of a trained policy (a run's `policy` folder) at T = 1, with its level: of
-    the sampled-token NLL, and (keys with `full_`) of the full-vocabulary entropy."""
+    the sampled-token NLL, and (keys with `full_`) of the full-vocabulary entropy; `top_share`:
+    the share of the entropy (summed over each answer) that the top 5% of the answers carry."""
     import torch
 
     from dcrl.train.forward import response_logprobs
@@ -290,6 +302,7 @@ def end_noise(policy: str, prompts: int, samples: int) -> dict:
         noise = batch_noise(per_row.tolist(), lengths, groups)
         record[f"{prefix}level"] = float(per_row.sum() / mask.sum())
         record.update({f"{prefix}{key}": value for key, value in noise.items()})
+        record[f"{prefix}top_share"] = top_share(per_row.tolist())
     return record
 
 

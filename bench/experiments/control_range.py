@@ -39,6 +39,7 @@ from .common import (
     second_half,
     yes_no,
 )
+from .stats import beats, interval_text, rounded, welch
 
 NAME = "control_range"
 CLAIM_PREFIXES = ("control range",)
@@ -281,8 +282,8 @@ def markdown(summary: dict, testbed: Testbed) -> str:
         "| algorithm | controller | target | n | achieved | RMS rel. error | largest RMS | held "
         "on every seed (RMS ≤ "
         f"{settings.rms_tolerance:.0%}) | per-seed RMS | RMS (NLL) | measurement noise (full / "
-        "NLL) | accuracy (last 5) | length (last 5) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "NLL) | entropy in the top 5% of answers | accuracy (last 5) | length (last 5) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in summary["points"].values():
         per_seed = ", ".join(
@@ -301,6 +302,11 @@ def markdown(summary: dict, testbed: Testbed) -> str:
                 if "end_noise" in entry
                 else " | "
             )
+            + (
+                f"{entry['end_noise']['full_top_share']:.0%} | "
+                if "full_top_share" in entry.get("end_noise", {})
+                else " | "
+            )
             + f"{fmt(entry['mean_accuracy_last_5'])} | {fmt(entry['mean_length_last_5'], 1)} |"
         )
     lines += [
@@ -310,10 +316,22 @@ def markdown(summary: dict, testbed: Testbed) -> str:
         "recipes' 32 prompts × 8 answers, resampled from "
         f"{settings.noise_prompts} prompts × {settings.noise_samples} answers of the first "
         "seed's final policy) relative to the target: the RMS error of a policy held exactly "
-        "at the target.",
+        "at the target. entropy in the top 5% of answers: the share of that sample's entropy "
+        "(summed over each answer) carried by its 5% most uncertain answers (5% if every answer "
+        "carried the same): where it is large, a few answers carry a large part of a step's "
+        "measurement and of its noise.",
         "",
     ]
     for algorithm, goal in summary["goals"].items():
+        compared = against_references(summary, algorithm)
+        if compared:
+            lines.append(
+                f"{algorithm.upper()} against the papers' bang-bang (its RMS error minus the range "
+                "settings', Welch 95% interval over seeds): "
+                + "; ".join(f"at {key}: {interval_text(value)}" for key, value in compared.items())
+                + f"; tighter at every compared target: {yes_no(all(map(beats, compared.values())))}"
+            )
+            lines.append("")
         role = (
             "the seeds the settings were chosen on"
             if goal["judged_on_choice_seeds"]
@@ -332,9 +350,53 @@ def markdown(summary: dict, testbed: Testbed) -> str:
     return "\n".join(lines)
 
 
+def against_references(summary: dict, algorithm: str) -> dict[str, dict]:
+    """{"<factor>x": welch(reference RMS errors, range RMS errors)} over the seeds, for each target
+    where the algorithm has both the range settings and a reference controller (the papers'
+    bang-bang): the reference's error minus the range settings', above 0 when the range
+    settings hold the target more tightly."""
+    points = [p for p in summary["points"].values() if p["algorithm"] == algorithm]
+    ours = {p["factor"]: p for p in points if p["controller"] == RANGE}
+    result = {}
+    for reference in sorted(
+        (p for p in points if p["controller"] != RANGE and p["factor"] in ours),
+        key=lambda p: p["factor"],
+    ):
+        mine = ours[reference["factor"]]
+
+        def errors(point: dict) -> list[float]:
+            return [record["rms_relative_error"] for record in point["seeds"].values()]
+
+        result[f"{reference['factor']}x"] = {
+            "reference": reference["controller"],
+            **welch(errors(reference), errors(mine)),
+        }
+    return result
+
+
 def claims(summary: dict, testbed: Testbed) -> list[dict]:
     settings = SETTINGS[testbed.name]
     rows = []
+    for algorithm in summary["goals"]:
+        compared = against_references(summary, algorithm)
+        if not compared:
+            continue
+        seeds = sorted({int(s) for p in summary["points"].values() for s in p["seeds"]})
+        rows.append(
+            {
+                "claim": f"control range: {algorithm}'s range settings hold "
+                f"{' and '.join(compared)} more tightly than the papers' bang-bang",
+                "goal": "the bang-bang's second-half RMS relative error minus the range "
+                "settings', above 0 by the Welch 95% interval over seeds at each target",
+                "value": {key: rounded(value) for key, value in compared.items()},
+                "seeds": {
+                    "chose": list(settings.choice_seeds),
+                    "used": seeds,
+                    "judged": not set(seeds) & set(settings.choice_seeds),
+                },
+                "met": all(beats(value) for value in compared.values()),
+            }
+        )
     for algorithm, goal in summary["goals"].items():
         points = sorted(
             (

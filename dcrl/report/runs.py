@@ -192,6 +192,23 @@ def load_run(run_dir: str | Path) -> Run:
     )
 
 
+def telling_keys(settings: list[dict[str, Any]], differing: list[str]) -> list[str]:
+    """The settings' keys a group label names: greedily the key that tells the most settings
+    apart, then the next, until every setting has its own label (ties by name), so that two
+    settings never share a label — and a figure never pools them as one setting's seeds."""
+
+    def signatures(names: list[str]) -> int:
+        return len(
+            {json.dumps([s.get(n) for n in names], default=str, sort_keys=True) for s in settings}
+        )
+
+    chosen: list[str] = []
+    while signatures(chosen) < len(settings) and len(chosen) < len(differing):
+        rest = [name for name in differing if name not in chosen]
+        chosen.append(min(rest, key=lambda name: (-signatures([*chosen, name]), name)))
+    return chosen
+
+
 def load_runs(run_dirs: list[str | Path]) -> list[Run]:
     """Read run directories, label them by algorithm and seed, and group seeds of one setting.
 
@@ -226,10 +243,9 @@ def load_runs(run_dirs: list[str | Path]) -> list[Run]:
             for name in set().union(*group_settings)
             if len({json.dumps(s.get(name), default=str) for s in group_settings}) > 1
         )
+        shown = telling_keys(group_settings, differing)
         for key, setting in zip(group_keys, group_settings, strict=True):
-            details = ", ".join(
-                f"{name.rsplit('.', 1)[-1]}={setting.get(name)}" for name in differing[:3]
-            )
+            details = ", ".join(f"{name.rsplit('.', 1)[-1]}={setting.get(name)}" for name in shown)
             group_labels[key] = f"{algorithm} ({details})" if details else algorithm
     seen: Counter[str] = Counter()
     for run, key in zip(runs, keys, strict=True):
