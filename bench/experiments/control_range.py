@@ -207,6 +207,8 @@ def seed_record(rows: list[dict], target: float) -> dict:
         "truncated_second_half": mean(
             second_half([r.get("length/truncated_frac", 0.0) for r in rows])
         ),
+        # AEPO's tempered rows replace on-policy ones, which the held signal then lacks
+        "replaced_rows": mean(second_half([r.get("control/num_reinforce", 0.0) for r in rows])),
     }
 
 
@@ -242,8 +244,8 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
         seeds = list(entry["seeds"].values())
         entry["n"] = len(seeds)
         keys = ("achieved", "rms_relative_error", "rms_relative_error_nll")
-        for key in (*keys, "accuracy_last_5", "length_last_5"):
-            values = [s[key] for s in seeds]
+        for key in (*keys, "accuracy_last_5", "length_last_5", "replaced_rows"):
+            values = [s.get(key, 0.0) for s in seeds]
             entry[f"mean_{key}"] = mean(values)
             entry[f"sd_{key}"] = _sd(values)
         entry["max_rms_relative_error"] = max(s["rms_relative_error"] for s in seeds)
@@ -282,8 +284,9 @@ def markdown(summary: dict, testbed: Testbed) -> str:
         "| algorithm | controller | target | n | achieved | RMS rel. error | largest RMS | held "
         "on every seed (RMS ≤ "
         f"{settings.rms_tolerance:.0%}) | per-seed RMS | RMS (NLL) | measurement noise (full / "
-        "NLL) | entropy in the top 5% of answers | accuracy (last 5) | length (last 5) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "NLL) | entropy in the top 5% of answers | rows replaced by tempered ones | accuracy (last "
+        "5) | length (last 5) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in summary["points"].values():
         per_seed = ", ".join(
@@ -307,6 +310,11 @@ def markdown(summary: dict, testbed: Testbed) -> str:
                 if "full_top_share" in entry.get("end_noise", {})
                 else " | "
             )
+            + (
+                f"{entry['mean_replaced_rows']:.0f} | "
+                if "mean_replaced_rows" in entry  # results stored before the column
+                else " | "
+            )
             + f"{fmt(entry['mean_accuracy_last_5'])} | {fmt(entry['mean_length_last_5'], 1)} |"
         )
     lines += [
@@ -319,7 +327,10 @@ def markdown(summary: dict, testbed: Testbed) -> str:
         "at the target. entropy in the top 5% of answers: the share of that sample's entropy "
         "(summed over each answer) carried by its 5% most uncertain answers (5% if every answer "
         "carried the same): where it is large, a few answers carry a large part of a step's "
-        "measurement and of its noise.",
+        "measurement and of its noise. rows replaced by tempered ones: AEPO's REINFORCE rows m "
+        "(the second-half mean over steps and seeds), which replace on-policy answers in the "
+        "step's batch, so the held signal, the entropy of the policy's own answers, is measured "
+        "on that many fewer rows (0 for DCPO, which adds no rows).",
         "",
     ]
     for algorithm, goal in summary["goals"].items():
