@@ -232,6 +232,40 @@ def control_range_block(rows: list[dict]) -> str | None:
     return "\n".join(lines)
 
 
+# Seeds the bench's experiments use by default or for their held-out check (1-3, 4-6); a
+# verdict on any other seed is on seeds new to the bench.
+BENCH_SEEDS = frozenset(range(1, 7))
+
+
+def baselines_block(rows: list[dict]) -> str | None:
+    """README.md's sentence on the papers' comparison table: which of its methods beat GRPO by
+    the interval, on which seeds (None when the baselines experiment has not run)."""
+    mine = [
+        r
+        for r in goals(rows)
+        if r["claim"].startswith("baselines: ")
+        and r["claim"].endswith(" beats GRPO on the held-out split")
+    ]
+    if not mine:
+        return None
+    used = sorted({s for r in mine for s in (r.get("seeds") or {}).get("used", [])})
+    new = [s for s in used if s not in BENCH_SEEDS]
+    winners = [
+        r["claim"][len("baselines: ") : -len(" beats GRPO on the held-out split")]
+        for r in mine
+        if r["met"]
+    ]
+    return (
+        f"In the papers' comparison table (bench/README.md, \"The papers' comparison table\"), "
+        f"judged on seeds {', '.join(map(str, used))}"
+        + (f" ({', '.join(map(str, new))} new to the bench)" if new else "")
+        + f", {len(winners)} of its {len(mine)} methods "
+        + ("beats" if len(winners) == 1 else "beat")
+        + " GRPO held out by the Welch 95% "
+        "interval on both avg@32 and pass@16" + (f": {', '.join(winners)}." if winners else ".")
+    )
+
+
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from readme_blocks import write_block
@@ -242,6 +276,9 @@ def main() -> int:
     regime = regime_block(chose)
     if regime is not None:
         write_block(REPO / "README.md", "regime", regime)
+    baselines = baselines_block(chose)
+    if baselines is not None:
+        write_block(REPO / "README.md", "baselines-verdict", baselines)
     control = control_range_block(chose)
     if control is not None:
         write_block(REPO / "README.md", "control-range", control)

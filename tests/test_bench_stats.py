@@ -198,6 +198,28 @@ def test_claims_cells_state_each_sides_mean_sd_and_n():
     assert both.startswith("avg@n +0.150 [") and "(n 2)); pass@16 +0.100 (n < 2)" in both
 
 
+def test_readme_names_the_baselines_that_beat_grpo_and_the_seeds_new_to_the_bench():
+    from bench.claims_readme import baselines_block
+
+    def row(method: str, met: bool) -> dict:
+        seeds = {"chose": [1, 2, 3], "used": [4, 5, 6, 7, 8], "judged": True}
+        claim = f"baselines: {method} beats GRPO on the held-out split"
+        return {"claim": claim, "met": met, "seeds": seeds}
+
+    rows = [row("DCPO (dcrl)", True), row("Clip-Cov", False)]
+    rows.append({"claim": "baselines: DCPO (papers) beats DCPO (papers), ρ ≡ 1 (ablation)"})
+    assert baselines_block(rows) == (
+        "In the papers' comparison table (bench/README.md, \"The papers' comparison table\"), "
+        "judged on seeds 4, 5, 6, 7, 8 (7, 8 new to the bench), 1 of its 2 methods beats GRPO "
+        "held out by the Welch 95% interval on both avg@32 and pass@16: DCPO (dcrl)."
+    )
+    assert baselines_block([row("Clip-Cov", False)]).endswith(
+        "0 of its 1 methods beat GRPO held "
+        "out by the Welch 95% interval on both avg@32 and pass@16."
+    )
+    assert baselines_block([]) is None
+
+
 def test_against_a_constant_by_hand():
     """[0.5, 0.6, 0.7] against 0.9 measured once: difference 0.3, sample SD 0.1, standard error
     0.1/√3 = 0.057735, df 2, t(0.975, 2) = 4.302653: half-width 0.248414, [0.051586, 0.548414]."""
