@@ -143,6 +143,23 @@ def test_settings_that_differ_past_three_keys_keep_their_own_groups(tmp_path):
     assert loaded[4].group == "dcpo (target_entropy=0.5, alpha_cap=0.2)"
 
 
+def test_a_run_saved_before_a_setting_existed_groups_with_runs_at_its_default(tmp_path):
+    """A dcpo run whose config.yaml lacks `algorithm.center_rho` (saved before the option
+    existed) ran with its default (false): it is a seed of the same setting as a run that
+    wrote center_rho: false, and apart from one that set it true."""
+    older, newer, other = copy_runs(["dcpo-seed1", "dcpo-seed2"], tmp_path) + [tmp_path / "x"]
+    shutil.copytree(newer, other)
+    for run, value in ((older, None), (newer, False), (other, True)):
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["algorithm"].pop("center_rho", None)
+        if value is not None:
+            config["algorithm"]["center_rho"] = value
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    loaded = load_runs([older, newer, other])
+    assert loaded[0].group == loaded[1].group == "dcpo (center_rho=False)"
+    assert loaded[2].group == "dcpo (center_rho=True)"
+
+
 def test_a_mapping_setting_at_its_empty_default_groups_with_a_run_saved_before_it_existed(
     tmp_path,
 ):

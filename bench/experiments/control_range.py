@@ -548,7 +548,7 @@ def probe_settings(config: dict) -> str:
     from .common import TESTBEDS
 
     base = to_dict(load_run_config(TESTBEDS["explore"].recipe_path(config["algorithm"]["name"])))
-    mine, theirs = setting_of(config), setting_of(base)
+    mine, theirs = setting_of(config, defaults=False), setting_of(base)
     changed = [
         f"{key}={json.dumps(value, separators=(',', ':')) if isinstance(value, list) else value}"
         for key, value in mine.items()

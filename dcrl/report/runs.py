@@ -97,11 +97,54 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def setting_of(config: dict[str, Any]) -> dict[str, Any]:
-    """The flattened config without the keys that do not change the setting (seed, logging)."""
+def _defaults(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a config dataclass's plain defaults (nested dataclasses walked; mapping
+    defaults left out, as `_flatten` leaves out empty mappings)."""
+    import dataclasses
+
+    found: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        if not item.init:
+            continue
+        if item.default is not dataclasses.MISSING:
+            value = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            value = item.default_factory()
+        else:
+            continue
+        if dataclasses.is_dataclass(value):
+            found.update(_defaults(type(value), f"{prefix}{item.name}."))
+        elif not isinstance(value, dict):
+            found[f"{prefix}{item.name}"] = value
+    return found
+
+
+def _config_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The defaults of every setting a run's config could hold, for its algorithm: a key a run
+    saved before the setting existed is filled with the default it ran with. {} when the
+    algorithm is unknown here (a plugin not importable, a renamed one)."""
+    from dcrl.algorithms import get_algorithm_class
+    from dcrl.train.config import RunConfig
+
+    found = {k: v for k, v in _defaults(RunConfig).items() if not k.startswith("algorithm")}
+    name = (config.get("algorithm") or {}).get("name", "grpo")
+    try:
+        found.update(_defaults(get_algorithm_class(name).config_class, "algorithm."))
+    except Exception:  # noqa: BLE001 - best effort: the run's own keys still group it
+        return {}
+    return found
+
+
+def setting_of(config: dict[str, Any], defaults: bool = True) -> dict[str, Any]:
+    """The flattened config without the keys that do not change the setting (seed, logging);
+    with `defaults`, a setting the run's config lacks (saved before the setting existed) reads as
+    its default, so that the run groups with later runs of the same setting."""
+    flat = _flatten(config)
+    for key, value in _config_defaults(config).items() if defaults else ():
+        flat.setdefault(key, value)
     return {
         key: value
-        for key, value in _flatten(config).items()
+        for key, value in flat.items()
         if key not in NON_SETTING_KEYS and key.split(".")[0] not in NON_SETTING_SECTIONS
     }
 
