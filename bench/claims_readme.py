@@ -202,10 +202,11 @@ def control_range_block(rows: list[dict]) -> str | None:
         return None
     lines = []
     for row in mine:
-        algorithm = row["claim"][len("control range: ") :].split(" ", 1)[0].upper()
+        # "control range: dcpo holds ..." or "control range: dcpo's range settings ..."
+        name = row["claim"][len("control range: ") :].split(" ", 1)[0]
+        algorithm = name.removesuffix("'s").upper()
         value, seeds = row["value"], row.get("seeds", {})
         if "largest_rms_per_target" not in value:  # a comparison with the papers' bang-bang
-            algorithm = algorithm.removesuffix("'S")
             compared = "; ".join(f"at {key}: {stated(v)}" for key, v in value.items())
             lines.append(
                 f"- {algorithm} against the papers' bang-bang at the same targets (its RMS error "
@@ -237,24 +238,22 @@ def control_range_block(rows: list[dict]) -> str | None:
 BENCH_SEEDS = frozenset(range(1, 7))
 
 
+BEATS_GRPO = " beats GRPO on the held-out split"  # the baselines' rows against GRPO end so
+
+
 def baselines_block(rows: list[dict]) -> str | None:
     """README.md's sentence on the papers' comparison table: which of its methods beat GRPO by
     the interval, on which seeds (None when the baselines experiment has not run)."""
     mine = [
         r
         for r in goals(rows)
-        if r["claim"].startswith("baselines: ")
-        and r["claim"].endswith(" beats GRPO on the held-out split")
+        if r["claim"].startswith("baselines: ") and r["claim"].endswith(BEATS_GRPO)
     ]
     if not mine:
         return None
     used = sorted({s for r in mine for s in (r.get("seeds") or {}).get("used", [])})
     new = [s for s in used if s not in BENCH_SEEDS]
-    winners = [
-        r["claim"][len("baselines: ") : -len(" beats GRPO on the held-out split")]
-        for r in mine
-        if r["met"]
-    ]
+    winners = [r["claim"][len("baselines: ") : -len(BEATS_GRPO)] for r in mine if r["met"]]
     return (
         f"In the papers' comparison table (bench/README.md, \"The papers' comparison table\"), "
         f"judged on seeds {', '.join(map(str, used))}"

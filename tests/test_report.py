@@ -120,9 +120,10 @@ def test_runs_are_labelled_by_algorithm_and_seed_and_grouped_by_setting(tmp_path
 
 
 def test_settings_that_differ_past_three_keys_keep_their_own_groups(tmp_path):
-    """Six dcpo settings: three targets under one controller setup (a, b, c set together) and two
-    under another. The label names the keys that tell them apart (the target first: it splits
-    them most), never pools two settings into one group as the first three keys alone would."""
+    """Five dcpo settings: three targets under one setup and two under another (alpha_cap,
+    center_rho and controller change together). The label names the keys that tell them apart
+    (the target first: it splits them most), never pools two settings into one group as the
+    first three differing keys alone (the setup's) would."""
     (base,) = copy_runs(["dcpo-seed1"], tmp_path)
     setups = [(False, 0.3), (False, 0.4), (False, 0.5), (True, 0.3), (True, 0.5)]
     dirs = []

@@ -8,6 +8,8 @@ Only metrics.jsonl is required.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 from collections import Counter
@@ -100,8 +102,6 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _defaults(cls: type, prefix: str = "") -> dict[str, Any]:
     """Dotted keys of a config dataclass's plain defaults (nested dataclasses walked; mapping
     defaults left out, as `_flatten` leaves out empty mappings)."""
-    import dataclasses
-
     found: dict[str, Any] = {}
     for item in dataclasses.fields(cls):
         if not item.init:
@@ -119,15 +119,15 @@ def _defaults(cls: type, prefix: str = "") -> dict[str, Any]:
     return found
 
 
-def _config_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """The defaults of every setting a run's config could hold, for its algorithm: a key a run
-    saved before the setting existed is filled with the default it ran with. {} when the
-    algorithm is unknown here (a plugin not importable, a renamed one)."""
+@functools.cache
+def _config_defaults(name: str) -> dict[str, Any]:
+    """The defaults of every setting a run of algorithm `name` could hold (read-only; one walk
+    per algorithm): a key a run saved before the setting existed is filled with the default it
+    ran with. {} when the algorithm is unknown here (a plugin not importable, a renamed one)."""
     from dcrl.algorithms import get_algorithm_class
     from dcrl.train.config import RunConfig
 
     found = {k: v for k, v in _defaults(RunConfig).items() if not k.startswith("algorithm")}
-    name = (config.get("algorithm") or {}).get("name", "grpo")
     try:
         found.update(_defaults(get_algorithm_class(name).config_class, "algorithm."))
     except Exception:  # noqa: BLE001 - best effort: the run's own keys still group it
@@ -140,7 +140,8 @@ def setting_of(config: dict[str, Any], defaults: bool = True) -> dict[str, Any]:
     with `defaults`, a setting the run's config lacks (saved before the setting existed) reads as
     its default, so that the run groups with later runs of the same setting."""
     flat = _flatten(config)
-    for key, value in _config_defaults(config).items() if defaults else ():
+    name = str((config.get("algorithm") or {}).get("name", "grpo"))
+    for key, value in _config_defaults(name).items() if defaults else ():
         flat.setdefault(key, value)
     return {
         key: value
