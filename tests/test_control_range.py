@@ -392,6 +392,55 @@ def test_target_ramp_moves_the_aim_from_the_first_measurement():
         PIController(0.2, target_ramp=-1)
 
 
+def test_hold_gain_scales_the_proportional_gain_once_the_target_is_reached():
+    """By hand, target 0.2, k_p = 10, k_i = 1, ramp 2 steps, hold_gain 0.25, T in [0.5, 3]:
+    measurements 0.1, 0.15 (the aim 0.15 after the ramp's first step, the target not reached):
+    the integral holds gaps 0.05 (aim 0.15 − 0.1) and 0.05 (target 0.2 − 0.15) = 0.1, so
+    T = 1 + 10·0.05 + 1·0.1 = 1.6; then 0.21 (ramp done, past the target from below): holding,
+    gap −0.01, integral 0.09, T = 1 + 0.25·10·(−0.01) + 1·0.09 = 1.065 (the integral's push
+    kept, the proportional answer to the overshoot a quarter). Without hold_gain the same
+    measurements give 1 − 0.1 + 0.09 = 0.99. The hold survives a checkpoint; a start above the
+    target reaches it from above."""
+    from dcrl.core.control import PIController, make_controller
+
+    kwargs = dict(
+        proportional_gain=10.0,
+        integral_gain=1.0,
+        temperature_min=0.5,
+        temperature_max=3.0,
+        target_ramp=2,
+    )
+    held = PIController(0.2, hold_gain=0.25, **kwargs)
+    plain = PIController(0.2, **kwargs)
+    for controller in (held, plain):
+        controller.update(0.1)
+        controller.update(0.15)
+    assert not held.holding
+    assert held.decide().temperature == pytest.approx(1.6)
+    assert plain.decide().temperature == pytest.approx(1.6)
+    for controller in (held, plain):
+        controller.update(0.21)
+    assert held.holding
+    assert held.decide().temperature == pytest.approx(1.065)
+    assert plain.decide().temperature == pytest.approx(0.99)
+    assert "hold_gain" not in plain.config() and held.config()["hold_gain"] == 0.25
+    rebuilt = make_controller("pi", **held.state_dict()["config"])
+    rebuilt.load_state_dict(json.loads(json.dumps(held.state_dict())))
+    assert rebuilt.holding and rebuilt.decide() == held.decide()
+    # once reached, the hold stays, also when the entropy falls back below the target
+    held.update(0.1)
+    assert held.holding
+    cooling = PIController(0.2, hold_gain=0.5, proportional_gain=10.0, integral_gain=0.0)
+    cooling.update(0.3)
+    cooling.update(0.25)
+    assert not cooling.holding
+    cooling.update(0.2)
+    assert cooling.holding
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="hold_gain"):
+            PIController(0.2, hold_gain=bad)
+
+
 def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
     """A probe controlled on the full-vocabulary entropy: its table row names the signal and
     gives the RMS relative error of both series. By hand: second half of the NLL at 0.11 and
@@ -444,6 +493,28 @@ def test_readme_sentence_from_the_claims_rows(tmp_path):
     assert "0.6×: 20.0%" in aepo and "goal missed (seeds 4, 5, settings chosen on seed 1)" in aepo
     assert "(5 of 5 targets" in dcpo and "1.4×: 5.0%" in dcpo and "goal **met**" in dcpo
     assert control_range_block([{"claim": "other", "met": True}]) is None
+    # the same goal re-run on a seed new to the bench: its own line, naming its command
+    unseen = [{**rows[1], "seeds": {"chose": [1], "used": [9], "judged": True}, "command": "c9"}]
+    line = control_range_block(rows, unseen).splitlines()[2]
+    assert line.startswith("- DCPO on seed 9 (new to the bench), `c9`: held within 10% RMS")
+    assert "goal **met** (seeds 9, settings chosen on seed 1)" in line
+
+
+def test_an_algorithm_left_out_has_no_goal_row(tmp_path):
+    """`--only 'dcpo-H.*-range'` (DCPO's range runs on a new seed): AEPO has no points, so no
+    goal row says it held "0 of 0 targets"; DCPO's row is judged on the seed that ran."""
+    specs = [
+        s
+        for s in control_range.specs([9], EXPLORE)
+        if s.controller == "range" and s.recipe == "dcpo"
+    ]
+    for spec in specs:
+        write_log(tmp_path, spec, [spec.target] * 60)
+    summary = control_range.summarize(specs, tmp_path, EXPLORE, None)
+    assert list(summary["goals"]) == ["dcpo"]
+    (row,) = control_range.claims(summary, EXPLORE)
+    assert row["claim"].startswith("control range: dcpo holds") and row["met"] is True
+    assert row["seeds"] == {"chose": [1], "used": [9], "judged": True}
 
 
 def test_range_settings_against_the_papers_bang_bang_by_hand(tmp_path):

@@ -284,6 +284,18 @@ class PIController(EntropyController):
     a low one; on tiny-explore one set of gains tuned at 1.4× the start oscillates on noise at
     0.6×, and one tuned at 0.6× heats too slowly for 1.4× (bench/README.md, "Control over a
     range").
+
+    A gentler hold (`hold_gain` f, 1 = off): once the loop has reached its target (the ramp, if
+    any, finished and the smoothed entropy at or past the target, seen from where it started) the
+    proportional (and derivative) gain is multiplied by f for the rest of the run; the integral
+    term is left as it is, so the steady push it has built and its answer to a standing error are
+    kept. A policy whose entropy sits at a fork can barely move while the push builds and then
+    move at once when the fork opens: the plant's response per unit of push is far larger after
+    the approach than during it, so a proportional gain high enough to leave the flat start swings
+    T between its bounds on measurement noise once the target is reached. On tiny-explore it did
+    not help on the seeds that judged it: the integral built during a long approach then pushes
+    past the target with less proportional action to answer it (bench/README.md, "Control over a
+    range", cause 5), so the bench's range settings leave it off.
     """
 
     name = "pi"
@@ -302,8 +314,16 @@ class PIController(EntropyController):
         derivative_gain: float = 0.0,
         weight_min: float = 0.0,
         target_ramp: int = 0,
+        hold_gain: float = 1.0,
     ) -> None:
         super().__init__(target_entropy, initial_entropy)
+        self.hold_gain = _check_finite(hold_gain, "hold_gain")
+        if not 0.0 < self.hold_gain <= 1.0:
+            raise ValueError(
+                f"hold_gain must be in (0, 1] (the factor on the proportional gain once the "
+                f"target is reached; 1 = the same gain throughout), got {hold_gain}"
+            )
+        self.holding = False  # whether the target has been reached (hold_gain applies)
         if isinstance(target_ramp, bool) or not isinstance(target_ramp, int) or target_ramp < 0:
             raise ValueError(
                 f"target_ramp must be a whole number of steps >= 0 (0 = aim at the target from "
@@ -357,11 +377,10 @@ class PIController(EntropyController):
     def _effort(self, gap: float, integral: float) -> float:
         """e = k_p·gap + k_i·Σgap − k_d·ΔH̄: the unclipped T − 1 (gains × 𝓗/H_ref with
         gain_reference)."""
-        effort = (
-            self.proportional_gain * gap
-            + self.integral_gain * integral
-            - self.derivative_gain * self.change
-        )
+        reacting = self.proportional_gain * gap - self.derivative_gain * self.change
+        if self.holding:
+            reacting *= self.hold_gain
+        effort = reacting + self.integral_gain * integral
         if self.gain_reference is not None:
             effort *= self.target_entropy / self.gain_reference
         return effort
@@ -379,6 +398,16 @@ class PIController(EntropyController):
             return self.target_entropy
         fraction = min(1.0, self.num_updates / self.target_ramp)
         return self.ramp_start + (self.target_entropy - self.ramp_start) * fraction
+
+    def _reached_target(self) -> bool:
+        """Whether the ramp (if any) has finished and the smoothed entropy is at or past the
+        target on the far side from the first measurement (a start at the target counts as
+        reached)."""
+        if self.num_updates < self.target_ramp or self.ramp_start is None:
+            return False
+        if self.ramp_start <= self.target_entropy:
+            return self.previous_entropy >= self.target_entropy
+        return self.previous_entropy <= self.target_entropy
 
     def _temperature(self) -> float:
         gap = self._target_now() - self.previous_entropy
@@ -403,6 +432,8 @@ class PIController(EntropyController):
             beta = self.entropy_smoothing
             self.previous_entropy = beta * smoothed_before + (1.0 - beta) * self.previous_entropy
             self.change = self.previous_entropy - smoothed_before
+        if self.hold_gain < 1.0 and not self.holding:
+            self.holding = self._reached_target()
         gap = self._target_now() - self.previous_entropy
         candidate = self._effort(gap, self.integral + gap)
         limit = 1.0 if self.weight_max is None else self.weight_max
@@ -430,14 +461,18 @@ class PIController(EntropyController):
             config["weight_min"] = self.weight_min
         if self.target_ramp:  # likewise
             config["target_ramp"] = self.target_ramp
+        if self.hold_gain != 1.0:  # likewise
+            config["hold_gain"] = self.hold_gain
         return config
 
     def _dynamic_state(self) -> dict[str, Any]:
         state = {**super()._dynamic_state(), "integral": self.integral}
         if self.derivative_gain:  # kept only when used: the layout of earlier versions otherwise
             state["change"] = self.change
-        if self.target_ramp:
+        if self.target_ramp or self.hold_gain != 1.0:
             state["ramp_start"] = self.ramp_start
+        if self.hold_gain != 1.0:
+            state["holding"] = self.holding
         return state
 
     def _load_dynamic_state(self, state: dict[str, Any]) -> None:
@@ -446,6 +481,7 @@ class PIController(EntropyController):
         self.change = float(state.get("change", 0.0))  # absent in the state of earlier versions
         start = state.get("ramp_start")
         self.ramp_start = None if start is None else float(start)
+        self.holding = bool(state.get("holding", False))
 
 
 class AdaptiveTemperatureController(EntropyController):

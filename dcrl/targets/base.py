@@ -160,7 +160,8 @@ class EntropyControlFields:
         "entropy_smoothing, gain_reference (the gains scale with target/gain_reference), "
         "derivative_gain (brakes on the entropy's change over the last step), weight_min (a "
         "floor under the weight it sets), target_ramp (steps over which the aim moves from the "
-        "first measured entropy to the target); "
+        "first measured entropy to the target), hold_gain (a factor on the proportional gain once "
+        "the target is reached); "
         "adaptive takes gain.",
     )
     weight_max: float | None = field(
