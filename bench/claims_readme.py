@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 CHOSE = RESULTS / "explore" / "claims.json"
 JUDGED = RESULTS / "explore" / "seeds-4-5-6" / "claims.json"
+# The control range's goal re-run on a seed the bench never used (DCPO's range settings only).
+UNSEEN_CONTROL = RESULTS / "explore" / "seed-9" / "claims.json"
 OVERTHINK = RESULTS / "claims.json"
 
 
@@ -194,18 +196,39 @@ def regime_block(rows: list[dict]) -> str | None:
     return "\n".join(lines)
 
 
-def control_range_block(rows: list[dict]) -> str | None:
+def _algorithm_of(row: dict) -> str:
+    """DCPO of "control range: dcpo holds ..." or "control range: dcpo's range settings ..."."""
+    return row["claim"][len("control range: ") :].split(" ", 1)[0].removesuffix("'s").upper()
+
+
+def held_line(row: dict) -> str:
+    """A control range goal row in words: where it held on every seed, the largest seed's RMS
+    per target, the verdict and which seeds chose and which judged."""
+    value, seeds = row["value"], row.get("seeds", {})
+    largest = ", ".join(
+        f"{factor}×: {rms:.1%}" for factor, rms in value["largest_rms_per_target"].items()
+    )
+    held = ", ".join(f"{f}×" for f in value["targets_held"]) or "none"
+    return (
+        f"held within 10% RMS on every seed at {held} "
+        f"({len(value['targets_held'])} of {len(value['largest_rms_per_target'])} targets; "
+        f"the largest seed's RMS per target: {largest}); goal "
+        f"{'**met**' if row['met'] else 'missed'} (seeds "
+        f"{', '.join(map(str, seeds.get('used', [])))}, settings chosen on seed "
+        f"{', '.join(map(str, seeds.get('chose', [])))})"
+    )
+
+
+def control_range_block(rows: list[dict], unseen: list[dict] = ()) -> str | None:
     """README.md's sentence per algorithm on holding five targets from 0.6× to 1.4× the start,
-    from the control_range experiment's rows of claims.json (None when it has not run)."""
+    from the control_range experiment's rows of claims.json (None when it has not run), and the
+    same goal on seeds new to the bench (`unseen`: the rows of UNSEEN_CONTROL, if run)."""
     mine = [r for r in goals(rows) if r["claim"].startswith("control range:")]
     if not mine:
         return None
     lines = []
     for row in mine:
-        # "control range: dcpo holds ..." or "control range: dcpo's range settings ..."
-        name = row["claim"][len("control range: ") :].split(" ", 1)[0]
-        algorithm = name.removesuffix("'s").upper()
-        value, seeds = row["value"], row.get("seeds", {})
+        algorithm, value = _algorithm_of(row), row["value"]
         if "largest_rms_per_target" not in value:  # a comparison with the papers' bang-bang
             compared = "; ".join(f"at {key}: {stated(v)}" for key, v in value.items())
             lines.append(
@@ -214,17 +237,19 @@ def control_range_block(rows: list[dict]) -> str | None:
                 f"{'**met**' if row['met'] else 'missed'}."
             )
             continue
-        largest = ", ".join(
-            f"{factor}×: {rms:.1%}" for factor, rms in value["largest_rms_per_target"].items()
-        )
-        held = ", ".join(f"{f}×" for f in value["targets_held"]) or "none"
+        lines.append(f"- {algorithm}: {held_line(row)}.")
+    for row in goals(list(unseen)):
+        if not row["claim"].startswith("control range:"):
+            continue
+        if "largest_rms_per_target" not in row["value"]:
+            continue
+        used = row.get("seeds", {}).get("used", [])
+        new = bool(used) and not set(used) & BENCH_SEEDS
         lines.append(
-            f"- {algorithm}: held within 10% RMS on every seed at {held} "
-            f"({len(value['targets_held'])} of {len(value['largest_rms_per_target'])} targets; "
-            f"the largest seed's RMS per target: {largest}); goal "
-            f"{'**met**' if row['met'] else 'missed'} (seeds "
-            f"{', '.join(map(str, seeds.get('used', [])))}, settings chosen on seed "
-            f"{', '.join(map(str, seeds.get('chose', [])))})."
+            f"- {_algorithm_of(row)} on seed{'s' if len(used) > 1 else ''} "
+            f"{', '.join(map(str, used))}"
+            + (" (new to the bench)" if new else "")
+            + f", `{row['command']}`: {held_line(row)}."
         )
     lines.append(
         "\nMade by `python bench/reproduce.py --experiment control_range --seeds 4 5 6`; the table "
@@ -278,7 +303,7 @@ def main() -> int:
     baselines = baselines_block(chose)
     if baselines is not None:
         write_block(REPO / "README.md", "baselines-verdict", baselines)
-    control = control_range_block(chose)
+    control = control_range_block(chose, load(UNSEEN_CONTROL))
     if control is not None:
         write_block(REPO / "README.md", "control-range", control)
     named_only = ("baselines", "regime", "control_range")

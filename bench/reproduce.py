@@ -53,6 +53,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -103,39 +104,59 @@ def logs_policy_entropy(run_dir: Path, recipe: str) -> bool:
     return not rows or "entropy/on_policy_nll" in rows[0]
 
 
+def run_config(spec: RunSpec, root: Path, steps: int, testbed: Testbed):
+    """The run's full configuration: its recipe with the spec's overrides, steps and seed."""
+    from dcrl.train.config import load_run_config
+
+    overrides = [
+        *spec.overrides,
+        f"train.steps={steps}",
+        f"train.seed={spec.seed}",
+        "train.threads=1",
+        f"log.output_dir={spec.run_dir(root)}",
+        "log.console=false",
+        "log.tensorboard=false",
+    ]
+    return load_run_config(testbed.recipe_path(spec.recipe), overrides)
+
+
+def run_status(spec: RunSpec, root: Path, steps: int, testbed: Testbed) -> str:
+    """What training `spec` for `steps` steps has left to do: "done", "to resume from step k",
+    "to train", or "to train again (made with other settings)" (the run directory is then
+    replaced)."""
+    from dcrl.train import checkpoint
+
+    run_dir = spec.run_dir(root)
+    if not run_dir.exists():
+        return "to train"
+    config = run_config(spec, root, steps, testbed)
+    if not (same_settings(run_dir, config) and logs_policy_entropy(run_dir, spec.recipe)):
+        return "to train again (made with other settings)"
+    latest = checkpoint.latest_checkpoint(run_dir)
+    if latest is None:
+        return "to train"  # died before its first checkpoint: start over
+    done = json.loads((latest / "trainer_state.json").read_text())["step"]
+    if done >= steps and (run_dir / "policy" / "config.json").is_file():
+        return "done"
+    return f"to resume from step {done}"
+
+
 def train_one(spec: RunSpec, root: Path, steps: int, testbed: Testbed) -> str:
     """Train one run in this (worker) process; reuse it when already finished."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)
-    from dcrl.train import checkpoint
-    from dcrl.train.config import load_run_config
     from dcrl.train.trainer import Trainer
 
     run_dir = spec.run_dir(root)
-    overrides = [
-        *spec.overrides,
-        f"train.steps={steps}",
-        f"train.seed={spec.seed}",
-        "train.threads=1",
-        f"log.output_dir={run_dir}",
-        "log.console=false",
-        "log.tensorboard=false",
-    ]
-    config = load_run_config(testbed.recipe_path(spec.recipe), overrides)
-    if run_dir.exists() and not (
-        same_settings(run_dir, config) and logs_policy_entropy(run_dir, spec.recipe)
-    ):
-        shutil.rmtree(run_dir)  # trained with other recipes (e.g. an older testbed): redo it
-    latest = checkpoint.latest_checkpoint(run_dir)
-    if latest is not None:
-        done = json.loads((latest / "trainer_state.json").read_text())["step"]
-        if done >= steps and (run_dir / "policy" / "config.json").is_file():
-            return str(run_dir)
-    elif run_dir.exists():
-        shutil.rmtree(run_dir)  # died before its first checkpoint: start over
-    Trainer(config, resume=latest is not None).fit()
+    status = run_status(spec, root, steps, testbed)
+    if status == "done":
+        return str(run_dir)
+    if status.startswith("to train") and run_dir.exists():
+        shutil.rmtree(run_dir)  # other settings (e.g. an older testbed), or no checkpoint yet
+    config = run_config(spec, root, steps, testbed)
+    Trainer(config, resume=status.startswith("to resume")).fit()
     return str(run_dir)
 
 
@@ -311,7 +332,7 @@ def reclaim(experiments: list[str], out: Path, testbed: Testbed, argv: list[str]
         restat(record["summary"])
         if hasattr(module, "refresh"):  # the verdicts a summary stores (goal_met, ...)
             module.refresh(record["summary"], testbed)
-        record["verdicts"] = "python bench/reproduce.py " + " ".join(argv)
+        record["verdicts"] = "python bench/reproduce.py " + shlex.join(argv)
         path.write_text(json.dumps(record, indent=1))
         (out / f"{experiment}.md").write_text(
             f"<!-- made by: {record['command']} (verdicts: {record['verdicts']}) -->\n"
@@ -405,8 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     all_specs = dict.fromkeys((s, steps_of(e)) for e in experiments for s in specs_of(e))
     if args.dry_run:
         for spec, steps in all_specs:
-            done = (spec.run_dir(root) / "policy").is_dir()
-            print(f"{spec.run_dir(root)}  {steps} steps  {'done' if done else 'to train'}")
+            print(f"{spec.run_dir(root)}  {steps} steps  {run_status(spec, root, steps, testbed)}")
         print(f"{len(all_specs)} runs ({testbed.name} testbed, seeds {args.seeds})")
         return 0
     run_all(
@@ -431,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluations = run_all(jobs, args.workers, "evaluating") if jobs else []
     pretrained = evaluations[0] if with_pretrained else None
 
-    command = "python bench/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python bench/reproduce.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     for experiment in experiments:
         specs = specs_of(experiment)
         run_dirs = sorted({str(s.run_dir(root)) for s in specs})

@@ -447,3 +447,39 @@ def test_every_experiment_plans_its_runs_on_seeds_the_default_does_not_use(
     assert {line.split()[0].rsplit("-seed", 1)[1] for line in plan} == {"4", "5", "6"}
     assert lines[-1] == f"{len(specs)} runs ({testbed} testbed, seeds [4, 5, 6])"
     assert not any((tmp_path / "runs").iterdir())  # nothing trained
+
+
+def test_run_status_says_what_a_run_directory_has_left_to_do(tmp_path):
+    """The dry run's plan and the trainer agree: a missing directory is to train; one made with
+    other settings is trained again (not reported done, as a check for a policy folder alone
+    did); the same settings with a checkpoint at step 10 of 40 resume; at step 40 with the saved
+    policy, done. A longer run resumes a shorter one (steps are not a setting)."""
+    import yaml
+
+    from bench.reproduce import run_config, run_status
+    from dcrl.config import to_dict
+
+    testbed = TESTBEDS["explore"]
+    spec = RunSpec("grpo", "grpo", 1, ())
+    run_dir = spec.run_dir(tmp_path)
+    assert run_status(spec, tmp_path, 40, testbed) == "to train"
+
+    def save(config) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+    other = RunSpec("grpo", "grpo", 1, ("train.lr=0.001",))
+    save(run_config(other, tmp_path, 40, testbed))
+    (run_dir / "policy").mkdir()
+    (run_dir / "policy" / "config.json").write_text("{}")
+    assert run_status(spec, tmp_path, 40, testbed) == "to train again (made with other settings)"
+    save(run_config(spec, tmp_path, 20, testbed))
+    assert run_status(spec, tmp_path, 40, testbed) == "to train"  # no checkpoint yet
+    step = run_dir / "checkpoints" / "step_000010"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text(json.dumps({"step": 10}))
+    (run_dir / "checkpoints" / "latest").write_text("step_000010")
+    assert run_status(spec, tmp_path, 40, testbed) == "to resume from step 10"
+    (step / "trainer_state.json").write_text(json.dumps({"step": 40}))
+    assert run_status(spec, tmp_path, 40, testbed) == "done"
+    assert run_status(spec, tmp_path, 60, testbed) == "to resume from step 40"
