@@ -392,6 +392,16 @@ def test_target_ramp_moves_the_aim_from_the_first_measurement():
         PIController(0.2, target_ramp=-1)
 
 
+# the hand-computed PI loop of the hold tests: k_p = 10, k_i = 1, T in [0.5, 3], a 2-step ramp
+HAND_PI = {
+    "proportional_gain": 10.0,
+    "integral_gain": 1.0,
+    "temperature_min": 0.5,
+    "temperature_max": 3.0,
+    "target_ramp": 2,
+}
+
+
 def test_hold_gain_scales_the_proportional_gain_once_the_target_is_reached():
     """By hand, target 0.2, k_p = 10, k_i = 1, ramp 2 steps, hold_gain 0.25, T in [0.5, 3]:
     measurements 0.1, 0.15 (the aim 0.15 after the ramp's first step, the target not reached):
@@ -403,15 +413,8 @@ def test_hold_gain_scales_the_proportional_gain_once_the_target_is_reached():
     target reaches it from above."""
     from dcrl.core.control import PIController, make_controller
 
-    kwargs = dict(
-        proportional_gain=10.0,
-        integral_gain=1.0,
-        temperature_min=0.5,
-        temperature_max=3.0,
-        target_ramp=2,
-    )
-    held = PIController(0.2, hold_gain=0.25, **kwargs)
-    plain = PIController(0.2, **kwargs)
+    held = PIController(0.2, hold_gain=0.25, **HAND_PI)
+    plain = PIController(0.2, **HAND_PI)
     for controller in (held, plain):
         controller.update(0.1)
         controller.update(0.15)
@@ -439,6 +442,42 @@ def test_hold_gain_scales_the_proportional_gain_once_the_target_is_reached():
     for bad in (0.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match="hold_gain"):
             PIController(0.2, hold_gain=bad)
+
+
+def test_hold_integral_scales_the_integral_once_at_the_crossing():
+    """By hand, the setting of the hold_gain test (target 0.2, k_p = 10, k_i = 1, ramp 2 steps,
+    T in [0.5, 3]) with hold_integral f: measurements 0.1 and 0.15 build the integral to 0.1
+    (T = 1.6 whatever f); 0.21 crosses the target, so the integral becomes f·0.1 before the new
+    gap −0.01 is added: T = 1 + 10·(−0.01) + (f·0.1 − 0.01) = 0.89 at f = 0 (reset), 0.94 at
+    f = 0.5, 0.99 at f = 1 (off). Only the first crossing scales it: 0.19 next adds +0.01 to
+    what is left (T = 1 + 0.1 + 0 = 1.1 at f = 0). The scaled integral and the hold survive a
+    checkpoint; out-of-range factors are refused by name."""
+    from dcrl.core.control import PIController, make_controller
+
+    expected = {0.0: 0.89, 0.5: 0.94, 1.0: 0.99}
+    controllers = {f: PIController(0.2, hold_integral=f, **HAND_PI) for f in expected}
+    for factor, controller in controllers.items():
+        controller.update(0.1)
+        controller.update(0.15)
+        assert controller.integral == pytest.approx(0.1)
+        assert controller.decide().temperature == pytest.approx(1.6)
+        controller.update(0.21)
+        assert controller.integral == pytest.approx(factor * 0.1 - 0.01)
+        assert controller.decide().temperature == pytest.approx(expected[factor])
+    reset = controllers[0.0]
+    assert reset.holding and not controllers[1.0].holding  # f = 1 changes nothing, tracks nothing
+    assert (
+        reset.config()["hold_integral"] == 0.0 and "hold_integral" not in controllers[1.0].config()
+    )
+    rebuilt = make_controller("pi", **reset.state_dict()["config"])
+    rebuilt.load_state_dict(json.loads(json.dumps(reset.state_dict())))
+    assert rebuilt.holding and rebuilt.decide() == reset.decide()
+    reset.update(0.19)
+    assert reset.integral == pytest.approx(0.0)
+    assert reset.decide().temperature == pytest.approx(1.1)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="hold_integral"):
+            PIController(0.2, hold_integral=bad)
 
 
 def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):

@@ -296,6 +296,11 @@ class PIController(EntropyController):
     not help on the seeds that judged it: the integral built during a long approach then pushes
     past the target with less proportional action to answer it (bench/README.md, "Control over a
     range", cause 5), so the bench's range settings leave it off.
+
+    `hold_integral` f (1 = off) acts on that cause instead: at the step the target is first
+    reached the integral is multiplied by f, once (0 = emptied), so the push built while the
+    entropy sat flat does not keep driving it past the target; the integral then builds anew
+    from the errors of the hold.
     """
 
     name = "pi"
@@ -315,6 +320,7 @@ class PIController(EntropyController):
         weight_min: float = 0.0,
         target_ramp: int = 0,
         hold_gain: float = 1.0,
+        hold_integral: float = 1.0,
     ) -> None:
         super().__init__(target_entropy, initial_entropy)
         self.hold_gain = _check_finite(hold_gain, "hold_gain")
@@ -323,7 +329,13 @@ class PIController(EntropyController):
                 f"hold_gain must be in (0, 1] (the factor on the proportional gain once the "
                 f"target is reached; 1 = the same gain throughout), got {hold_gain}"
             )
-        self.holding = False  # whether the target has been reached (hold_gain applies)
+        self.hold_integral = _check_finite(hold_integral, "hold_integral")
+        if not 0.0 <= self.hold_integral <= 1.0:
+            raise ValueError(
+                f"hold_integral must be in [0, 1] (the factor on the integral at the step the "
+                f"target is first reached; 0 = reset it, 1 = keep it), got {hold_integral}"
+            )
+        self.holding = False  # whether the target has been reached (hold_gain, hold_integral)
         if isinstance(target_ramp, bool) or not isinstance(target_ramp, int) or target_ramp < 0:
             raise ValueError(
                 f"target_ramp must be a whole number of steps >= 0 (0 = aim at the target from "
@@ -409,6 +421,10 @@ class PIController(EntropyController):
             return self.previous_entropy >= self.target_entropy
         return self.previous_entropy <= self.target_entropy
 
+    def _holds_differently(self) -> bool:
+        """Whether reaching the target changes anything (`hold_gain` or `hold_integral` < 1)."""
+        return self.hold_gain < 1.0 or self.hold_integral < 1.0
+
     def _temperature(self) -> float:
         gap = self._target_now() - self.previous_entropy
         temperature = 1.0 + self._effort(gap, self.integral)
@@ -432,8 +448,10 @@ class PIController(EntropyController):
             beta = self.entropy_smoothing
             self.previous_entropy = beta * smoothed_before + (1.0 - beta) * self.previous_entropy
             self.change = self.previous_entropy - smoothed_before
-        if self.hold_gain < 1.0 and not self.holding:
+        if self._holds_differently() and not self.holding:
             self.holding = self._reached_target()
+            if self.holding:  # the crossing: the push built on the way is scaled once
+                self.integral *= self.hold_integral
         gap = self._target_now() - self.previous_entropy
         candidate = self._effort(gap, self.integral + gap)
         limit = 1.0 if self.weight_max is None else self.weight_max
@@ -463,15 +481,17 @@ class PIController(EntropyController):
             config["target_ramp"] = self.target_ramp
         if self.hold_gain != 1.0:  # likewise
             config["hold_gain"] = self.hold_gain
+        if self.hold_integral != 1.0:  # likewise
+            config["hold_integral"] = self.hold_integral
         return config
 
     def _dynamic_state(self) -> dict[str, Any]:
         state = {**super()._dynamic_state(), "integral": self.integral}
         if self.derivative_gain:  # kept only when used: the layout of earlier versions otherwise
             state["change"] = self.change
-        if self.target_ramp or self.hold_gain != 1.0:
+        if self.target_ramp or self._holds_differently():
             state["ramp_start"] = self.ramp_start
-        if self.hold_gain != 1.0:
+        if self._holds_differently():
             state["holding"] = self.holding
         return state
 

@@ -161,7 +161,7 @@ class EntropyControlFields:
         "derivative_gain (brakes on the entropy's change over the last step), weight_min (a "
         "floor under the weight it sets), target_ramp (steps over which the aim moves from the "
         "first measured entropy to the target), hold_gain (a factor on the proportional gain once "
-        "the target is reached); "
+        "the target is reached), hold_integral (a factor on the integral at that crossing, once); "
         "adaptive takes gain.",
     )
     weight_max: float | None = field(
