@@ -35,6 +35,35 @@ def test_fixed_controller_keeps_its_temperature_and_its_state():
         make_controller("fixed", target_entropy=0.1, temperature=0.0)
 
 
+def test_fixed_controller_with_a_weight_is_an_open_loop_push_dcpo_reads():
+    """controller_options.weight fixes the weight every step, whatever the entropy: DCPO's α is
+    then a/(1 + a), a = w·cap/p, by hand w = 3, cap 0.1, p = 3/4 correct → a = 0.4, α = 2/7,
+    the same far above and far below the target. Without it the weight stays the algorithm's
+    (None); a negative weight is refused by name; the weight survives a checkpoint."""
+    import torch
+
+    from dcrl.core.regularizers import dcpo_alpha
+
+    pushed = make_controller("fixed", target_entropy=0.1, temperature=2.0, weight=3.0)
+    correct = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    for entropy in (0.01, 0.5):
+        pushed.update(entropy)
+        decision = pushed.decide()
+        assert (decision.temperature, decision.weight) == (2.0, 3.0)
+        alpha = dcpo_alpha(
+            decision.target_entropy, decision.previous_entropy, correct, 0.1, weight=decision.weight
+        )
+        assert alpha == pytest.approx(2.0 / 7.0)
+    assert make_controller("fixed", target_entropy=0.1).decide().weight is None
+    assert "weight" not in make_controller("fixed", target_entropy=0.1).config()
+    state = json.loads(json.dumps(pushed.state_dict()))
+    rebuilt = make_controller(state["name"], **state["config"])
+    rebuilt.load_state_dict(state)
+    assert rebuilt.decide() == pushed.decide()
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        make_controller("fixed", target_entropy=0.1, weight=-1.0)
+
+
 def test_the_fixed_ablation_loads_from_the_recipe():
     from dcrl.train.config import load_run_config
 

@@ -511,6 +511,41 @@ def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
     )
 
 
+def test_probes_main_writes_the_named_readme_block_with_its_command(tmp_path):
+    """`--readme=hold` writes the table into the control-probes-hold block (the plain
+    control-probes block untouched) under the command that made it; without --readme the
+    table is only returned; a folder contributes its runs, files and unfinished runs skipped."""
+    folder = tmp_path / "diag"
+    for name in ("dcpo-b-H0.1", "dcpo-a-H0.1"):
+        run_dir = folder / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(
+            "algorithm:\n  name: dcpo\n  target_entropy: 0.1\n", encoding="utf-8"
+        )
+        row = {"entropy/on_policy_nll": 0.1, "reward/accuracy": 1.0, "length/mean": 9.0}
+        rows = [{"step": s, **row} for s in (1, 2)]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "unfinished").mkdir()
+    (folder / "dcpo-a-H0.1.log").write_text("step 1\n")
+    readme = tmp_path / "README.md"
+    blocks = (
+        "<!-- bench:control-probes -->\nold\n<!-- /bench:control-probes -->\n"
+        "<!-- bench:control-probes-hold -->\nold\n<!-- /bench:control-probes-hold -->\n"
+    )
+    readme.write_text("intro\n" + blocks, encoding="utf-8")
+    table = control_range.probes_main([str(folder)], readme)
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [
+        "| dcpo-a-H0.1",
+        "| dcpo-b-H0.1",
+    ]
+    assert readme.read_text(encoding="utf-8") == "intro\n" + blocks  # no --readme: untouched
+    control_range.probes_main(["--readme=hold", str(folder)], readme)
+    text = readme.read_text(encoding="utf-8")
+    assert "<!-- bench:control-probes -->\nold\n" in text
+    made_by = f"<!-- made by: python -m bench.experiments.control_range --readme=hold {folder} -->"
+    assert f"<!-- bench:control-probes-hold -->\n{made_by}\n{table}" in text
+
+
 def test_readme_sentence_from_the_claims_rows(tmp_path):
     """bench/claims_readme.py writes README.md's control-range block from the claims rows the
     summary makes: each algorithm's held targets, the largest seed's RMS per target, the verdict

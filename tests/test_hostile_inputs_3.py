@@ -123,6 +123,10 @@ def test_task_options_of_the_right_types_still_build_the_task():
             ["algorithm.controller=pi", "algorithm.controller_options={proportional_gain: -1}"],
             "algorithm.controller_options.proportional_gain must be >= 0.0, got -1",
         ),
+        (
+            ["algorithm.controller=fixed", "algorithm.controller_options={weight: -1}"],
+            "algorithm.controller_options.weight must be >= 0.0, got -1",
+        ),
     ],
 )
 def test_a_bad_controller_option_is_keyed_where_the_user_set_it(tmp_path, options, named):

@@ -582,14 +582,17 @@ def probe_table(run_dirs: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-    # python -m bench.experiments.control_range <runs or folders of runs>: the probe table;
-    # with --readme first, into bench/README.md's control-probes block instead.
+def probes_main(arguments: list[str], readme: Path | None = None) -> str:
+    """`python -m bench.experiments.control_range <runs or folders of runs>`: the probe table of
+    the runs (a folder's runs sorted by name); with `--readme` first, written into `readme`'s
+    (bench/README.md's) control-probes block instead, `--readme=NAME` into its
+    control-probes-NAME block, under a "made by" line with the command. Returns the table."""
     import shlex
-    import sys
 
-    arguments = sys.argv[1:]
-    to_readme = arguments[:1] == ["--readme"]
+    to_readme = bool(arguments) and arguments[0].split("=")[0] == "--readme"
+    block = "control-probes"
+    if to_readme and "=" in arguments[0]:
+        block += "-" + arguments[0].split("=", 1)[1]
     dirs = []
     for given in map(Path, arguments[to_readme:]):  # a run, or a folder of runs
         runs = [given] if (given / "config.yaml").is_file() else sorted(given.iterdir())
@@ -597,16 +600,21 @@ if __name__ == "__main__":
             d for d in runs if (d / "config.yaml").is_file() and (d / "metrics.jsonl").is_file()
         ]
     table = probe_table(dirs)
-    if not to_readme:
-        print(table, end="")
-    else:
+    if to_readme:
         from bench.readme_blocks import write_block
 
         from .common import REPO
 
-        command = "python -m bench.experiments.control_range --readme " + " ".join(
-            shlex.quote(str(p)) for p in arguments[1:]
-        )
-        write_block(
-            REPO / "bench" / "README.md", "control-probes", f"<!-- made by: {command} -->\n{table}"
-        )
+        command = "python -m bench.experiments.control_range " + shlex.join(arguments)
+        readme = readme or REPO / "bench" / "README.md"
+        write_block(readme, block, f"<!-- made by: {command} -->\n{table}")
+    return table
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] and sys.argv[1].startswith("--readme"):
+        probes_main(sys.argv[1:])
+    else:
+        print(probes_main(sys.argv[1:]), end="")

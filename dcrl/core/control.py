@@ -568,7 +568,10 @@ class FixedTemperatureController(EntropyController):
     """T = `temperature` every step (default: `temperature_max`, the papers' heating 1.2),
     whatever the entropy: the ablation "T fixed" of an entropy-controlled method. The target
     stays in the decision (DCPO's α is sized by the gap to it); only the temperature no longer
-    answers to the measured entropy."""
+    answers to the measured entropy. With `weight` w the regularizer's weight is fixed too (the
+    weight a `pi` controller with `weight_max` would set; DCPO's α then depends only on the
+    share of correct answers): a constant push, the loop fully open — how far a given push
+    moves the entropy, and how much it swings without any feedback."""
 
     name = "fixed"
 
@@ -579,8 +582,12 @@ class FixedTemperatureController(EntropyController):
         temperature_min: float = 0.8,
         temperature: float | None = None,
         initial_entropy: float = 0.0,
+        weight: float | None = None,
     ) -> None:
         super().__init__(target_entropy, initial_entropy)
+        if weight is not None:
+            weight = _check_finite(weight, "weight", minimum=0.0)
+        self.weight = weight
         _check_temperature_bounds(
             temperature_min, temperature_max, "temperature_min", "temperature_max"
         )
@@ -595,14 +602,20 @@ class FixedTemperatureController(EntropyController):
     def _temperature(self) -> float:
         return self.temperature
 
+    def _weight(self) -> float | None:
+        return self.weight
+
     def config(self) -> dict[str, Any]:
-        return {
+        config: dict[str, Any] = {
             "target_entropy": self.target_entropy,
             "temperature_max": self.temperature_max,
             "temperature_min": self.temperature_min,
             "temperature": self.temperature,
             "initial_entropy": self.initial_entropy,
         }
+        if self.weight is not None:  # absent when off: the state of earlier versions
+            config["weight"] = self.weight
+        return config
 
 
 CONTROLLERS: dict[str, type[EntropyController]] = {

@@ -139,7 +139,8 @@ class EntropyControlFields:
         help="bang_bang: the papers' rule, T_high if H_prev ≤ 𝓗 else T_low; pi: dcrl's smoother "
         "proportional-integral temperature (an extension); adaptive: the authors' later "
         "continuous T = clip(1 + (𝓗 − H)) (docs/papers.md §2.5); fixed: T = temperature_high "
-        "every step (or controller_options.temperature), an ablation without feedback.",
+        "every step (or controller_options.temperature), an ablation without feedback; with "
+        "controller_options.weight the regularizer's weight is fixed too (an open loop).",
     )
     temperature_high: float = field(
         1.2, gt=1, le=10, help="T when entropy is low (upper bound for pi/adaptive)."
