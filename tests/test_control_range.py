@@ -506,9 +506,22 @@ def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
     row = table.splitlines()[-1]
     # the settings column: what differs from configs/explore-dcpo.yaml (its signal is the NLL)
     assert row == (
-        "| dcpo-full-H0.1-seed1 | algorithm.entropy_signal=full | 0.1 | 20 | 0.1000 | 0.0% | 10.0% | 0.500 "
-        "| 12.0 |"
+        "| dcpo-full-H0.1-seed1 | algorithm.entropy_signal=full | 0.1 | 20 | 0.1000 | 0.0% | 0.0% "
+        "| 10.0% | 0.500 | 12.0 |"
     )
+
+
+def test_step_swing_is_the_second_halfs_successive_difference_noise():
+    """By hand: second half 1.0, 1.1, 1.0, 1.1 → differences +0.1, −0.1, +0.1 (mean 1/30, sample
+    SD √(2/150) ≈ 0.11547), / √2 / mean 1.05 ≈ 0.07776; a straight ramp has no swing; too few
+    steps give nan."""
+    assert control_range.step_swing([9.0] * 4 + [1.0, 1.1, 1.0, 1.1]) == pytest.approx(
+        math.sqrt(2.0 / 150.0) / math.sqrt(2.0) / 1.05
+    )
+    assert control_range.step_swing([0.1 * k for k in range(1, 11)]) == pytest.approx(
+        0.0, abs=1e-12
+    )
+    assert math.isnan(control_range.step_swing([1.0, 2.0, 3.0, 4.0]))
 
 
 def test_probes_main_writes_the_named_readme_block_with_its_command(tmp_path):

@@ -21,6 +21,7 @@ say which seeds judged:
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,18 @@ def signal_series(rows: list[dict]) -> list[float]:
     before `entropy/on_policy_full` existed: for them the two are equal)."""
     values = [r.get(SIGNAL, r.get("entropy/full")) for r in rows]
     return [v for v in values if v is not None]
+
+
+def step_swing(values: list[float]) -> float:
+    """The second half's step-to-step swing relative to its mean: the sample SD of successive
+    differences / √2 / mean — for independent noise around a level, that noise's relative SD;
+    slow drift and the loop's slow swings barely enter it, so it is the part of the RMS error
+    that a controller acting on the previous step cannot remove (nan for fewer than 3 steps)."""
+    half = second_half(values)
+    if len(half) < 3:
+        return float("nan")
+    steps = [b - a for a, b in zip(half, half[1:], strict=False)]
+    return statistics.stdev(steps) / math.sqrt(2.0) / statistics.mean(half)
 
 
 @dataclass(frozen=True)
@@ -559,15 +572,16 @@ def probe_settings(config: dict) -> str:
 def probe_table(run_dirs: list[Path]) -> str:
     """A markdown table of single tuning runs: each run's settings beyond its recipe, its target,
     its steps, the second-half mean and RMS relative error of the held signal (the full entropy
-    on the policy's own samples; `entropy/full` for a log without it) and the RMS relative error
-    of the sampled-token NLL, the last 5 steps' accuracy and length."""
+    on the policy's own samples; `entropy/full` for a log without it), its step-to-step swing
+    there (`step_swing`) and the RMS relative error of the sampled-token NLL, the last 5 steps'
+    accuracy and length."""
     import yaml
 
     lines = [
         "| run | settings beyond the recipe | target | steps | second-half mean (full entropy) "
-        "| RMS rel. error (full entropy) | RMS rel. error (NLL) | accuracy (last 5) | length "
-        "(last 5) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| RMS rel. error (full entropy) | step-to-step swing | RMS rel. error (NLL) "
+        "| accuracy (last 5) | length (last 5) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run_dir in sorted(run_dirs):
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -576,6 +590,7 @@ def probe_table(run_dirs: list[Path]) -> str:
         lines.append(
             f"| {run_dir.name} | {escape_cell(probe_settings(config))} | {target} | "
             f"{record['steps']} | {record['achieved']:.4f} | {record['rms_relative_error']:.1%} | "
+            f"{step_swing(signal_series(metrics_of(run_dir))):.1%} | "
             f"{record['rms_relative_error_nll']:.1%} | {record['accuracy_last_5']:.3f} | "
             f"{record['length_last_5']:.1f} |"
         )

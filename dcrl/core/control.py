@@ -300,7 +300,9 @@ class PIController(EntropyController):
     `hold_integral` f (1 = off) acts on that cause instead: at the step the target is first
     reached the integral is multiplied by f, once (0 = emptied), so the push built while the
     entropy sat flat does not keep driving it past the target; the integral then builds anew
-    from the errors of the hold.
+    from the errors of the hold. On tiny-explore it held no more targets above the start on the
+    seeds that chose between settings (bench/README.md, "Control over a range", cause 6), so
+    the bench's range settings leave it off too.
     """
 
     name = "pi"
