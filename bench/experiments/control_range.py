@@ -586,15 +586,25 @@ def probe_table(run_dirs: list[Path]) -> str:
     for run_dir in sorted(run_dirs):
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         target = float(config["algorithm"]["target_entropy"])
-        record = seed_record(metrics_of(run_dir), target)
+        rows = metrics_of(run_dir)
+        record = seed_record(rows, target)
         lines.append(
             f"| {run_dir.name} | {escape_cell(probe_settings(config))} | {target} | "
             f"{record['steps']} | {record['achieved']:.4f} | {record['rms_relative_error']:.1%} | "
-            f"{step_swing(signal_series(metrics_of(run_dir))):.1%} | "
+            f"{step_swing(signal_series(rows)):.1%} | "
             f"{record['rms_relative_error_nll']:.1%} | {record['accuracy_last_5']:.3f} | "
             f"{record['length_last_5']:.1f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _readme_block(arguments: list[str]) -> str | None:
+    """The bench/README.md block a probe command writes: control-probes for `--readme`,
+    control-probes-NAME for `--readme=NAME`, None without either (the table is printed)."""
+    flag, _, name = (arguments[0] if arguments else "").partition("=")
+    if flag != "--readme":
+        return None
+    return f"control-probes-{name}" if name else "control-probes"
 
 
 def probes_main(arguments: list[str], readme: Path | None = None) -> str:
@@ -604,10 +614,8 @@ def probes_main(arguments: list[str], readme: Path | None = None) -> str:
     control-probes-NAME block, under a "made by" line with the command. Returns the table."""
     import shlex
 
-    to_readme = bool(arguments) and arguments[0].split("=")[0] == "--readme"
-    block = "control-probes"
-    if to_readme and "=" in arguments[0]:
-        block += "-" + arguments[0].split("=", 1)[1]
+    block = _readme_block(arguments)
+    to_readme = block is not None
     dirs = []
     for given in map(Path, arguments[to_readme:]):  # a run, or a folder of runs
         runs = [given] if (given / "config.yaml").is_file() else sorted(given.iterdir())
@@ -629,7 +637,6 @@ def probes_main(arguments: list[str], readme: Path | None = None) -> str:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:2] and sys.argv[1].startswith("--readme"):
-        probes_main(sys.argv[1:])
-    else:
-        print(probes_main(sys.argv[1:]), end="")
+    table = probes_main(sys.argv[1:])
+    if _readme_block(sys.argv[1:]) is None:
+        print(table, end="")
