@@ -209,13 +209,14 @@ def held_line(row: dict) -> str:
         f"{factor}×: {rms:.1%}" for factor, rms in value["largest_rms_per_target"].items()
     )
     held = ", ".join(f"{f}×" for f in value["targets_held"]) or "none"
+    chose = seeds.get("chose", [])
     return (
         f"held within 10% RMS on every seed at {held} "
         f"({len(value['targets_held'])} of {len(value['largest_rms_per_target'])} targets; "
         f"the largest seed's RMS per target: {largest}); goal "
         f"{'**met**' if row['met'] else 'missed'} (seeds "
-        f"{', '.join(map(str, seeds.get('used', [])))}, settings chosen on seed "
-        f"{', '.join(map(str, seeds.get('chose', [])))})"
+        f"{', '.join(map(str, seeds.get('used', [])))}, settings chosen on "
+        f"seed{'s' if len(chose) > 1 else ''} {', '.join(map(str, chose))})"
     )
 
 

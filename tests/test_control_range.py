@@ -153,10 +153,41 @@ def test_range_specs_targets_and_order():
     assert "algorithm.center_reinforce=true" in first.overrides
     dcpo = next(s for s in range_runs if s.recipe == "dcpo")
     assert "algorithm.center_rho=true" in dcpo.overrides
+    assert "algorithm.max_rho=3" in dcpo.overrides  # the range settings clip ρ ...
     reference = [s for s in specs if s.controller == "bang_bang"]
     assert reference and all("algorithm.controller=bang_bang" in s.overrides for s in reference)
+    assert not any("algorithm.max_rho=3" in s.overrides for s in reference)  # ... the papers' not
     factors = [s.labels["factor"] for s in range_runs if s.recipe == "aepo"]
     assert min(factors) <= 0.6 and max(factors) >= 1.4
+
+
+def test_every_run_of_an_algorithm_has_its_batch_references_included():
+    specs = control_range.specs([4], EXPLORE)
+    batch = dict(control_range.SETTINGS["explore"].batch)
+    assert set(batch) == {"aepo", "dcpo"}
+    for spec in specs:  # range settings and the papers' bang-bang: the same answers per step
+        assert all(o in spec.overrides for o in batch[spec.recipe]), spec.name
+    # a later setting wins on the command line: nothing after the batch sets it again
+    for spec in specs:
+        keys = [o.split("=")[0] for o in spec.overrides]
+        assert keys.count("train.prompts_per_step") == 1
+
+
+def test_run_batch_reads_the_runs_config_and_the_noise_text_names_it(tmp_path):
+    assert control_range.run_batch(tmp_path) == (32, 8)  # no config: the recipes' batch
+    (tmp_path / "config.yaml").write_text("train:\n  prompts_per_step: 64\nrollout:\n  n: 8\n")
+    assert control_range.run_batch(tmp_path) == (64, 8)
+    summary = {
+        "points": {
+            "a": {"end_noise": {"prompts": 64, "samples": 8}},
+            "b": {"end_noise": {"prompts": 32, "samples": 8}},
+            "c": {},
+        }
+    }
+    assert control_range.batch_sizes(summary) == (
+        "32 prompts × 8 answers or 64 prompts × 8 answers"
+    )
+    assert control_range.batch_sizes({"points": {}}) == "32 prompts × 8 answers"
 
 
 def test_range_goal_needs_every_seed_and_the_whole_span(tmp_path):
@@ -263,6 +294,12 @@ def test_batch_noise_of_a_constant_policy_is_zero_and_grows_with_spread():
     spread = [(4.0 if row % 4 == 0 else 1.0) for row in range(640)]
     noisy = control_diagnosis.batch_noise(spread, [20.0] * 640, groups, draws=200)
     assert 0.0 < noisy["relative_sd"] < 0.2
+    # twice the prompts per step: independent prompts, so the SD falls by √2 (2000 draws give
+    # each SD to about 1/√(2·2000) ≈ 1.6%, their ratio to about 2.2%: 10% is over 4 of those)
+    small = control_diagnosis.batch_noise(spread, [20.0] * 640, groups, 32, 8, draws=2000)
+    large = control_diagnosis.batch_noise(spread, [20.0] * 640, groups, 64, 8, draws=2000)
+    assert (large["prompts"], large["samples"]) == (64, 8)
+    assert small["sd"] / large["sd"] == pytest.approx(2**0.5, rel=0.10)
 
 
 def test_top_share_by_hand():
@@ -573,11 +610,13 @@ def test_readme_sentence_from_the_claims_rows(tmp_path):
             values = [EXPLORE.start_entropy] * 30 + [target * 1.2] * 30  # one seed misses
         write_log(tmp_path, spec, values)
     rows = control_range.claims(control_range.summarize(specs, tmp_path, EXPLORE, None), EXPLORE)
-    assert [r["seeds"] for r in rows] == [{"chose": [1], "used": [4, 5], "judged": True}] * 2
+    assert [r["seeds"] for r in rows] == [{"chose": [1, 2], "used": [4, 5], "judged": True}] * 2
     text = control_range_block(rows)
     aepo, dcpo = text.splitlines()[:2]
     assert aepo.startswith("- AEPO: held within 10% RMS on every seed at 0.8×, 1.0×, 1.2×, 1.4×")
-    assert "0.6×: 20.0%" in aepo and "goal missed (seeds 4, 5, settings chosen on seed 1)" in aepo
+    assert (
+        "0.6×: 20.0%" in aepo and "goal missed (seeds 4, 5, settings chosen on seeds 1, 2)" in aepo
+    )
     assert "(5 of 5 targets" in dcpo and "1.4×: 5.0%" in dcpo and "goal **met**" in dcpo
     assert control_range_block([{"claim": "other", "met": True}]) is None
     # the same goal re-run on a seed new to the bench: its own line, naming its command
@@ -601,7 +640,7 @@ def test_an_algorithm_left_out_has_no_goal_row(tmp_path):
     assert list(summary["goals"]) == ["dcpo"]
     (row,) = control_range.claims(summary, EXPLORE)
     assert row["claim"].startswith("control range: dcpo holds") and row["met"] is True
-    assert row["seeds"] == {"chose": [1], "used": [9], "judged": True}
+    assert row["seeds"] == {"chose": [1, 2], "used": [9], "judged": True}
 
 
 def test_range_settings_against_the_papers_bang_bang_by_hand(tmp_path):
@@ -634,7 +673,7 @@ def test_range_settings_against_the_papers_bang_bang_by_hand(tmp_path):
         "bang-bang",
     ]
     for row in compared:
-        assert row["met"] and row["seeds"] == {"chose": [1], "used": [4, 5, 6], "judged": True}
+        assert row["met"] and row["seeds"] == {"chose": [1, 2], "used": [4, 5, 6], "judged": True}
         for key in ("0.6x", "1.4x"):
             value = row["value"][key]
             assert value["difference"] == pytest.approx(0.2, abs=1e-4)

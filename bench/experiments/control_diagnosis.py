@@ -278,10 +278,13 @@ def top_share(per_row: list[float], fraction: float = 0.05) -> float:
     return sum(sorted(per_row, reverse=True)[:top]) / total
 
 
-def end_noise(policy: str, prompts: int, samples: int) -> dict:
+def end_noise(
+    policy: str, prompts: int, samples: int, batch_prompts: int = 32, batch_samples: int = 8
+) -> dict:
     """`batch_noise` of a trained policy (a run's `policy` folder) at T = 1, with its level: of
-    the sampled-token NLL, and (keys with `full_`) of the full-vocabulary entropy; `top_share`:
-    the share of the entropy (summed over each answer) that the top 5% of the answers carry."""
+    the sampled-token NLL, and (keys with `full_`) of the full-vocabulary entropy, for steps of
+    `batch_prompts` prompts × `batch_samples` answers (the run's own batch); `top_share`: the
+    share of the entropy (summed over each answer) that the top 5% of the answers carry."""
     import torch
 
     from dcrl.train.forward import response_logprobs
@@ -299,7 +302,7 @@ def end_noise(policy: str, prompts: int, samples: int) -> dict:
     record = {}
     for prefix, per_token in (("", -logprobs), ("full_", entropy)):
         per_row = (per_token * mask).sum(1)
-        noise = batch_noise(per_row.tolist(), lengths, groups)
+        noise = batch_noise(per_row.tolist(), lengths, groups, batch_prompts, batch_samples)
         record[f"{prefix}level"] = float(per_row.sum() / mask.sum())
         record.update({f"{prefix}{key}": value for key, value in noise.items()})
         record[f"{prefix}top_share"] = top_share(per_row.tolist())
