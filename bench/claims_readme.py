@@ -246,11 +246,24 @@ def control_range_block(rows: list[dict], unseen: list[dict] = ()) -> str | None
             continue
         used = row.get("seeds", {}).get("used", [])
         new = bool(used) and not set(used) & BENCH_SEEDS
+        current = {
+            _algorithm_of(r): r.get("settings")
+            for r in mine
+            if "largest_rms_per_target" in r["value"]
+        }
+        stale = row.get("settings") != current.get(_algorithm_of(row))
         lines.append(
             f"- {_algorithm_of(row)} on seed{'s' if len(used) > 1 else ''} "
             f"{', '.join(map(str, used))}"
             + (" (new to the bench)" if new else "")
-            + f", `{row['command']}`: {held_line(row)}."
+            + f", `{row['command']}`: "
+            + (
+                "made with earlier range settings than the rows above, so it does not judge "
+                "them (the command re-runs it with the current ones); it "
+                if stale
+                else ""
+            )
+            + f"{held_line(row)}."
         )
     lines.append(
         "\nMade by `python bench/reproduce.py --experiment control_range --seeds 4 5 6`; the table "

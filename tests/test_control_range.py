@@ -624,6 +624,17 @@ def test_readme_sentence_from_the_claims_rows(tmp_path):
     line = control_range_block(rows, unseen).splitlines()[2]
     assert line.startswith("- DCPO on seed 9 (new to the bench), `c9`: held within 10% RMS")
     assert "goal **met** (seeds 9, settings chosen on seed 1)" in line
+    assert rows[1]["settings"] == control_range.range_settings(EXPLORE, "dcpo")
+    assert "algorithm.max_rho=3" in rows[1]["settings"]
+    assert "train.prompts_per_step=64" in rows[1]["settings"]
+    # a new seed's verdict made with other range settings (older, or none recorded) does not
+    # judge the current ones, and its line says so
+    for settings in (None, ["algorithm.center_rho=true"]):
+        older = [{**unseen[0], "settings": settings}]
+        line = control_range_block(rows, older).splitlines()[2]
+        assert "made with earlier range settings than the rows above" in line
+        assert "current ones); it held within 10% RMS on every seed at" in line
+    assert "earlier range settings" not in control_range_block(rows, unseen)  # the same: a judge
 
 
 def test_an_algorithm_left_out_has_no_goal_row(tmp_path):

@@ -320,7 +320,20 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
             and held[0] <= low
             and held[-1] >= high,
         }
-    return {"start_entropy": testbed.start_entropy, "points": points, "goals": goals}
+    # what made the range runs, so a verdict stored elsewhere (a new seed's) can be matched
+    return {
+        "start_entropy": testbed.start_entropy,
+        "points": points,
+        "goals": goals,
+        "settings": {algorithm: range_settings(testbed, algorithm) for algorithm in goals},
+    }
+
+
+def range_settings(testbed: Testbed, algorithm: str) -> list[str]:
+    """The overrides on top of the recipe that every range run of `algorithm` takes (the range
+    settings, then the batch)."""
+    settings = SETTINGS[testbed.name]
+    return [*dict(settings.range_overrides)[algorithm], *dict(settings.batch).get(algorithm, ())]
 
 
 def markdown(summary: dict, testbed: Testbed) -> str:
@@ -482,6 +495,7 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
                     },
                 },
                 "seeds": ledger,
+                "settings": summary.get("settings", {}).get(algorithm),
                 "met": bool(goal["goal_met"]),
             }
         )
