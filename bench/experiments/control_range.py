@@ -104,9 +104,9 @@ class Settings:
     placeholders: tuple[str, ...] = ()
 
 
-# The range settings, chosen on single seed-1 probes (bench/README.md, "Control over a range",
-# lists them; `python -m bench.experiments.control_range runs/control_range/diag2` tabulates
-# them). Each line is a cause the probes found:
+# The range settings, chosen on seed-1 probes and, for cause 7, seed-1-2 ones (bench/README.md,
+# "Control over a range", lists them; `python -m bench.experiments.control_range
+# runs/control_range/diag2` tabulates them). Each line is a cause the probes found:
 RANGE_PI = (
     # the measurement: the full entropy on the policy's own samples (SIGNAL), half the NLL's noise
     "algorithm.entropy_signal=on_policy_full",
