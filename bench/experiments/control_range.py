@@ -175,12 +175,11 @@ def target_of(testbed: Testbed, factor: float) -> float:
 
 def spec_of(testbed: Testbed, algorithm: str, factor: float, controller: str, seed: int):
     target = target_of(testbed, factor)
-    settings = SETTINGS[testbed.name]
     if controller == RANGE:
-        extra = dict(settings.range_overrides)[algorithm]
-    else:
-        extra = CONTROLLER_OVERRIDES[controller]
-    extra = (*extra, *dict(settings.batch).get(algorithm, ()))
+        extra = tuple(range_settings(testbed, algorithm))
+    else:  # a reference: the papers' controller, at the same batch
+        batch = dict(SETTINGS[testbed.name].batch).get(algorithm, ())
+        extra = (*CONTROLLER_OVERRIDES[controller], *batch)
     return RunSpec(
         f"{algorithm}-H{factor}x-{controller}",
         algorithm,
