@@ -239,6 +239,9 @@ def control_range_block(rows: list[dict], unseen: list[dict] = ()) -> str | None
             )
             continue
         lines.append(f"- {algorithm}: {held_line(row)}.")
+    current = {  # the settings each algorithm's goal row above was made with
+        _algorithm_of(r): r.get("settings") for r in mine if "largest_rms_per_target" in r["value"]
+    }
     for row in goals(list(unseen)):
         if not row["claim"].startswith("control range:"):
             continue
@@ -246,11 +249,6 @@ def control_range_block(rows: list[dict], unseen: list[dict] = ()) -> str | None
             continue
         used = row.get("seeds", {}).get("used", [])
         new = bool(used) and not set(used) & BENCH_SEEDS
-        current = {
-            _algorithm_of(r): r.get("settings")
-            for r in mine
-            if "largest_rms_per_target" in r["value"]
-        }
         stale = row.get("settings") != current.get(_algorithm_of(row))
         lines.append(
             f"- {_algorithm_of(row)} on seed{'s' if len(used) > 1 else ''} "
