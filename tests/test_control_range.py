@@ -72,6 +72,32 @@ def test_centred_dcpo_term_vanishes_at_temperature_one():
     assert torch.allclose(mixed, (1 - alpha) * advantages[:, None] * mask, atol=1e-6)
 
 
+def test_log_rho_term_is_c_times_the_log_ratio_and_vanishes_at_temperature_one():
+    """log_rho: the target term is α·c·(ℓ^T − ℓ) on valid tokens, by hand from the two passes;
+    max_rho clamps it at log max_rho; at T = 1 only GRPO's share is left."""
+    advantages, scores, mask, old, hot = dcpo_inputs()
+    settings = DCPOSettings(target_entropy=0.15, log_rho=True)
+    mixed, metrics = dcpo_mix(advantages, scores, mask, old, hot, decision(2.0, 3.0), settings)
+    alpha = metrics["control/alpha"]
+    correct = (scores > 0.05).float()[:, None]
+    expected = ((1 - alpha) * advantages[:, None] + alpha * correct * (hot - old)) * mask
+    assert torch.allclose(mixed, expected, atol=1e-6)
+    clipped = DCPOSettings(target_entropy=0.15, log_rho=True, max_rho=1.5)
+    mixed, _ = dcpo_mix(advantages, scores, mask, old, hot, decision(2.0, 3.0), clipped)
+    term = ((hot - old).clamp(max=math.log(1.5))) * correct * alpha
+    assert torch.allclose(mixed, ((1 - alpha) * advantages[:, None] + term) * mask, atol=1e-6)
+    same, metrics = dcpo_mix(advantages, scores, mask, old, old, decision(1.0, 2.0), settings)
+    alpha = metrics["control/alpha"]
+    assert torch.allclose(same, (1 - alpha) * advantages[:, None] * mask, atol=1e-6)
+
+
+def test_log_rho_is_its_own_centred_term():
+    for bad in ({"center_rho": True}, {"use_rho": False}):
+        with pytest.raises(ValueError, match="log_rho=true is its own centred term"):
+            DCPOTargetConfig(name="dcpo", target_entropy=0.15, log_rho=True, **bad).validate()
+    DCPOTargetConfig(name="dcpo", target_entropy=0.15, log_rho=True).validate()
+
+
 def test_center_rho_needs_rho():
     with pytest.raises(ValueError, match="center_rho=true needs use_rho=true"):
         DCPOTargetConfig(
@@ -561,6 +587,47 @@ def test_step_swing_is_the_second_halfs_successive_difference_noise():
     assert math.isnan(control_range.step_swing([1.0, 2.0, 3.0, 4.0]))
 
 
+def test_probe_choice_groups_runs_by_settings_and_judges_the_worst_seed(tmp_path):
+    """Four probes of two settings: the group with ρ clipped is labelled by the clip alone (the
+    signal both share is left out); per target the largest seed's RMS decides. By hand: a run
+    alternating ±d around its target in the second half has RMS exactly d."""
+
+    def probe(name: str, seed: int, target: float, swing: float, clip: str = "") -> Path:
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text(
+            f"algorithm:\n  name: dcpo\n  target_entropy: {target}\n"
+            f"  entropy_signal: full\n{clip}train:\n  seed: {seed}\n",
+            encoding="utf-8",
+        )
+        rows = [
+            {
+                "step": step,
+                "entropy/full": target * (1 + (swing if step % 2 else -swing)),
+                "reward/accuracy": 0.5,
+                "length/mean": 10.0,
+            }
+            for step in range(1, 21)
+        ]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return run_dir
+
+    runs = [
+        probe("a1", 1, 0.1, 0.05),
+        probe("a2", 2, 0.1, 0.12),  # one seed over 10%: not held
+        probe("a3", 1, 0.2, 0.02),
+        probe("b1", 1, 0.1, 0.04, clip="  max_rho: 3\n"),
+    ]
+    lines = control_range.probe_choice(runs).splitlines()
+    assert lines[2:] == [
+        "| dcpo | (none) | 0.1 | 1, 2 | 12.0% | no |",
+        "| dcpo | (none) | 0.2 | 1 | 2.0% | yes |",
+        "| dcpo | (none) | **all** | | | 1 of 2 targets |",
+        "| dcpo | algorithm.max_rho=3 | 0.1 | 1 | 4.0% | yes |",
+        "| dcpo | algorithm.max_rho=3 | **all** | | | 1 of 1 targets |",
+    ]
+
+
 def test_probes_main_writes_the_named_readme_block_with_its_command(tmp_path):
     """`--readme=hold` writes the table into the control-probes-hold block (the plain
     control-probes block untouched) under the command that made it; without --readme the
@@ -584,10 +651,14 @@ def test_probes_main_writes_the_named_readme_block_with_its_command(tmp_path):
     )
     readme.write_text("intro\n" + blocks, encoding="utf-8")
     table = control_range.probes_main([str(folder)], readme)
-    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [
+    runs, choice = table.split("\n\n")
+    assert [line.split(" | ")[0] for line in runs.splitlines()[2:]] == [
         "| dcpo-a-H0.1",
         "| dcpo-b-H0.1",
     ]
+    assert choice == control_range.probe_choice(
+        sorted((folder / n) for n in ("dcpo-a-H0.1", "dcpo-b-H0.1"))
+    )
     assert readme.read_text(encoding="utf-8") == "intro\n" + blocks  # no --readme: untouched
     control_range.probes_main(["--readme=hold", str(folder)], readme)
     text = readme.read_text(encoding="utf-8")

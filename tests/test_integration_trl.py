@@ -33,6 +33,7 @@ from dcrl.algorithms.composed import ComposedConfig  # noqa: E402
 from dcrl.errors import UserError  # noqa: E402
 from dcrl.integrations.trl import STATE_FILE, DCRLGRPOTrainer, _algorithm_config  # noqa: E402
 from dcrl.models.loading import load_policy  # noqa: E402
+from dcrl.targets.aepo import AEPOConfig  # noqa: E402
 from dcrl.targets.dcpo import DCPOConfig  # noqa: E402
 from dcrl.tasks import get_task  # noqa: E402
 from dcrl.train.forward import response_logprobs  # noqa: E402
@@ -132,6 +133,22 @@ def test_training_steps_change_weights_and_log_dcrl_metrics(algorithm, tmp_path)
         assert trainer.algorithm.target.controller.num_updates == 2
     if algorithm == "aepo":
         assert any(record["control/num_reinforce"] > 0 for record in steps)
+
+
+@pytest.mark.slow
+def test_aepo_measure_replaced_feeds_the_controller_every_own_answer_in_trl(tmp_path):
+    """AEPO's measure_replaced in TRL: the step's apply measures the on-policy rows it replaces
+    through the adapter's log-prob pass, the combined signal is logged, and step 2 decided from
+    step 1's combined signal (not from the rows left)."""
+    config = AEPOConfig(name="aepo", entropy_signal="on_policy_full", measure_replaced=True)
+    trainer = make_trainer(config, tmp_path)
+    trainer.train()
+    steps = [record for record in trainer.state.log_history if "entropy/all_own_full" in record]
+    assert len(steps) == 2
+    assert any(record["control/num_reinforce"] > 0 for record in steps)
+    for record in steps:
+        assert isinstance(record["entropy/all_own_nll"], float)
+    assert steps[1]["control/previous_entropy"] == steps[0]["entropy/all_own_full"]
 
 
 @pytest.mark.slow

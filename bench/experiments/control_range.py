@@ -56,10 +56,17 @@ STEPS = 60
 SIGNAL = "entropy/on_policy_full"
 
 
+# AEPO with `measure_replaced`: the same entropy over all the policy's own answers of the step,
+# the ones its tempered rows replace included (SIGNAL then covers only the rows left).
+ALL_OWN_SIGNAL = "entropy/all_own_full"
+
+
 def signal_series(rows: list[dict]) -> list[float]:
-    """The held signal per step (`entropy/full` in logs of runs without tempered rows written
-    before `entropy/on_policy_full` existed: for them the two are equal)."""
-    values = [r.get(SIGNAL, r.get("entropy/full")) for r in rows]
+    """The held signal per step: the full entropy of the policy's own answers — all of them
+    where the run measured the replaced ones too (ALL_OWN_SIGNAL), else SIGNAL (`entropy/full`
+    in logs of runs without tempered rows written before `entropy/on_policy_full` existed: for
+    them the two are equal)."""
+    values = [r.get(ALL_OWN_SIGNAL, r.get(SIGNAL, r.get("entropy/full"))) for r in rows]
     return [v for v in values if v is not None]
 
 
@@ -86,7 +93,8 @@ class Settings:
         ends of `span`.
     batch: per algorithm, the step batch of *every* run of the experiment, range settings and
         references alike (so they are compared on the same number of answers per step).
-    choice_seeds: the seeds the range settings were chosen on; others judge them.
+    choice_seeds: per algorithm, the seeds its range settings were chosen on; others judge
+        them (`chosen_on`).
     noise_prompts, noise_samples: the sample that measures, on each point's first-seed final
         policy, the sampling noise of one step's entropy measurement (the floor under any RMS
         error there; control_diagnosis.batch_noise)."""
@@ -98,7 +106,7 @@ class Settings:
     rms_tolerance: float = 0.10
     min_targets: int = 5
     span: tuple[float, float] = (0.6, 1.4)
-    choice_seeds: tuple[int, ...] = (1, 2, 3)
+    choice_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()
     noise_prompts: int = 64
     noise_samples: int = 16
     placeholders: tuple[str, ...] = ()
@@ -163,9 +171,14 @@ SETTINGS = {
             ("dcpo", (*CENTRED_DCPO, *RANGE_PI)),
         ),
         batch=(("aepo", (*BATCH_64, "algorithm.max_reinforce=120")), ("dcpo", BATCH_64)),
-        choice_seeds=(1, 2),
+        choice_seeds=(("aepo", (1, 2)), ("dcpo", (1, 2))),
     ),
 }
+
+
+def chosen_on(settings: Settings, algorithm: str) -> list[int]:
+    """The seeds `algorithm`'s range settings were chosen on (seeds 1-3 where not named)."""
+    return list(dict(settings.choice_seeds).get(algorithm, (1, 2, 3)))
 
 
 def target_of(testbed: Testbed, factor: float) -> float:
@@ -313,7 +326,8 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
             "targets_held": held,
             "missed": sorted(p["factor"] for p in mine if not p["held_every_seed"]),
             "seeds": seeds_run,
-            "judged_on_choice_seeds": bool(set(seeds_run) & set(settings.choice_seeds)),
+            "chose": chosen_on(settings, algorithm),
+            "judged_on_choice_seeds": bool(set(seeds_run) & set(chosen_on(settings, algorithm))),
             "goal_met": len(held) >= settings.min_targets
             and bool(held)
             and held[0] <= low
@@ -468,7 +482,7 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
     rows, references = [], []
     for algorithm, goal in summary["goals"].items():
         ledger = {
-            "chose": list(settings.choice_seeds),
+            "chose": goal.get("chose", chosen_on(settings, algorithm)),
             "used": goal["seeds"],
             "judged": not goal["judged_on_choice_seeds"],
         }
@@ -486,7 +500,7 @@ def claims(summary: dict, testbed: Testbed) -> list[dict]:
                 f"from {settings.span[0]}x to {settings.span[1]}x its starting entropy",
                 "goal": f"second-half RMS relative error <= {settings.rms_tolerance:.0%} on every "
                 f"seed at each target (seeds {goal['seeds']}; settings chosen on seeds "
-                f"{list(settings.choice_seeds)})",
+                f"{ledger['chose']})",
                 "value": {
                     "targets_held": goal["targets_held"],
                     "largest_rms_per_target": {
@@ -659,6 +673,50 @@ def probe_table(run_dirs: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def probe_choice(run_dirs: list[Path], tolerance: float = 0.10) -> str:
+    """The probe table read as a choice: the runs grouped by their settings (less the seed and
+    target; shown as what sets a group apart from the algorithm's other probes), per target
+    the seeds probed and the largest second-half RMS relative error among
+    them, and whether every probed seed held it (RMS <= `tolerance`); per group, how many of its
+    targets were held on every seed it was probed on."""
+    import yaml
+
+    groups: dict[tuple[str, str], dict[float, dict[int, float]]] = {}
+    for run_dir in run_dirs:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        target = float(config["algorithm"]["target_entropy"])
+        seed = int(config.get("train", {}).get("seed", 0))
+        key = (config["algorithm"]["name"], probe_settings(config))
+        error = seed_record(metrics_of(run_dir), target)["rms_relative_error"]
+        groups.setdefault(key, {}).setdefault(target, {})[seed] = error
+    shared: dict[str, set[str]] = {}  # per algorithm, the settings all its groups have
+    for algorithm, settings in groups:
+        items = set(settings.split(", "))
+        shared[algorithm] = shared[algorithm] & items if algorithm in shared else items
+    lines = [
+        "| algorithm | settings beyond those all its probes share | target | seeds "
+        f"| largest RMS rel. error | held on every seed (≤ {tolerance:.0%}) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (algorithm, full), targets in sorted(groups.items()):
+        own = [item for item in full.split(", ") if item not in shared[algorithm]]
+        settings = ", ".join(own) or "(none)"
+        held = 0
+        for target, errors in sorted(targets.items()):
+            worst = max(errors.values())
+            held += worst <= tolerance
+            lines.append(
+                f"| {algorithm} | {escape_cell(settings)} | {target} | "
+                f"{', '.join(map(str, sorted(errors)))} | {worst:.1%} | "
+                f"{yes_no(worst <= tolerance)} |"
+            )
+        lines.append(
+            f"| {algorithm} | {escape_cell(settings)} | **all** | | | "
+            f"{held} of {len(targets)} targets |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _readme_block(arguments: list[str]) -> str | None:
     """The bench/README.md block a probe command writes: control-probes for `--readme`,
     control-probes-NAME for `--readme=NAME`, None without either (the table is printed)."""
@@ -683,7 +741,7 @@ def probes_main(arguments: list[str], readme: Path | None = None) -> str:
         dirs += [
             d for d in runs if (d / "config.yaml").is_file() and (d / "metrics.jsonl").is_file()
         ]
-    table = probe_table(dirs)
+    table = probe_table(dirs) + "\n" + probe_choice(dirs)
     if to_readme:
         from bench.readme_blocks import write_block
 

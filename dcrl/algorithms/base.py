@@ -250,10 +250,13 @@ class Algorithm:
             marked = extras[column] if marked is None else marked | extras[column]
         return marked
 
-    def after_update(self, metrics: dict[str, float]) -> None:
-        """Called once per step with the update's metrics (the controllers read their entropy)."""
+    def after_update(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Called once per step with the update's metrics (the controllers read their entropy);
+        returns what the targets add to be logged beside them."""
+        added: dict[str, float] = {}
         for target in self.targets:
-            target.after_update(metrics)
+            added.update(target.after_update(metrics) or {})
+        return added
 
     def state_dict(self) -> dict[str, Any]:
         return {"targets": [target.state_dict() for target in self.targets], **self.loss_state()}

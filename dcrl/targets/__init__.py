@@ -41,6 +41,7 @@ The contract of a target (built in, or your own as 'package.module:Class'):
         needs_entropy_grad                                   # optional property: True when
                                                             # loss_term differentiates entropy
         def after_update(self, metrics)                      # optional: read the update's
+                                                            # entropy; may return metrics to log
         def state_dict(self) / load_state_dict(self, state)  # optional: JSON-able, checkpointed
 
 `apply` receives a `StepDraft` (the step's rollouts `batch`, `scores`, shaped `rewards`, the

@@ -91,8 +91,23 @@ class AEPOSettings(EntropyControlFields):
         "mini-batch) or spread evenly over the batch.",
     )
 
+    measure_replaced: bool = field(
+        False,
+        help="dcrl extension: the controller reads the entropy of all the policy's own answers "
+        "of the step, the on-policy rows the REINFORCE rows replace included (one extra no-grad "
+        "pass over those rows), instead of the rows left after the swap; logged as "
+        "entropy/all_own_nll and entropy/all_own_full. Needs entropy_signal on_policy_nll or "
+        "on_policy_full. false (default): the rows left.",
+    )
+
     def validate(self) -> None:
         super().validate()
+        if self.measure_replaced and self.entropy_signal not in ("on_policy_nll", "on_policy_full"):
+            raise ValueError(
+                f"measure_replaced=true adds the replaced on-policy rows to the policy's own "
+                f"entropy, so it needs entropy_signal on_policy_nll or on_policy_full, got "
+                f"{self.entropy_signal!r}"
+            )
         if not 0 < self.tempered_fraction <= 1:
             raise ValueError(f"tempered_fraction must be in (0, 1], got {self.tempered_fraction}")
         if self.max_reinforce < 0:
@@ -111,6 +126,7 @@ class AEPOTarget(ControlledTarget):
     foreign_rows = "is_reinforce"  # the tempered rows are π^T's samples, not the policy's
     metric_labels = {"control/num_reinforce": "AEPO m (tempered REINFORCE rows)"}
     config: AEPOTargetConfig
+    replaced: dict[str, float] | None = None  # measure_replaced: this step's replaced rows' sums
 
     def apply(self, draft: StepDraft, ctx: StepContext) -> dict[str, float]:
         cfg = self.config
@@ -151,6 +167,11 @@ class AEPOTarget(ControlledTarget):
             placement=cfg.placement,
         )
         is_reinforce = mixed["is_reinforce"]
+        if cfg.measure_replaced:  # the policy's own answers the swap removes, measured here
+            self.replaced = replaced_sums(
+                ctx, on_ids, on_attention, on_policy.response_mask, is_reinforce, self.signal
+            )
+            self.replaced["kept_tokens"] = float(mixed["response_mask"][~is_reinforce].sum())
         scale = scale_reinforce_rows(mixed, decision, cfg)
         if scale is not None:
             metrics["aepo/row_scale"] = scale
@@ -173,6 +194,56 @@ class AEPOTarget(ControlledTarget):
             }
         )
         return metrics
+
+    def after_update(self, metrics: dict[str, float]) -> dict[str, float] | None:
+        """With `measure_replaced`, the controller reads the entropy of all the policy's own
+        answers (the rows left and the rows replaced) and it is returned to be logged."""
+        replaced, self.replaced = self.replaced, None
+        if replaced is None:
+            return super().after_update(metrics)
+        combined = all_own_entropy(metrics, replaced)
+        own = self.signal.removeprefix("on_policy_")
+        self.controller.update(combined[f"entropy/all_own_{own}"])
+        return combined
+
+
+def replaced_sums(
+    ctx: StepContext,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    replaced: torch.Tensor,
+    signal: str,
+) -> dict[str, float]:
+    """Σ NLL of the sampled tokens, Σ full-vocabulary entropy (0 unless `signal` is a full one)
+    and the token count of the on-policy rows `replaced` (N,) bool, from one no-grad pass at
+    T = 1 (`measure_replaced`)."""
+    if not bool(replaced.any()):
+        return {"nll": 0.0, "entropy": 0.0, "tokens": 0.0}
+    mask = response_mask[replaced]
+    full = signal.endswith("full")
+    logprobs, entropy = ctx.logprob_pass(
+        input_ids[replaced], attention_mask[replaced], mask, with_entropy=full
+    )
+    weights = mask.to(torch.float64)
+    return {
+        "nll": float(-(logprobs.detach().to(torch.float64) * weights).sum()),
+        "entropy": float((entropy.detach().to(torch.float64) * weights).sum()) if full else 0.0,
+        "tokens": float(weights.sum()),
+    }
+
+
+def all_own_entropy(metrics: dict[str, float], replaced: dict[str, float]) -> dict[str, float]:
+    """The entropy of all the policy's own answers of a step: the update's on-policy signals
+    (over the rows left after the swap, `kept_tokens` tokens) and the replaced rows' sums
+    (`replaced_sums`), token-weighted. {"entropy/all_own_nll", "entropy/all_own_full"}."""
+    kept, tokens = replaced["kept_tokens"], replaced["tokens"]
+    total = max(kept + tokens, 1.0)
+    return {
+        "entropy/all_own_nll": (metrics["entropy/on_policy_nll"] * kept + replaced["nll"]) / total,
+        "entropy/all_own_full": (metrics["entropy/on_policy_full"] * kept + replaced["entropy"])
+        / total,
+    }
 
 
 def scale_reinforce_rows(

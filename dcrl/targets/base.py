@@ -88,8 +88,10 @@ class Target:
         mini-batch's `counts`; (None, {}) by default. Arguments as `Algorithm.loss`'s."""
         return None, {}
 
-    def after_update(self, metrics: dict[str, float]) -> None:
-        """Called once per step with the update's metrics (a controller reads its entropy)."""
+    def after_update(self, metrics: dict[str, float]) -> dict[str, float] | None:
+        """Called once per step with the update's metrics (a controller reads its entropy);
+        may return metrics of its own to log beside them (None: nothing to add)."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -276,8 +278,9 @@ class ControlledTarget(Target):
             metrics["control/weight"] = decision.weight
         return decision, metrics
 
-    def after_update(self, metrics: dict[str, float]) -> None:
+    def after_update(self, metrics: dict[str, float]) -> dict[str, float] | None:
         self.controller.update(metrics[f"entropy/{self.signal}"])
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {"controller": self.controller.state_dict()}

@@ -7,7 +7,8 @@ per token by ρ = π_old^T / π_old, fully on-policy. A token-level mix (stage "
 
     Â'_{i,t} = (1 − α)·Â_i + α·c_i·ρ_{i,t}
 
-c the correctness indicator (with `center_rho`, a dcrl extension: α·c·(ρ − 1)), and
+c the correctness indicator (with `center_rho`, a dcrl extension: α·c·(ρ − 1); with `log_rho`,
+another: α·c·log ρ), and
 α = a/(1 + a), a = min(|𝓗 − H_prev|, cap)/p (p the fraction correct; α = 0 when p = 0). T, 𝓗
 and H_prev come from the entropy controller's decision (dcrl.core.control), the same control as
 AEPO's. The T = 1 scoring pass is shared: it becomes the batch's old log-probs, so ρ costs one
@@ -53,8 +54,23 @@ class DCPOSettings(EntropyControlFields):
         "a range'). false (default): the paper's term.",
     )
 
+    log_rho: bool = field(
+        False,
+        help="dcrl extension: the target term is c·log ρ = c·(log π_old^T − log π_old) instead "
+        "of c·ρ (or c·(ρ − 1) with center_rho). Zero at T = 1 like the centred term, it is the "
+        "step down the reverse KL(π ‖ π_old^T), where c·ρ is the step down the forward one: a "
+        "token π gives 10⁻³ gets about 3.5 at T = 2 instead of about 30, so a heated step is "
+        "not carried by the few answers with rare tokens in them (bench/README.md, 'Control over "
+        "a range'). Replaces center_rho (set it false); max_rho clamps it at log max_rho.",
+    )
+
     def validate(self) -> None:
         super().validate()
+        if self.log_rho and (self.center_rho or not self.use_rho):
+            raise ValueError(
+                "log_rho=true is its own centred term (log ρ is 0 at T = 1) and needs ρ: set "
+                "center_rho=false and use_rho=true"
+            )
         if self.center_rho and not self.use_rho:
             raise ValueError(
                 "center_rho=true needs use_rho=true: with ρ ≡ 1 the centred term c·(ρ − 1) is 0"
@@ -126,7 +142,10 @@ def dcpo_mix(
         rho = dcpo_rho(old_logprobs_at_temperature, old_logprobs, mask, max_rho=config.max_rho)
     else:
         rho = mask.float()
-    target = rho - mask.to(rho.dtype) if config.center_rho else rho  # c·(ρ − 1) or c·ρ
+    if config.log_rho:  # c·log ρ (ρ > 0 on valid tokens; the clamp, if any, already applied)
+        target = torch.where(mask.bool(), rho.clamp(min=1e-30).log(), torch.zeros_like(rho))
+    else:
+        target = rho - mask.to(rho.dtype) if config.center_rho else rho  # c·(ρ − 1) or c·ρ
     alpha = dcpo_alpha(
         decision.target_entropy,
         decision.previous_entropy,

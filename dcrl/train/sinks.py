@@ -34,9 +34,13 @@ def policy_entropy(record: dict[str, Any]) -> float | None:
     which leaves out rows an algorithm drew from another distribution (AEPO's tempered REINFORCE
     rows), or `entropy/sampled_nll` in logs written before it existed. The two are equal for
     every algorithm that adds no such rows; for AEPO only the first is the policy's entropy.
+    AEPO with `measure_replaced` also logs `entropy/all_own_nll`, the same over all the policy's
+    own answers of the step (the ones its rows replaced included): read first where present.
     """
-    value = record.get("entropy/on_policy_nll")
-    return record.get("entropy/sampled_nll") if value is None else value
+    for name in ("entropy/all_own_nll", "entropy/on_policy_nll", "entropy/sampled_nll"):
+        if record.get(name) is not None:
+            return record[name]
+    return None
 
 
 class MetricSink(Protocol):

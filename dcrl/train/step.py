@@ -106,7 +106,7 @@ def measure_entropy(
 
 def after_update(algorithm: Algorithm, sums: torch.Tensor) -> dict[str, float]:
     """Hand the step's entropy signals (from summed `measure_entropy`) to the algorithm's
-    controllers; returns them."""
+    controllers; returns them, with what its targets add (AEPO's `measure_replaced`: the
+    entropy of all the policy's own answers)."""
     signals = entropy_signals(sums)
-    algorithm.after_update(signals)
-    return signals
+    return {**signals, **(algorithm.after_update(signals) or {})}

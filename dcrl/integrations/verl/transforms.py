@@ -227,6 +227,10 @@ def missing_splice_capabilities(target: Any) -> list[str]:
     settings = [name for name in TEMPERED_ROW_SETTINGS if not hasattr(target.config, name)]
     if settings:
         missing.append(f"the settings {', '.join(settings)}")
+    if getattr(target.config, "measure_replaced", False):
+        missing.append(
+            "measure_replaced=false (the splice does not measure the on-policy rows it replaces)"
+        )
     prompts = getattr(target.config, "tempered_prompts", "first")
     if prompts != "first":
         missing.append(
