@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from bench.experiments import ALL, EXPERIMENTS, control_diagnosis, control_range
 from bench.experiments.common import TESTBEDS, RunSpec
@@ -179,10 +180,9 @@ def test_range_specs_targets_and_order():
     assert "algorithm.center_reinforce=true" in first.overrides
     dcpo = next(s for s in range_runs if s.recipe == "dcpo")
     assert "algorithm.center_rho=true" in dcpo.overrides
-    assert "algorithm.max_rho=3" in dcpo.overrides  # the range settings clip ρ ...
+    assert not any("max_rho" in setting for setting in dcpo.overrides)  # ρ unclipped
     reference = [s for s in specs if s.controller == "bang_bang"]
     assert reference and all("algorithm.controller=bang_bang" in s.overrides for s in reference)
-    assert not any("algorithm.max_rho=3" in s.overrides for s in reference)  # ... the papers' not
     factors = [s.labels["factor"] for s in range_runs if s.recipe == "aepo"]
     assert min(factors) <= 0.6 and max(factors) >= 1.4
 
@@ -681,7 +681,11 @@ def test_readme_sentence_from_the_claims_rows(tmp_path):
             values = [EXPLORE.start_entropy] * 30 + [target * 1.2] * 30  # one seed misses
         write_log(tmp_path, spec, values)
     rows = control_range.claims(control_range.summarize(specs, tmp_path, EXPLORE, None), EXPLORE)
-    assert [r["seeds"] for r in rows] == [{"chose": [1, 2], "used": [4, 5], "judged": True}] * 2
+    # each algorithm's own choice seeds: AEPO's settings chosen on seeds 1-2, DCPO's on 1-3
+    assert [r["seeds"] for r in rows] == [
+        {"chose": [1, 2], "used": [4, 5], "judged": True},
+        {"chose": [1, 2, 3], "used": [4, 5], "judged": True},
+    ]
     text = control_range_block(rows)
     aepo, dcpo = text.splitlines()[:2]
     assert aepo.startswith("- AEPO: held within 10% RMS on every seed at 0.8×, 1.0×, 1.2×, 1.4×")
@@ -696,7 +700,7 @@ def test_readme_sentence_from_the_claims_rows(tmp_path):
     assert line.startswith("- DCPO on seed 9 (new to the bench), `c9`: held within 10% RMS")
     assert "goal **met** (seeds 9, settings chosen on seed 1)" in line
     assert rows[1]["settings"] == control_range.range_settings(EXPLORE, "dcpo")
-    assert "algorithm.max_rho=3" in rows[1]["settings"]
+    assert "algorithm.center_rho=true" in rows[1]["settings"]
     assert "train.prompts_per_step=64" in rows[1]["settings"]
     # a new seed's verdict made with other range settings (older, or none recorded) does not
     # judge the current ones, and its line says so
@@ -722,7 +726,12 @@ def test_an_algorithm_left_out_has_no_goal_row(tmp_path):
     assert list(summary["goals"]) == ["dcpo"]
     (row,) = control_range.claims(summary, EXPLORE)
     assert row["claim"].startswith("control range: dcpo holds") and row["met"] is True
-    assert row["seeds"] == {"chose": [1, 2], "used": [9], "judged": True}
+    assert row["seeds"] == {"chose": [1, 2, 3], "used": [9], "judged": True}
+    # its figures have DCPO's panels only (one column, not an empty one for AEPO)
+    names = control_range.figures(specs, tmp_path, summary, tmp_path, EXPLORE)
+    assert all((tmp_path / name).is_file() for name in names)
+    width = Image.open(tmp_path / "control_range_curves.png").size[0]
+    assert width == 6 * 110  # figsize 6 inches per algorithm at 110 dpi
 
 
 def test_range_settings_against_the_papers_bang_bang_by_hand(tmp_path):
@@ -754,8 +763,8 @@ def test_range_settings_against_the_papers_bang_bang_by_hand(tmp_path):
         "control range: dcpo's range settings hold 0.6x and 1.4x more tightly than the papers' "
         "bang-bang",
     ]
-    for row in compared:
-        assert row["met"] and row["seeds"] == {"chose": [1, 2], "used": [4, 5, 6], "judged": True}
+    for row, chose in zip(compared, ([1, 2], [1, 2, 3]), strict=True):
+        assert row["met"] and row["seeds"] == {"chose": chose, "used": [4, 5, 6], "judged": True}
         for key in ("0.6x", "1.4x"):
             value = row["value"][key]
             assert value["difference"] == pytest.approx(0.2, abs=1e-4)
