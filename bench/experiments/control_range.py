@@ -329,8 +329,8 @@ def summarize(specs: list[RunSpec], root: Path, testbed: Testbed, pretrained: di
             "targets_held": held,
             "missed": sorted(p["factor"] for p in mine if not p["held_every_seed"]),
             "seeds": seeds_run,
-            "chose": chosen_on(settings, algorithm),
-            "judged_on_choice_seeds": bool(set(seeds_run) & set(chosen_on(settings, algorithm))),
+            "chose": (chose := chosen_on(settings, algorithm)),
+            "judged_on_choice_seeds": bool(set(seeds_run) & set(chose)),
             "goal_met": len(held) >= settings.min_targets
             and bool(held)
             and held[0] <= low

@@ -23,6 +23,7 @@ import torch
 from dcrl.algorithms.base import AlgorithmConfig, Preset
 from dcrl.config import field
 from dcrl.core.control import ControlDecision
+from dcrl.core.logprobs import entropy_sums
 from dcrl.core.regularizers import (
     aepo_mix_batch,
     aepo_num_reinforce,
@@ -225,12 +226,8 @@ def replaced_sums(
     logprobs, entropy = ctx.logprob_pass(
         input_ids[replaced], attention_mask[replaced], mask, with_entropy=full
     )
-    weights = mask.to(torch.float64)
-    return {
-        "nll": float(-(logprobs.detach().to(torch.float64) * weights).sum()),
-        "entropy": float((entropy.detach().to(torch.float64) * weights).sum()) if full else 0.0,
-        "tokens": float(weights.sum()),
-    }
+    nll, tokens, _, _, entropy_sum, _ = entropy_sums(logprobs, mask, None, entropy).tolist()
+    return {"nll": nll, "entropy": entropy_sum, "tokens": tokens}
 
 
 def all_own_entropy(metrics: dict[str, float], replaced: dict[str, float]) -> dict[str, float]:
