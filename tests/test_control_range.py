@@ -570,8 +570,26 @@ def test_probe_table_reads_each_runs_target_signal_and_both_errors(tmp_path):
     # the settings column: what differs from configs/explore-dcpo.yaml (its signal is the NLL)
     assert row == (
         "| dcpo-full-H0.1-seed1 | algorithm.entropy_signal=full | 0.1 | 20 | 0.1000 | 0.0% | 0.0% "
-        "| 10.0% | 0.500 | 12.0 |"
+        "| — | 10.0% | 0.500 | 12.0 |"
     )
+
+
+def test_at_bound_share_counts_the_second_halfs_steps_at_either_temperature_bound(tmp_path):
+    """By hand: second half T = 2.0, 0.8, 1.3, 2.0 between bounds 0.8 and 2.0 → 3 of 4 at a
+    bound; a log without a temperature gives nan. A config without bounds takes its recipe's
+    (configs/explore-dcpo.yaml: 0.8 and 2.0), a probe's own override wins."""
+    rows = [{"control/temperature": t} for t in (1.0, 1.0, 1.0, 1.0, 2.0, 0.8, 1.3, 2.0)]
+    assert control_range.at_bound_share(rows, 0.8, 2.0) == pytest.approx(0.75)
+    assert math.isnan(control_range.at_bound_share([{"step": 1}] * 4, 0.8, 2.0))
+    assert control_range.percent(0.75) == "75%" and control_range.percent(math.nan) == "—"
+    bare = {"algorithm": {"name": "dcpo"}}
+    assert control_range.temperature_bounds(bare) == (0.8, 2.0)
+    hotter = {"algorithm": {"name": "dcpo", "temperature_high": 1.5}}
+    assert control_range.temperature_bounds(hotter) == (0.8, 1.5)
+    overthink = {"algorithm": {"name": "dcpo"}, "model": {"name": "tiny-overthink"}}
+    assert control_range.recipe_of(overthink)["data"]["task"] == "arith"
+    assert control_range.probe_label(overthink) == "dcpo (tiny-overthink)"
+    assert control_range.probe_label(bare) == "dcpo"
 
 
 def test_step_swing_is_the_second_halfs_successive_difference_noise():

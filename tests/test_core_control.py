@@ -270,6 +270,53 @@ def test_pi_weight_anti_windup_freezes_integral_only_when_weight_also_saturates(
     assert controller.decide().temperature < 1.0 + 0.2
 
 
+def test_pi_cooling_weight_max_caps_the_cooling_weight_alone():
+    """By hand (bounds 0.8 / 1.2, k_p 1, k_i 0): a measurement 0.5 above the target gives e =
+    −0.5, T 0.8 and a weight of 0.5 / 0.2 = 2.5 — capped at 1.5 while cooling; 0.3 below it gives
+    e = 0.3, T 1.2 and 0.3 / 0.2 = 1.5 whatever the cooling cap (heating keeps weight_max 4)."""
+    capped = PIController(
+        0.5, proportional_gain=1.0, integral_gain=0.0, weight_max=4.0, cooling_weight_max=1.5
+    )
+    plain = PIController(0.5, proportional_gain=1.0, integral_gain=0.0, weight_max=4.0)
+    for controller, expected in ((capped, 1.5), (plain, 2.5)):
+        controller.update(1.0)
+        assert controller.decide().temperature == pytest.approx(0.8)
+        assert controller.decide().weight == pytest.approx(expected)
+    capped.update(0.2)
+    assert capped.decide().temperature == pytest.approx(1.2)
+    assert capped.decide().weight == pytest.approx(1.5)
+    capped.update(-1.3)  # e = 1.8: 9 × saturation, capped at weight_max 4
+    assert capped.decide().weight == pytest.approx(4.0)
+
+
+def test_pi_cooling_weight_max_anti_windup_freezes_at_the_cooling_cap():
+    """k_p 0, k_i 0.1, bounds 0.8 / 1.2, cooling cap 2: every step 0.15 above the target adds
+    −0.15 to the integral while the weight, 0.1·|I| / 0.2 = |I| / 2, stays within 2 — the
+    integral stops at −3.9 (the next gap would give a weight of 2.025) instead of weight_max's
+    −19.95; it is checkpointed and validated."""
+    controller = PIController(
+        0.3, proportional_gain=0.0, integral_gain=0.1, weight_max=10.0, cooling_weight_max=2.0
+    )
+    for _ in range(60):
+        controller.update(0.45)
+    assert controller.integral == pytest.approx(-3.9)
+    assert controller.decide().weight == pytest.approx(1.95)
+    saved = json.loads(json.dumps(controller.state_dict()))
+    assert saved["config"]["cooling_weight_max"] == 2.0
+    resumed = make_controller(saved["name"], **saved["config"])
+    resumed.load_state_dict(saved)
+    assert resumed.decide() == controller.decide()
+    assert "cooling_weight_max" not in PIController(0.3, weight_max=2.0).config()
+    for bad in (
+        {"cooling_weight_max": 0.5, "weight_max": 2.0},  # below 1
+        {"cooling_weight_max": 3.0, "weight_max": 2.0},  # above weight_max
+        {"cooling_weight_max": 2.0},  # no weight authority to cap
+        {"cooling_weight_max": float("nan"), "weight_max": 2.0},
+    ):
+        with pytest.raises(ValueError, match="cooling_weight_max"):
+            PIController(0.3, **bad)
+
+
 def saturating_plant(controller, *, drift, steps=300, noise=0.0, seed=0, strength_gain=0.1):
     """H_t = H_{t-1} + g·w·(T_t − 1)/0.2 − drift: the regularizer's effect scales with its weight
     w (1 when the controller leaves it to the algorithm) and with how far T is from 1."""

@@ -3,8 +3,8 @@ entropy (issue 27, "Control over a range"; the diagnosis is control_diagnosis, b
 "Control over a range" reads both).
 
 Each algorithm runs with its range settings (`Settings.range_overrides`: the centred target term,
-`center_rho` / `center_reinforce`, DCPO's ρ clipped, and RANGE_PI: the signal, the optimizer's
-momentum, the ramped target, the controller's bounds and gains) at every target, and with the
+`center_rho` / `center_reinforce`, and RANGE_PI: the signal, the optimizer's momentum, the
+ramped target, the controller's bounds and gains) at every target, and with the
 papers' bang-bang controller (T 1.2 / 0.8, code-faithful, `common.CONTROLLER_OVERRIDES`, the
 recipes as they are) at the two ends for reference; every run, range settings and references
 alike, takes `Settings.batch` (64 prompts × 8 answers per step, twice the recipes') and is
@@ -628,20 +628,41 @@ def figures(
     return names
 
 
-def probe_settings(config: dict) -> str:
-    """What a probe run set beyond its recipe (the explore recipe of its algorithm), as the
-    key=value overrides that re-make it: every setting of its config.yaml (`setting_of`: no
-    seed, threads or log section) that differs from the recipe's, less the target."""
-    import json
-
+def recipe_of(config: dict) -> dict:
+    """The recipe a probe run was made from: its algorithm's recipe of the testbed whose recipes
+    train the run's model (the explore recipe for a model no testbed's recipe names)."""
     from dcrl.config import to_dict
-    from dcrl.report.runs import setting_of
     from dcrl.train.config import load_run_config
 
     from .common import TESTBEDS
 
-    base = to_dict(load_run_config(TESTBEDS["explore"].recipe_path(config["algorithm"]["name"])))
-    mine, theirs = setting_of(config, defaults=False), setting_of(base)
+    algorithm, model = config["algorithm"]["name"], config.get("model", {}).get("name")
+    recipes = [
+        to_dict(load_run_config(path))
+        for path in (testbed.recipe_path(algorithm) for testbed in TESTBEDS.values())
+        if path.is_file()
+    ]
+    mine = [r for r in recipes if r.get("model", {}).get("name") == model]
+    return (mine or [to_dict(load_run_config(TESTBEDS["explore"].recipe_path(algorithm)))])[0]
+
+
+def probe_label(config: dict) -> str:
+    """A probe's algorithm as its tables name it, with the model where it is not the
+    exploration testbed's (`dcpo (tiny-overthink)`)."""
+    algorithm, model = config["algorithm"]["name"], config.get("model", {}).get("name")
+    return algorithm if model in (None, "tiny-explore") else f"{algorithm} ({model})"
+
+
+def probe_settings(config: dict) -> str:
+    """What a probe run set beyond its recipe (`recipe_of`: its algorithm's recipe for its
+    model), as the key=value overrides that re-make it: every setting of its config.yaml
+    (`setting_of`: no seed, threads or log section) that differs from the recipe's, less the
+    target."""
+    import json
+
+    from dcrl.report.runs import setting_of
+
+    mine, theirs = setting_of(config, defaults=False), setting_of(recipe_of(config))
     changed = [
         f"{key}={json.dumps(value, separators=(',', ':')) if isinstance(value, list) else value}"
         for key, value in mine.items()
@@ -650,19 +671,32 @@ def probe_settings(config: dict) -> str:
     return ", ".join(changed)
 
 
+def at_bound_share(rows: list[dict], low: float, high: float) -> float:
+    """The share of the second half's steps whose temperature sat at one of its bounds (`low`,
+    `high`): near 1, the controller acts as a relay, switching between full heating and full
+    cooling, whatever its gains' intent (nan without a logged temperature)."""
+    temperatures = second_half(
+        [r["control/temperature"] for r in rows if "control/temperature" in r]
+    )
+    if not temperatures:
+        return float("nan")
+    at_bound = [t <= low + 1e-6 or t >= high - 1e-6 for t in temperatures]
+    return sum(at_bound) / len(at_bound)
+
+
 def probe_table(run_dirs: list[Path]) -> str:
     """A markdown table of single tuning runs: each run's settings beyond its recipe, its target,
     its steps, the second-half mean and RMS relative error of the held signal (the full entropy
     on the policy's own samples; `entropy/full` for a log without it), its step-to-step swing
-    there (`step_swing`) and the RMS relative error of the sampled-token NLL, the last 5 steps'
-    accuracy and length."""
+    there (`step_swing`), the share of those steps with T at a bound (`at_bound_share`), the
+    RMS relative error of the sampled-token NLL, the last 5 steps' accuracy and length."""
     import yaml
 
     lines = [
         "| run | settings beyond the recipe | target | steps | second-half mean (full entropy) "
-        "| RMS rel. error (full entropy) | step-to-step swing | RMS rel. error (NLL) "
-        "| accuracy (last 5) | length (last 5) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| RMS rel. error (full entropy) | step-to-step swing | T at a bound | RMS rel. error "
+        "(NLL) | accuracy (last 5) | length (last 5) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run_dir in sorted(run_dirs):
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -673,10 +707,24 @@ def probe_table(run_dirs: list[Path]) -> str:
             f"| {run_dir.name} | {escape_cell(probe_settings(config))} | {target} | "
             f"{record['steps']} | {record['achieved']:.4f} | {record['rms_relative_error']:.1%} | "
             f"{step_swing(signal_series(rows)):.1%} | "
+            f"{percent(at_bound_share(rows, *temperature_bounds(config)))} | "
             f"{record['rms_relative_error_nll']:.1%} | {record['accuracy_last_5']:.3f} | "
             f"{record['length_last_5']:.1f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def temperature_bounds(config: dict) -> tuple[float, float]:
+    """A run's temperature bounds (`temperature_low`, `temperature_high`): its config's, else
+    its recipe's."""
+    recipe = recipe_of(config)["algorithm"]
+    mine = {**recipe, **config["algorithm"]}
+    return float(mine["temperature_low"]), float(mine["temperature_high"])
+
+
+def percent(value: float) -> str:
+    """A share as a whole percentage, "—" for nan (nothing to measure)."""
+    return "—" if math.isnan(value) else f"{value:.0%}"
 
 
 def probe_choice(run_dirs: list[Path], tolerance: float = 0.10) -> str:
@@ -692,7 +740,7 @@ def probe_choice(run_dirs: list[Path], tolerance: float = 0.10) -> str:
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         target = float(config["algorithm"]["target_entropy"])
         seed = int(config.get("train", {}).get("seed", 0))
-        key = (config["algorithm"]["name"], probe_settings(config))
+        key = (probe_label(config), probe_settings(config))
         error = seed_record(metrics_of(run_dir), target)["rms_relative_error"]
         groups.setdefault(key, {}).setdefault(target, {})[seed] = error
     shared: dict[str, set[str]] = {}  # per algorithm, the settings all its groups have

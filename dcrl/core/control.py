@@ -297,6 +297,14 @@ class PIController(EntropyController):
     past the target with less proportional action to answer it (bench/README.md, "Control over a
     range", cause 5), so the bench's range settings leave it off.
 
+    A cap on the cooling weight (`cooling_weight_max`, default `weight_max`): the weight is
+    counted from the bound T heads for, and T = 1 is five times nearer 0.8 than 2, so a cooling
+    effort reaches a given weight at a fifth of the gap a heating one needs; GRPO cools by itself
+    as well. Where a cooling row pushes hard (AEPO's REINFORCE rows at T < 1: sharp correct
+    answers, plentiful once the policy is accurate) the loop then cools far harder than it heats,
+    crashes the entropy below a high target and heats back: a relay. A lower cap bounds the
+    cooling push alone; heating keeps `weight_max`.
+
     `hold_integral` f (1 = off) acts on that cause instead: at the step the target is first
     reached the integral is multiplied by f, once (0 = emptied), so the push built while the
     entropy sat flat does not keep driving it past the target; the integral then builds anew
@@ -323,6 +331,7 @@ class PIController(EntropyController):
         target_ramp: int = 0,
         hold_gain: float = 1.0,
         hold_integral: float = 1.0,
+        cooling_weight_max: float | None = None,
     ) -> None:
         super().__init__(target_entropy, initial_entropy)
         self.hold_gain = _check_finite(hold_gain, "hold_gain")
@@ -363,6 +372,15 @@ class PIController(EntropyController):
                     f"null leaves the weight to the algorithm), got {weight_max}"
                 )
         self.weight_max = weight_max
+        if cooling_weight_max is not None:
+            cooling_weight_max = _check_finite(cooling_weight_max, "cooling_weight_max")
+            if weight_max is None or not 1.0 <= cooling_weight_max <= weight_max:
+                raise ValueError(
+                    f"cooling_weight_max must be between 1 and weight_max (the cap on the weight "
+                    f"while the controller cools; null = weight_max), got {cooling_weight_max} "
+                    f"with weight_max={weight_max}"
+                )
+        self.cooling_weight_max = cooling_weight_max
         if self.weight_min and (weight_max is None or self.weight_min > weight_max):
             raise ValueError(
                 f"weight_min={weight_min} needs weight_max set and >= weight_min (the weight "
@@ -436,8 +454,18 @@ class PIController(EntropyController):
         if self.weight_max is None:
             return None
         gap = self._target_now() - self.previous_entropy
-        weight = self._saturation(self._effort(gap, self.integral))
-        return min(max(weight, self.weight_min), self.weight_max)
+        effort = self._effort(gap, self.integral)
+        weight = self._saturation(effort)
+        return min(max(weight, self.weight_min), self._weight_cap(effort))
+
+    def _weight_cap(self, effort: float) -> float:
+        """The weight's cap for an effort: `cooling_weight_max` while cooling (if set), else
+        `weight_max` (1 without weight authority: T's bound is the whole push)."""
+        if self.weight_max is None:
+            return 1.0
+        if effort < 0.0 and self.cooling_weight_max is not None:
+            return self.cooling_weight_max
+        return self.weight_max
 
     def update(self, measured_entropy: float) -> None:
         """Record the measured entropy (smoothed if enabled) and integrate the new gap."""
@@ -456,8 +484,7 @@ class PIController(EntropyController):
                 self.integral *= self.hold_integral
         gap = self._target_now() - self.previous_entropy
         candidate = self._effort(gap, self.integral + gap)
-        limit = 1.0 if self.weight_max is None else self.weight_max
-        saturated = self._saturation(candidate) > limit
+        saturated = self._saturation(candidate) > self._weight_cap(candidate)
         pushes_further = (candidate > 0.0 and gap > 0.0) or (candidate < 0.0 and gap < 0.0)
         if not (saturated and pushes_further):
             self.integral += gap
@@ -485,6 +512,8 @@ class PIController(EntropyController):
             config["hold_gain"] = self.hold_gain
         if self.hold_integral != 1.0:  # likewise
             config["hold_integral"] = self.hold_integral
+        if self.cooling_weight_max is not None:  # likewise
+            config["cooling_weight_max"] = self.cooling_weight_max
         return config
 
     def _dynamic_state(self) -> dict[str, Any]:

@@ -164,7 +164,8 @@ class EntropyControlFields:
         "derivative_gain (brakes on the entropy's change over the last step), weight_min (a "
         "floor under the weight it sets), target_ramp (steps over which the aim moves from the "
         "first measured entropy to the target), hold_gain (a factor on the proportional gain once "
-        "the target is reached), hold_integral (a factor on the integral at that crossing, once); "
+        "the target is reached), hold_integral (a factor on the integral at that crossing, once), "
+        "cooling_weight_max (the weight's cap while cooling; default weight_max); "
         "adaptive takes gain.",
     )
     weight_max: float | None = field(
