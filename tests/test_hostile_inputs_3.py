@@ -113,7 +113,8 @@ def test_task_options_of_the_right_types_still_build_the_task():
             ["algorithm.controller=pi", "algorithm.controller_options={gain: 1}"],
             "algorithm.controller_options.gain: the pi controller has no setting 'gain' "
             "(it takes proportional_gain, integral_gain, entropy_smoothing, gain_reference, "
-            "derivative_gain, weight_min, target_ramp, hold_gain, hold_integral)",
+            "derivative_gain, weight_min, target_ramp, hold_gain, hold_integral, "
+            "cooling_weight_max)",
         ),
         (
             ["algorithm.controller_options={target_entropy: 1}"],
