@@ -303,7 +303,9 @@ class PIController(EntropyController):
     as well. Where a cooling row pushes hard (AEPO's REINFORCE rows at T < 1: sharp correct
     answers, plentiful once the policy is accurate) the loop then cools far harder than it heats,
     crashes the entropy below a high target and heats back: a relay. A lower cap bounds the
-    cooling push alone; heating keeps `weight_max`.
+    cooling push alone; heating keeps `weight_max`. On tiny-explore a cap of 3 did not steady
+    AEPO at 1.4× its start (its heating jumps as well: bench/README.md, "Control over a range",
+    cause 9), so the bench's range settings leave it off.
 
     `hold_integral` f (1 = off) acts on that cause instead: at the step the target is first
     reached the integral is multiplied by f, once (0 = emptied), so the push built while the
