@@ -23,6 +23,7 @@ seeds 4-6, and the record and the claims say which seeds chose and which judged:
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass
@@ -631,19 +632,22 @@ def figures(
 def recipe_of(config: dict) -> dict:
     """The recipe a probe run was made from: its algorithm's recipe of the testbed whose recipes
     train the run's model (the explore recipe for a model no testbed's recipe names)."""
+    return _recipe(config["algorithm"]["name"], config.get("model", {}).get("name"))
+
+
+@functools.cache
+def _recipe(algorithm: str, model: str | None) -> dict:
+    """`recipe_of`'s lookup, loaded once per (algorithm, model) however many probes share it.
+    Callers read the dict and never change it."""
     from dcrl.config import to_dict
     from dcrl.train.config import load_run_config
 
     from .common import TESTBEDS
 
-    algorithm, model = config["algorithm"]["name"], config.get("model", {}).get("name")
-    recipes = [
-        to_dict(load_run_config(path))
-        for path in (testbed.recipe_path(algorithm) for testbed in TESTBEDS.values())
-        if path.is_file()
-    ]
+    paths = [testbed.recipe_path(algorithm) for testbed in TESTBEDS.values()]
+    recipes = [to_dict(load_run_config(path)) for path in paths if path.is_file()]
     mine = [r for r in recipes if r.get("model", {}).get("name") == model]
-    return (mine or [to_dict(load_run_config(TESTBEDS["explore"].recipe_path(algorithm)))])[0]
+    return mine[0] if mine else to_dict(load_run_config(TESTBEDS["explore"].recipe_path(algorithm)))
 
 
 def probe_label(config: dict) -> str:
@@ -673,8 +677,8 @@ def probe_settings(config: dict) -> str:
 
 def at_bound_share(rows: list[dict], low: float, high: float) -> float:
     """The share of the second half's steps whose temperature sat at one of its bounds (`low`,
-    `high`): near 1, the controller acts as a relay, switching between full heating and full
-    cooling, whatever its gains' intent (nan without a logged temperature)."""
+    `high`): near 1, T acts as a relay, switching between its bounds whatever the gains' intent,
+    and only the weight grades the push (nan without a logged temperature)."""
     temperatures = second_half(
         [r["control/temperature"] for r in rows if "control/temperature" in r]
     )
